@@ -1,0 +1,170 @@
+//! Throughput measurements. Speed is measured here, never in tests: these machines are shared and
+//! noisy, so every figure is printed beside a baseline measured in the same run (a ratio), after
+//! a warm-up, as the median of several runs.
+
+use crate::error::Result;
+use crate::gpu::GpuContext;
+use crate::kernels::matmul::{self, median, Gemm, MatmulVariant, MATMUL_VARIANTS};
+use crate::kernels::Stream;
+use crate::util::Rng;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct MatmulBenchOptions {
+    /// (M, N, K) products to time.
+    pub shapes: Vec<(usize, usize, usize)>,
+    /// Layouts to time: any of "nt", "nn", "tn".
+    pub layouts: Vec<String>,
+    /// Timed runs per variant (after one warm-up); fewer when a variant is slow, never < 3.
+    pub reps: usize,
+    /// Stop sampling a variant after this long once it has 3 samples.
+    pub budget: Duration,
+}
+
+impl Default for MatmulBenchOptions {
+    fn default() -> Self {
+        Self {
+            shapes: vec![(1024, 1024, 1024), (2048, 768, 768), (2048, 3072, 768)],
+            layouts: vec!["nt".into(), "nn".into(), "tn".into()],
+            reps: 7,
+            budget: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One measured line.
+#[derive(Clone, Debug)]
+pub struct MatmulBenchRow {
+    pub shape: (usize, usize, usize),
+    pub layout: String,
+    pub variant: String,
+    pub gflops: f64,
+    pub samples: usize,
+}
+
+fn gemm_for(layout: &str, (m, n, k): (usize, usize, usize)) -> Gemm {
+    match layout {
+        "nn" => Gemm::nn(m, n, k),
+        "tn" => Gemm::tn(m, n, k),
+        _ => Gemm::nt(m, n, k),
+    }
+}
+
+/// Median GFLOP/s of `f` (which performs `flops` operations per call) after one warm-up.
+fn sample(flops: f64, reps: usize, budget: Duration, mut f: impl FnMut() -> Result<Duration>) -> Result<(f64, usize)> {
+    f()?;
+    let start = Instant::now();
+    let mut rates = Vec::new();
+    while rates.len() < reps.max(3) && (rates.len() < 3 || start.elapsed() < budget) {
+        let dt = f()?;
+        rates.push(flops / dt.as_secs_f64() / 1e9);
+    }
+    Ok((median(&rates), rates.len()))
+}
+
+/// CPU sgemm through the `matrixmultiply` crate on all cores, same layout: the context figure.
+pub fn cpu_sgemm_gflops(g: &Gemm, reps: usize, budget: Duration) -> Result<f64> {
+    let mut rng = Rng::new(1);
+    let a = rng.vec_uniform(g.a_len(), -1.0, 1.0);
+    let b = rng.vec_uniform(g.b_len(), -1.0, 1.0);
+    let mut c = vec![0.0f32; g.c_len()];
+    // matrixmultiply takes a row stride and a column stride per operand, so a transposed
+    // operand is just swapped strides.
+    let (rsa, csa) = if g.trans_a { (1, g.lda as isize) } else { (g.lda as isize, 1) };
+    let (rsb, csb) = if g.trans_b { (1, g.ldb as isize) } else { (g.ldb as isize, 1) };
+    let (rate, _) = sample(g.flops(), reps, budget, || {
+        let t0 = Instant::now();
+        // SAFETY: the strides and sizes describe exactly the slices allocated above (g.a_len()
+        // etc. are the extents of the strided matrices).
+        unsafe {
+            matrixmultiply::sgemm(
+                g.m,
+                g.k,
+                g.n,
+                1.0,
+                a.as_ptr(),
+                rsa,
+                csa,
+                b.as_ptr(),
+                rsb,
+                csb,
+                0.0,
+                c.as_mut_ptr(),
+                g.ldc as isize,
+                1,
+            );
+        }
+        Ok(t0.elapsed())
+    })?;
+    Ok(rate)
+}
+
+/// Time every matmul variant the adapter can run on each shape and layout, print a block per
+/// product with the CPU sgemm figure and the variant autotuning picks, and return the rows.
+pub fn matmul_bench(ctx: &GpuContext, opts: &MatmulBenchOptions, out: &mut dyn FnMut(&str)) -> Result<Vec<MatmulBenchRow>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    out(&format!("adapter: {}", ctx.describe()));
+    out(&format!("cpu sgemm: matrixmultiply crate, {threads} thread(s)"));
+    out(&format!("autotune: {:?}, cache {:?}", ctx.autotune.mode(), ctx.autotune.cache_file()));
+    out("figures are GFLOP/s (2·M·N·K per product), median of the timed runs after one warm-up");
+    let mut rows = Vec::new();
+    let mut summary = Vec::new();
+    for &shape in &opts.shapes {
+        for layout in &opts.layouts {
+            let g = gemm_for(layout, shape);
+            let mut rng = Rng::new(7);
+            let ta = ctx.upload("bench A", &rng.vec_uniform(g.a_len(), -1.0, 1.0))?;
+            let tb = ctx.upload("bench B", &rng.vec_uniform(g.b_len(), -1.0, 1.0))?;
+            let tc = ctx.tensor("bench C", g.c_len())?;
+            let pick = matmul::choose_variant(ctx, &g)?;
+            out(&format!("\n{}x{}x{} {} (M×N×K, {})", shape.0, shape.1, shape.2, g.layout(), layout_role(layout)));
+            let mut naive = None;
+            let mut picked = None;
+            for v in MATMUL_VARIANTS.iter().copied().filter(|v| v.fits(&ctx.limits)) {
+                let mut s = Stream::new(ctx);
+                matmul::matmul_variant(&mut s, v, &tc, &ta, &tb, &g, 1.0, 0.0)?;
+                let (rate, n) = sample(g.flops(), opts.reps, opts.budget, || ctx.time(s.dispatches(), 1))?;
+                if v == MatmulVariant::Naive {
+                    naive = Some(rate);
+                }
+                if v == pick {
+                    picked = Some(rate);
+                }
+                let ratio = naive.map_or(String::new(), |b| format!("{:>6.2}x naive", rate / b));
+                let mark = if v == pick { "  <- autotune pick" } else { "" };
+                out(&format!("  {:<18} {:>9.2}  {ratio}{mark}   ({n} runs)", v.name(), rate));
+                rows.push(MatmulBenchRow { shape, layout: layout.clone(), variant: v.name(), gflops: rate, samples: n });
+            }
+            let cpu = cpu_sgemm_gflops(&g, opts.reps, opts.budget)?;
+            out(&format!("  {:<18} {:>9.2}", "cpu sgemm", cpu));
+            rows.push(MatmulBenchRow { shape, layout: layout.clone(), variant: "cpu_sgemm".into(), gflops: cpu, samples: 0 });
+            summary.push((shape, g.layout(), pick.name(), picked.unwrap_or(0.0), naive.unwrap_or(0.0), cpu));
+        }
+    }
+    out("\nsummary");
+    out(&format!(
+        "  {:<16} {:<6} {:<18} {:>10} {:>10} {:>12} {:>10}",
+        "shape", "layout", "autotune pick", "pick", "naive", "pick/naive", "cpu sgemm"
+    ));
+    for (shape, layout, name, pick, naive, cpu) in summary {
+        out(&format!(
+            "  {:<16} {:<6} {:<18} {:>10.2} {:>10.2} {:>11.2}x {:>10.2}",
+            format!("{}x{}x{}", shape.0, shape.1, shape.2),
+            layout,
+            name,
+            pick,
+            naive,
+            pick / naive.max(1e-12),
+            cpu
+        ));
+    }
+    Ok(rows)
+}
+
+fn layout_role(layout: &str) -> &'static str {
+    match layout {
+        "nn" => "input gradient dY·W",
+        "tn" => "weight gradient dYᵀ·X",
+        _ => "forward X·Wᵀ",
+    }
+}

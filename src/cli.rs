@@ -1,0 +1,195 @@
+//! The `wgpt` command line. Each subcommand's arguments and its `run` live here or in the module
+//! that owns the feature; `src/main.rs` only parses and dispatches.
+//!
+//! GPU selection flows one way: built-in defaults, then `WGPT_*` environment variables, then
+//! flags (clap applies the last two), resolved once into a [`GpuOptions`] and logged.
+
+use crate::bench::{self, MatmulBenchOptions};
+use crate::gpu::adapters;
+use crate::gpu::{AutotuneMode, GpuContext, GpuOptions};
+use crate::util::Rng;
+use crate::validate::suite::{self, SuiteOptions};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(name = "wgpt", version, about = "GPT training where every hot operation is a WGSL compute shader")]
+pub struct Cli {
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Adapter selection, shared by every subcommand that touches the GPU.
+#[derive(Args, Debug, Clone)]
+pub struct GpuArgs {
+    /// Graphics backend to search: vulkan, metal, dx12, gl or all.
+    #[arg(long, global = true, env = "WGPT_BACKEND", default_value = "vulkan")]
+    pub backend: String,
+    /// Adapter to use: an index from `wgpt adapters` or a substring of its name.
+    #[arg(long, global = true, env = "WGPT_ADAPTER")]
+    pub adapter: Option<String>,
+    /// Kernel-variant autotuning: on (time candidates on first use, cache the winner) or off.
+    #[arg(long, global = true, env = "WGPT_AUTOTUNE", default_value = "on")]
+    pub autotune: String,
+    /// Pretend storage bindings are at most this many bytes (forces chunking; for testing).
+    #[arg(long, global = true, env = "WGPT_MAX_BINDING_BYTES")]
+    pub max_binding_bytes: Option<u64>,
+}
+
+impl GpuArgs {
+    pub fn resolve(&self) -> anyhow::Result<GpuOptions> {
+        Ok(GpuOptions {
+            backends: adapters::parse_backends(&self.backend)?,
+            adapter: self.adapter.clone(),
+            max_binding_bytes: self.max_binding_bytes,
+            autotune: AutotuneMode::parse(&self.autotune)?,
+            ..GpuOptions::default()
+        })
+    }
+
+    pub fn open(&self) -> anyhow::Result<GpuContext> {
+        let opts = self.resolve()?;
+        log::info!("gpu options: {opts:?}");
+        Ok(GpuContext::new(&opts)?)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List every adapter wgpu sees, with the features and limits wgpt cares about.
+    Adapters {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every GPU kernel against its CPU reference and print a table; exit 1 on any failure.
+    Validate(ValidateArgs),
+    /// Measure throughput.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Replay a previous run's inputs (every run prints its seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Only rows whose kernel name contains this (e.g. `matmul_nt`, `chunked`, `sum_squares`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Skip the GPT-size products for a fast check.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// GFLOP/s of every matmul variant beside a CPU sgemm, on GPT shapes and 1024³.
+    Matmul(MatmulBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MatmulBenchArgs {
+    /// Products to time as MxNxK (repeatable); default 1024x1024x1024, 2048x768x768, 2048x3072x768.
+    #[arg(long = "shape")]
+    pub shapes: Vec<String>,
+    /// Layouts to time (comma-separated): nt (forward), nn (input grad), tn (weight grad).
+    #[arg(long, default_value = "nt,nn,tn")]
+    pub layouts: String,
+    /// Timed runs per variant after the warm-up (at least 3 always run).
+    #[arg(long, default_value_t = 7)]
+    pub reps: usize,
+    /// Seconds after which a slow variant stops collecting samples beyond the first 3.
+    #[arg(long, default_value_t = 3.0)]
+    pub budget_secs: f64,
+}
+
+pub fn parse_shape(s: &str) -> anyhow::Result<(usize, usize, usize)> {
+    let parts: Vec<usize> = s
+        .split(['x', 'X', '×'])
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("shape `{s}`: expected MxNxK, e.g. 2048x768x768"))?;
+    match parts[..] {
+        [m, n, k] if m > 0 && n > 0 && k > 0 => Ok((m, n, k)),
+        _ => bail!("shape `{s}`: expected three positive sizes MxNxK, e.g. 2048x768x768"),
+    }
+}
+
+/// Run a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Adapters { json } => adapters_cmd(&cli.gpu, json),
+        Command::Validate(args) => validate_cmd(&cli.gpu, &args),
+        Command::Bench { what: BenchCommand::Matmul(args) } => {
+            let mut opts = MatmulBenchOptions::default();
+            if !args.shapes.is_empty() {
+                opts.shapes = args.shapes.iter().map(|s| parse_shape(s)).collect::<anyhow::Result<_>>()?;
+            }
+            opts.layouts = args.layouts.split(',').map(|l| l.trim().to_ascii_lowercase()).collect();
+            if let Some(bad) = opts.layouts.iter().find(|l| !["nt", "nn", "tn"].contains(&l.as_str())) {
+                bail!("unknown layout `{bad}`: expected nt, nn or tn");
+            }
+            opts.reps = args.reps;
+            opts.budget = Duration::from_secs_f64(args.budget_secs.max(0.0));
+            let ctx = cli.gpu.open()?;
+            bench::matmul_bench(&ctx, &opts, &mut |line| println!("{line}"))?;
+            Ok(0)
+        }
+    }
+}
+
+fn adapters_cmd(gpu: &GpuArgs, json: bool) -> anyhow::Result<i32> {
+    let backends = adapters::parse_backends(&gpu.backend)?;
+    let instance = adapters::create_instance(backends);
+    let list = adapters::enumerate(&instance, backends);
+    let reports: Vec<_> = list.iter().enumerate().map(|(i, a)| adapters::describe(i, a)).collect();
+    // Which one a run would use, by the same rule GpuContext::new applies.
+    let chosen = adapters::select(list, gpu.adapter.as_deref(), backends).ok().map(|a| a.get_info().name);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(if reports.is_empty() { 1 } else { 0 });
+    }
+    if reports.is_empty() {
+        eprintln!("{}", crate::Error::NoAdapter { backends: format!("{backends:?}") });
+        return Ok(1);
+    }
+    println!("{} adapter(s) on backend(s) {:?}:\n", reports.len(), backends);
+    let mut marked = false;
+    for r in &reports {
+        let is_chosen = !marked && chosen.as_deref() == Some(r.name.as_str());
+        marked |= is_chosen;
+        println!("{}", adapters::format_report(r, is_chosen));
+    }
+    Ok(0)
+}
+
+fn validate_cmd(gpu: &GpuArgs, args: &ValidateArgs) -> anyhow::Result<i32> {
+    let seed = args.seed.unwrap_or_else(Rng::fresh_seed);
+    let ctx = gpu.open()?;
+    println!("adapter: {}", ctx.describe());
+    println!("seed: {seed}   (replay with --seed {seed})");
+    println!("matmul variants: {}", suite::matmul_variant_names(&ctx).join(", "));
+    println!("outputs are filled with NaN before every run; pass = |got - want| <= atol + rtol*|want| everywhere\n");
+    println!("{}", suite::header());
+    let opts = SuiteOptions { filter: args.filter.clone(), quick: args.quick, ..SuiteOptions::new(seed) };
+    let t0 = Instant::now();
+    let rows = suite::run(&ctx, &opts, &mut |row| {
+        println!("{}", suite::format_row(row));
+        if let Some(d) = &row.detail {
+            println!("    {}", d.replace('\n', "\n    "));
+        }
+    })?;
+    let failed = rows.iter().filter(|r| !r.pass).count();
+    println!("\n{} rows, {} passed, {} failed, {:.1} s (seed {seed})", rows.len(), rows.len() - failed, failed, t0.elapsed().as_secs_f64());
+    if rows.is_empty() {
+        eprintln!("no rows matched the filter");
+        return Ok(1);
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
+}

@@ -1,0 +1,500 @@
+//! [`GpuContext`]: the one object that owns the wgpu instance, adapter, device and queue, compiles
+//! every shader once, caches pipelines by typed kernel name, allocates buffers and runs dispatches.
+//!
+//! Failure policy: nothing here panics on a GPU problem. Shader and pipeline creation run inside
+//! error scopes and come back as [`Error::Shader`] naming the file and entry point; buffer creation
+//! runs inside an out-of-memory scope; a lost device or any uncaptured wgpu error is recorded by
+//! callbacks and returned from the next [`GpuContext::wait`] (every readback and every `run` waits).
+
+use super::adapters;
+use super::autotune::{AutotuneMode, Autotuner};
+use super::pipelines::{Kernel, Overrides, PipelineKey, Shader};
+use super::tensor::{GpuTensor, Window};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How to open a context. [`GpuOptions::from_env`] reads the environment; the CLI overrides it.
+#[derive(Clone, Debug)]
+pub struct GpuOptions {
+    /// Backends to search (Vulkan unless told otherwise).
+    pub backends: wgpu::Backends,
+    /// Adapter index or name substring (`--adapter`, `WGPT_ADAPTER`).
+    pub adapter: Option<String>,
+    /// Pretend the adapter's max storage-buffer binding is this many bytes (never more than the
+    /// real limit). Forces the chunked paths on small problems; `WGPT_MAX_BINDING_BYTES`.
+    pub max_binding_bytes: Option<u64>,
+    /// Variant selection: time the candidates on first use, or take the per-adapter default.
+    pub autotune: AutotuneMode,
+    /// Where the autotune cache lives (`WGPT_CACHE_DIR`, else `$XDG_CACHE_HOME/wgpt`, else
+    /// `~/.cache/wgpt`); `None` keeps choices in memory only.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self {
+            backends: wgpu::Backends::VULKAN,
+            adapter: None,
+            max_binding_bytes: None,
+            autotune: AutotuneMode::On,
+            cache_dir: default_cache_dir(),
+        }
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("WGPT_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("wgpt"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("wgpt"))
+}
+
+impl GpuOptions {
+    /// Defaults plus `WGPT_BACKEND`, `WGPT_ADAPTER`, `WGPT_MAX_BINDING_BYTES`, `WGPT_AUTOTUNE`.
+    pub fn from_env() -> Result<Self> {
+        let mut o = Self::default();
+        if let Ok(b) = std::env::var("WGPT_BACKEND") {
+            o.backends = adapters::parse_backends(&b)?;
+        }
+        if let Ok(a) = std::env::var("WGPT_ADAPTER") {
+            o.adapter = Some(a);
+        }
+        if let Ok(v) = std::env::var("WGPT_MAX_BINDING_BYTES") {
+            o.max_binding_bytes = Some(v.trim().parse().map_err(|_| Error::Validation {
+                context: "WGPT_MAX_BINDING_BYTES".into(),
+                message: format!("`{v}` is not a byte count"),
+            })?);
+        }
+        o.autotune = AutotuneMode::from_env()?;
+        Ok(o)
+    }
+}
+
+/// One compute dispatch, fully bound: replaying it costs only the recording.
+#[derive(Clone, Debug)]
+pub struct Dispatch {
+    pub kernel: Kernel,
+    pub pipeline: Arc<wgpu::ComputePipeline>,
+    pub bind_group: wgpu::BindGroup,
+    /// Bytes for `var<immediate>` (the kernel's parameter struct).
+    pub immediates: Vec<u8>,
+    pub workgroups: [u32; 3],
+}
+
+pub struct GpuContext {
+    pub instance: wgpu::Instance,
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+    /// Effective max bytes per storage binding (the adapter's, or lower on request).
+    max_binding: u64,
+    modules: Mutex<HashMap<Shader, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// Replacement WGSL per shader; only [`GpuContext::replace_shader_source`] sets it.
+    source_overrides: Mutex<HashMap<Shader, String>>,
+    /// First uncaptured wgpu error or device-lost reason, reported by the next `wait`.
+    fault: Arc<Mutex<Option<Error>>>,
+    pub autotune: Autotuner,
+    allocated: Mutex<u64>,
+    opts: GpuOptions,
+}
+
+/// Optional features wgpt uses when the adapter has them.
+const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+    .union(wgpu::Features::SHADER_FLOAT32_ATOMIC)
+    .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+
+/// Largest `var<immediate>` struct any kernel declares (MatmulParams, 20 words).
+pub const IMMEDIATE_BYTES: u32 = 80;
+
+impl GpuContext {
+    /// Open the adapter the options select, with its real limits and every useful feature it has.
+    pub fn new(opts: &GpuOptions) -> Result<Self> {
+        let instance = adapters::create_instance(opts.backends);
+        let list = adapters::enumerate(&instance, opts.backends);
+        let adapter = adapters::select(list, opts.adapter.as_deref(), opts.backends)?;
+        let info = adapter.get_info();
+        log::info!(
+            "adapter: {} ({:?}, {:?}, driver {} {})",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info
+        );
+
+        let offered = adapter.features();
+        if !offered.contains(wgpu::Features::IMMEDIATES) {
+            return Err(Error::MissingFeature {
+                adapter: info.name.clone(),
+                feature: "IMMEDIATES",
+                why: "every wgpt kernel takes its parameters as immediates (Vulkan push constants); \
+                      use the Vulkan backend, which always has them",
+            });
+        }
+        let features = wgpu::Features::IMMEDIATES | (offered & OPTIONAL_FEATURES);
+        // Ask for everything the adapter can do, not WebGPU's conservative defaults (128 MiB
+        // bindings, 16 KiB workgroup memory, 256 invocations).
+        let limits = adapter.limits();
+        if limits.max_immediate_size < IMMEDIATE_BYTES {
+            return Err(Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: format!(
+                    "max_immediate_size is {} bytes; wgpt's kernels need {IMMEDIATE_BYTES}",
+                    limits.max_immediate_size
+                ),
+            });
+        }
+        let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            // SAFETY: wgpu requires this token for any EXPERIMENTAL_* feature. wgpt only uses
+            // cooperative matrices in kernels validated against CPU references on the same device.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgpt"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: experimental,
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
+
+        let fault: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+        {
+            let fault = fault.clone();
+            device.set_device_lost_callback(move |reason, message| {
+                let mut f = fault.lock().unwrap();
+                if f.is_none() {
+                    *f = Some(Error::DeviceLost { reason: format!("{reason:?}: {message}") });
+                }
+            });
+        }
+        {
+            let fault = fault.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                log::error!("wgpu: {e}");
+                let mut f = fault.lock().unwrap();
+                if f.is_none() {
+                    *f = Some(match e {
+                        wgpu::Error::OutOfMemory { .. } => {
+                            Error::OutOfMemory { what: "a GPU operation".into(), bytes: 0 }
+                        }
+                        other => Error::Validation { context: "a GPU operation".into(), message: other.to_string() },
+                    });
+                }
+            }));
+        }
+
+        let real_max = limits.max_storage_buffer_binding_size;
+        let max_binding = match opts.max_binding_bytes {
+            Some(m) => m.min(real_max),
+            None => real_max,
+        };
+        if max_binding < real_max {
+            log::info!("max storage binding lowered to {max_binding} bytes (adapter allows {real_max})");
+        }
+        let autotune = Autotuner::new(opts.autotune, opts.cache_dir.clone(), &info);
+        Ok(Self {
+            instance,
+            adapter,
+            device,
+            queue,
+            info,
+            features,
+            limits,
+            max_binding,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            source_overrides: Mutex::new(HashMap::new()),
+            fault,
+            autotune,
+            allocated: Mutex::new(0),
+            opts: opts.clone(),
+        })
+    }
+
+    /// The options this context was opened with (to open a sibling with one setting changed).
+    pub fn options(&self) -> &GpuOptions {
+        &self.opts
+    }
+
+    /// Bytes one storage binding may span on this context.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.max_binding
+    }
+
+    /// One line for logs and reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}, {} {})",
+            self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info
+        )
+    }
+
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Total bytes of buffers allocated through this context so far.
+    pub fn allocated_bytes(&self) -> u64 {
+        *self.allocated.lock().unwrap()
+    }
+
+    // ---- shaders and pipelines ------------------------------------------------------------------
+
+    /// Swap the WGSL of one shader file for this context and drop its cached pipelines. Exists so
+    /// tests can prove that the validation harness catches a deliberately broken kernel.
+    pub fn replace_shader_source(&self, shader: Shader, source: String) {
+        self.source_overrides.lock().unwrap().insert(shader, source);
+        self.modules.lock().unwrap().remove(&shader);
+        self.pipelines.lock().unwrap().retain(|k, _| k.kernel.shader() != shader);
+    }
+
+    fn module(&self, shader: Shader, entry: &'static str) -> Result<Arc<wgpu::ShaderModule>> {
+        if let Some(m) = self.modules.lock().unwrap().get(&shader) {
+            return Ok(m.clone());
+        }
+        let source = match self.source_overrides.lock().unwrap().get(&shader) {
+            Some(s) => s.clone(),
+            None => shader.source().to_string(),
+        };
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(shader.file()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader { file: shader.file(), entry, message: e.to_string() });
+        }
+        let module = Arc::new(module);
+        self.modules.lock().unwrap().insert(shader, module.clone());
+        Ok(module)
+    }
+
+    /// The pipeline for `kernel` specialised with `overrides`, built on first use and cached.
+    pub fn pipeline(&self, kernel: Kernel, overrides: &Overrides) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = PipelineKey { kernel, overrides: overrides.clone() };
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let module = self.module(kernel.shader(), kernel.entry())?;
+        let constants = overrides.constants();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.entry()),
+            // Derived from the entry point: each kernel's bindings and immediates are exactly what
+            // it uses, and bind groups are built from `get_bind_group_layout(0)`.
+            layout: None,
+            module: &module,
+            entry_point: Some(kernel.entry()),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                // Every kernel writes its workgroup tiles before reading them.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader {
+                file: kernel.shader().file(),
+                entry: kernel.entry(),
+                message: format!("{e}\n  (overrides: {constants:?})"),
+            });
+        }
+        let pipeline = Arc::new(pipeline);
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Bind `windows[i]` to `@binding(i)` of group 0 of `pipeline` and package the dispatch.
+    pub fn dispatch(
+        &self,
+        kernel: Kernel,
+        pipeline: Arc<wgpu::ComputePipeline>,
+        windows: &[Window<'_>],
+        immediates: &[u8],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > max) {
+            return Err(Error::Shape {
+                op: kernel.entry(),
+                message: format!("grid {workgroups:?} exceeds {max} workgroups per dimension"),
+            });
+        }
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = windows
+            .iter()
+            .enumerate()
+            .map(|(i, w)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: w.buffer,
+                    offset: w.byte_offset,
+                    size: wgpu::BufferSize::new(w.byte_size),
+                }),
+            })
+            .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.entry()),
+            layout: &layout,
+            entries: &entries,
+        });
+        Ok(Dispatch { kernel, pipeline, bind_group, immediates: immediates.to_vec(), workgroups })
+    }
+
+    // ---- buffers --------------------------------------------------------------------------------
+
+    /// Allocate a zero-filled f32 tensor of `len` elements. The buffer is rounded up to 256 bytes
+    /// so that vec4 bindings and aligned binding windows never run past its end.
+    pub fn tensor(&self, label: &str, len: usize) -> Result<GpuTensor> {
+        let bytes = ((len.max(1) as u64 * 4).div_ceil(256)) * 256;
+        let buffer = self.create_buffer(
+            label,
+            bytes,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        )?;
+        Ok(GpuTensor::new(Arc::new(buffer), 0, len))
+    }
+
+    /// Allocate a tensor and upload `data` into it.
+    pub fn upload(&self, label: &str, data: &[f32]) -> Result<GpuTensor> {
+        let t = self.tensor(label, data.len())?;
+        self.write(&t, data)?;
+        Ok(t)
+    }
+
+    /// Copy host data into a tensor (ordered before any later submission).
+    pub fn write(&self, t: &GpuTensor, data: &[f32]) -> Result<()> {
+        if data.len() != t.len() {
+            return Err(Error::Shape {
+                op: "write",
+                message: format!("tensor has {} elements, data has {}", t.len(), data.len()),
+            });
+        }
+        if !data.is_empty() {
+            self.queue.write_buffer(t.buffer(), t.byte_offset(), bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    /// Create a buffer inside an out-of-memory scope, so exhaustion is an error, not a panic.
+    pub fn create_buffer(&self, label: &str, bytes: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        if bytes > self.limits.max_buffer_size {
+            return Err(Error::BufferTooLarge { what: label.to_string(), bytes, max: self.limits.max_buffer_size });
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage,
+            mapped_at_creation: false,
+        });
+        if pollster::block_on(scope.pop()).is_some() {
+            return Err(Error::OutOfMemory { what: label.to_string(), bytes });
+        }
+        *self.allocated.lock().unwrap() += bytes;
+        Ok(buffer)
+    }
+
+    /// Read a tensor back to the host (waits for all submitted work).
+    pub fn read(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        if t.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bytes = t.len() as u64 * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(t.buffer(), t.byte_offset(), &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Validation { context: "readback map".into(), message: e.to_string() }),
+            Err(_) => return Err(Error::DeviceLost { reason: "readback callback never ran".into() }),
+        }
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Validation { context: "readback".into(), message: e.to_string() })?;
+        let out = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    // ---- execution ------------------------------------------------------------------------------
+
+    /// Record dispatches into one compute pass, `repeat` times over.
+    pub fn encode(&self, dispatches: &[Dispatch], repeat: usize) -> wgpu::CommandBuffer {
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpt") });
+        {
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgpt"), timestamp_writes: None });
+            for _ in 0..repeat {
+                for d in dispatches {
+                    pass.set_pipeline(&d.pipeline);
+                    pass.set_bind_group(0, &d.bind_group, &[]);
+                    if !d.immediates.is_empty() {
+                        pass.set_immediates(0, &d.immediates);
+                    }
+                    pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+                }
+            }
+        }
+        enc.finish()
+    }
+
+    /// Submit dispatches without waiting.
+    pub fn submit(&self, dispatches: &[Dispatch]) -> wgpu::SubmissionIndex {
+        self.queue.submit([self.encode(dispatches, 1)])
+    }
+
+    /// Submit dispatches and wait for them to finish.
+    pub fn run(&self, dispatches: &[Dispatch]) -> Result<()> {
+        self.submit(dispatches);
+        self.wait()
+    }
+
+    /// Wall time of `repeat` back-to-back executions of `dispatches` in one submission.
+    pub fn time(&self, dispatches: &[Dispatch], repeat: usize) -> Result<Duration> {
+        let cmd = self.encode(dispatches, repeat);
+        let t0 = Instant::now();
+        self.queue.submit([cmd]);
+        self.wait()?;
+        Ok(t0.elapsed())
+    }
+
+    /// Block until all submitted work is done; report any fault wgpu signalled meanwhile.
+    pub fn wait(&self) -> Result<()> {
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        if let Some(e) = self.fault.lock().unwrap().take() {
+            return Err(e);
+        }
+        polled.map(|_| ()).map_err(|e| Error::DeviceLost { reason: e.to_string() })
+    }
+}

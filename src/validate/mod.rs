@@ -1,0 +1,166 @@
+//! Checking GPU kernels against their CPU references.
+//!
+//! [`compare`] / [`assert_close`] is the one comparator: an element passes when
+//! `|got − want| ≤ atol + rtol·|want|`, and a NaN or infinity where the reference is finite always
+//! fails (outputs are poisoned with NaN before each run, so an element the kernel never wrote
+//! shows up here). Tolerances live in this file, one function per kernel family, each with the
+//! reasoning behind its numbers. [`suite`] is the table `wgpt validate` prints and `cargo test` runs.
+
+pub mod suite;
+
+use std::fmt;
+
+/// `|got − want| ≤ atol + rtol·|want|`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tol {
+    pub atol: f64,
+    pub rtol: f64,
+}
+
+impl fmt::Display for Tol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.0e}+{:.0e}·|x|", self.atol, self.rtol)
+    }
+}
+
+/// Matmul, f32 accumulation over K terms. Test inputs are scaled like a linear layer (A uniform in
+/// [−1, 1], B uniform in [−1, 1]/√K), so outputs and running partial sums are O(1). Each of the K
+/// fused multiply-adds rounds once, with error ≤ ε·|partial sum| ≈ 6e-8; those errors are
+/// independent in sign, so the total is ≈ √K·6e-8 ≤ 3.3e-6 at K = 3072 and far less at small K:
+/// at least 3× inside atol = 1e-5 even where cancellation makes the output ~0, and rtol = 1e-4
+/// covers the O(1) outputs. These are the fp32 bounds the foundation issue asks for; no kernel
+/// gets a looser one. (`k` is taken so a future reduced-precision path can scale with it.)
+pub fn matmul_tolerance(_k: usize) -> Tol {
+    Tol { atol: 1e-5, rtol: 1e-4 }
+}
+
+/// fill/add/scale: one correctly rounded f32 operation, identical to the reference's f64 result
+/// rounded once, so the only allowance is for a driver that flushes denormals (inputs are O(1),
+/// so that never triggers): effectively exact. axpy: `fma` rounds once, but a driver may split it
+/// into a multiply and an add (two roundings); with O(1) inputs that is ≤ 2.4e-7 absolute.
+pub fn elementwise_tolerance() -> Tol {
+    Tol { atol: 5e-7, rtol: 2.4e-7 }
+}
+
+/// Sum of squares, f32: each invocation adds ≤ n/65,536 terms sequentially, then a 256-wide tree
+/// and a final 256-wide tree combine them: about (n/65,536 + 16) roundings on any path, all on
+/// positive terms (no cancellation), so the relative error stays below ≈ 50·ε ≈ 3e-6 for the
+/// largest vector the suite uses (3M elements). rtol = 1e-5 gives 3× margin.
+pub fn reduce_tolerance() -> Tol {
+    Tol { atol: 1e-6, rtol: 1e-5 }
+}
+
+/// What a comparison found.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub n: usize,
+    pub max_abs: f64,
+    /// Largest |got − want| / max(|want|, atol): the relative error, with references smaller
+    /// than atol measured against atol so that exact zeros don't make it infinite.
+    pub max_rel: f64,
+    /// Index of the element with the largest error relative to its allowance.
+    pub worst: usize,
+    pub mismatches: usize,
+    /// The first few failing elements: (index, got, want).
+    pub first: Vec<(usize, f32, f32)>,
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} elements mismatch; max abs err {:.3e}, max rel err {:.3e}, worst at [{}]",
+            self.mismatches, self.n, self.max_abs, self.max_rel, self.worst
+        )?;
+        for (i, g, w) in &self.first {
+            write!(f, "\n    [{i}] got {g:e}, want {w:e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Compare element by element. `Ok` carries the error statistics; `Err` the same statistics
+/// with the first mismatching indices (also for a length mismatch, reported as such).
+pub fn compare(got: &[f32], want: &[f32], tol: Tol) -> Result<Stats, Stats> {
+    let mut s = Stats { n: want.len(), ..Default::default() };
+    if got.len() != want.len() {
+        s.mismatches = got.len().abs_diff(want.len()).max(1);
+        s.max_abs = f64::INFINITY;
+        s.max_rel = f64::INFINITY;
+        return Err(s);
+    }
+    let mut worst_ratio = -1.0f64;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let (g64, w64) = (g as f64, w as f64);
+        let diff = if g.is_nan() && w.is_nan() {
+            0.0
+        } else if g.is_finite() || !w.is_finite() {
+            if g64 == w64 {
+                0.0
+            } else {
+                (g64 - w64).abs()
+            }
+        } else {
+            f64::INFINITY
+        };
+        let diff = if diff.is_nan() { f64::INFINITY } else { diff };
+        let allowed = tol.atol + tol.rtol * w64.abs();
+        let rel = diff / w64.abs().max(tol.atol).max(f64::MIN_POSITIVE);
+        s.max_abs = s.max_abs.max(diff);
+        s.max_rel = s.max_rel.max(rel);
+        let ratio = diff / allowed.max(f64::MIN_POSITIVE);
+        if ratio > worst_ratio {
+            worst_ratio = ratio;
+            s.worst = i;
+        }
+        if diff > allowed {
+            s.mismatches += 1;
+            if s.first.len() < 5 {
+                s.first.push((i, g, w));
+            }
+        }
+    }
+    if s.mismatches > 0 {
+        Err(s)
+    } else {
+        Ok(s)
+    }
+}
+
+/// Panic with the full report unless `got` matches `want` within `atol + rtol·|want|`.
+#[track_caller]
+pub fn assert_close(got: &[f32], want: &[f32], atol: f64, rtol: f64) -> Stats {
+    match compare(got, want, Tol { atol, rtol }) {
+        Ok(s) => s,
+        Err(s) => panic!("assert_close failed (atol {atol:e}, rtol {rtol:e}): {s}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparator_flags_nan_offsets_and_lengths() {
+        let want = [1.0f32, 2.0, 0.0, -4.0];
+        assert!(compare(&want, &want, Tol { atol: 0.0, rtol: 0.0 }).is_ok());
+        let err = compare(&[1.0, f32::NAN, 0.0, -4.0], &want, Tol { atol: 1.0, rtol: 1.0 }).unwrap_err();
+        assert_eq!(err.mismatches, 1);
+        assert_eq!(err.first[0].0, 1);
+        let err = compare(&[1.0, 2.0, 2e-5, -4.0], &want, Tol { atol: 1e-5, rtol: 1e-4 }).unwrap_err();
+        assert_eq!((err.mismatches, err.worst), (1, 2));
+        assert!(compare(&[1.0, 2.0, 9e-6, -4.0004], &want, Tol { atol: 1e-5, rtol: 1e-4 }).is_ok());
+        assert!(compare(&[1.0], &want, Tol { atol: 1.0, rtol: 1.0 }).is_err());
+        // A reference NaN (a masked element) matches only NaN; infinities must agree exactly.
+        assert!(compare(&[f32::NAN], &[f32::NAN], Tol { atol: 0.0, rtol: 0.0 }).is_ok());
+        assert!(compare(&[0.0], &[f32::NAN], Tol { atol: 1.0, rtol: 1.0 }).is_err());
+        assert!(compare(&[f32::INFINITY], &[f32::INFINITY], Tol { atol: 0.0, rtol: 0.0 }).is_ok());
+        assert!(compare(&[f32::NEG_INFINITY], &[f32::INFINITY], Tol { atol: 1.0, rtol: 1.0 }).is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "assert_close failed")]
+    fn assert_close_panics_with_report() {
+        assert_close(&[0.0, 1.0], &[0.0, 1.5], 1e-3, 1e-3);
+    }
+}
