@@ -27,7 +27,10 @@ impl AutotuneMode {
         match s.trim().to_ascii_lowercase().as_str() {
             "" | "on" | "1" | "true" | "yes" => Ok(AutotuneMode::On),
             "off" | "0" | "false" | "no" => Ok(AutotuneMode::Off),
-            _ => Err(Error::Validation { context: "WGPT_AUTOTUNE".into(), message: format!("`{s}`: expected on or off") }),
+            _ => Err(Error::Validation {
+                context: "WGPT_AUTOTUNE".into(),
+                message: format!("`{s}`: expected on or off"),
+            }),
         }
     }
 
@@ -68,7 +71,13 @@ impl Autotuner {
     pub fn new(mode: AutotuneMode, cache_dir: Option<PathBuf>, info: &wgpu::AdapterInfo) -> Self {
         let adapter_key = format!(
             "{} | {:?} | {:?} | {} | {} | {:04x}:{:04x}",
-            info.name, info.backend, info.device_type, info.driver, info.driver_info, info.vendor, info.device
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info,
+            info.vendor,
+            info.device
         );
         let file = cache_dir.map(|d| d.join("autotune.json"));
         let choices = file
@@ -76,7 +85,12 @@ impl Autotuner {
             .and_then(|f| load(f).ok())
             .and_then(|mut c| c.adapters.remove(&adapter_key))
             .unwrap_or_default();
-        Self { mode, file, adapter_key, choices: Mutex::new(choices) }
+        Self {
+            mode,
+            file,
+            adapter_key,
+            choices: Mutex::new(choices),
+        }
     }
 
     pub fn mode(&self) -> AutotuneMode {
@@ -98,7 +112,10 @@ impl Autotuner {
     /// Remember a choice and persist it. A cache that cannot be written costs only a re-tune next
     /// time, so write failures are logged, not returned.
     pub fn record(&self, class: &str, choice: Choice) {
-        self.choices.lock().unwrap().insert(class.to_string(), choice.clone());
+        self.choices
+            .lock()
+            .unwrap()
+            .insert(class.to_string(), choice.clone());
         if let Some(path) = &self.file {
             if let Err(e) = self.persist(path, class, choice) {
                 log::warn!("could not write autotune cache {}: {e}", path.display());
@@ -110,7 +127,10 @@ impl Autotuner {
         // Merge with what is on disk now: another process may have tuned other classes.
         let mut file = load(path).unwrap_or_default();
         file.version = CACHE_VERSION;
-        file.adapters.entry(self.adapter_key.clone()).or_default().insert(class.to_string(), choice);
+        file.adapters
+            .entry(self.adapter_key.clone())
+            .or_default()
+            .insert(class.to_string(), choice);
         let text = serde_json::to_string_pretty(&file).map_err(std::io::Error::other)?;
         crate::util::write_atomic(path, text.as_bytes())
     }

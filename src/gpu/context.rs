@@ -141,7 +141,8 @@ impl GpuContext {
             return Err(Error::MissingFeature {
                 adapter: info.name.clone(),
                 feature: "IMMEDIATES",
-                why: "every wgpt kernel takes its parameters as immediates (Vulkan push constants); \
+                why:
+                    "every wgpt kernel takes its parameters as immediates (Vulkan push constants); \
                       use the Vulkan backend, which always has them",
             });
         }
@@ -173,7 +174,10 @@ impl GpuContext {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
-        .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
+        .map_err(|e| Error::RequestDevice {
+            adapter: info.name.clone(),
+            message: e.to_string(),
+        })?;
 
         let fault: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
         {
@@ -181,7 +185,9 @@ impl GpuContext {
             device.set_device_lost_callback(move |reason, message| {
                 let mut f = fault.lock().unwrap();
                 if f.is_none() {
-                    *f = Some(Error::DeviceLost { reason: format!("{reason:?}: {message}") });
+                    *f = Some(Error::DeviceLost {
+                        reason: format!("{reason:?}: {message}"),
+                    });
                 }
             });
         }
@@ -192,10 +198,14 @@ impl GpuContext {
                 let mut f = fault.lock().unwrap();
                 if f.is_none() {
                     *f = Some(match e {
-                        wgpu::Error::OutOfMemory { .. } => {
-                            Error::OutOfMemory { what: "a GPU operation".into(), bytes: 0 }
-                        }
-                        other => Error::Validation { context: "a GPU operation".into(), message: other.to_string() },
+                        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory {
+                            what: "a GPU operation".into(),
+                            bytes: 0,
+                        },
+                        other => Error::Validation {
+                            context: "a GPU operation".into(),
+                            message: other.to_string(),
+                        },
                     });
                 }
             }));
@@ -207,7 +217,9 @@ impl GpuContext {
             None => real_max,
         };
         if max_binding < real_max {
-            log::info!("max storage binding lowered to {max_binding} bytes (adapter allows {real_max})");
+            log::info!(
+                "max storage binding lowered to {max_binding} bytes (adapter allows {real_max})"
+            );
         }
         let autotune = Autotuner::new(opts.autotune, opts.cache_dir.clone(), &info);
         Ok(Self {
@@ -243,7 +255,11 @@ impl GpuContext {
     pub fn describe(&self) -> String {
         format!(
             "{} ({:?}, {:?}, {} {})",
-            self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info
         )
     }
 
@@ -263,7 +279,10 @@ impl GpuContext {
     pub fn replace_shader_source(&self, shader: Shader, source: String) {
         self.source_overrides.lock().unwrap().insert(shader, source);
         self.modules.lock().unwrap().remove(&shader);
-        self.pipelines.lock().unwrap().retain(|k, _| k.kernel.shader() != shader);
+        self.pipelines
+            .lock()
+            .unwrap()
+            .retain(|k, _| k.kernel.shader() != shader);
     }
 
     fn module(&self, shader: Shader, entry: &'static str) -> Result<Arc<wgpu::ShaderModule>> {
@@ -275,12 +294,18 @@ impl GpuContext {
             None => shader.source().to_string(),
         };
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(shader.file()),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.file()),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Shader { file: shader.file(), entry, message: e.to_string() });
+            return Err(Error::Shader {
+                file: shader.file(),
+                entry,
+                message: e.to_string(),
+            });
         }
         let module = Arc::new(module);
         self.modules.lock().unwrap().insert(shader, module.clone());
@@ -288,28 +313,37 @@ impl GpuContext {
     }
 
     /// The pipeline for `kernel` specialised with `overrides`, built on first use and cached.
-    pub fn pipeline(&self, kernel: Kernel, overrides: &Overrides) -> Result<Arc<wgpu::ComputePipeline>> {
-        let key = PipelineKey { kernel, overrides: overrides.clone() };
+    pub fn pipeline(
+        &self,
+        kernel: Kernel,
+        overrides: &Overrides,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = PipelineKey {
+            kernel,
+            overrides: overrides.clone(),
+        };
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
         let module = self.module(kernel.shader(), kernel.entry())?;
         let constants = overrides.constants();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.entry()),
-            // Derived from the entry point: each kernel's bindings and immediates are exactly what
-            // it uses, and bind groups are built from `get_bind_group_layout(0)`.
-            layout: None,
-            module: &module,
-            entry_point: Some(kernel.entry()),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &constants,
-                // Every kernel writes its workgroup tiles before reading them.
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.entry()),
+                // Derived from the entry point: each kernel's bindings and immediates are exactly what
+                // it uses, and bind groups are built from `get_bind_group_layout(0)`.
+                layout: None,
+                module: &module,
+                entry_point: Some(kernel.entry()),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    // Every kernel writes its workgroup tiles before reading them.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader {
                 file: kernel.shader().file(),
@@ -356,7 +390,13 @@ impl GpuContext {
             layout: &layout,
             entries: &entries,
         });
-        Ok(Dispatch { kernel, pipeline, bind_group, immediates: immediates.to_vec(), workgroups })
+        Ok(Dispatch {
+            kernel,
+            pipeline,
+            bind_group,
+            immediates: immediates.to_vec(),
+            workgroups,
+        })
     }
 
     // ---- buffers --------------------------------------------------------------------------------
@@ -368,7 +408,9 @@ impl GpuContext {
         let buffer = self.create_buffer(
             label,
             bytes,
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
         )?;
         Ok(GpuTensor::new(Arc::new(buffer), 0, len))
     }
@@ -389,15 +431,25 @@ impl GpuContext {
             });
         }
         if !data.is_empty() {
-            self.queue.write_buffer(t.buffer(), t.byte_offset(), bytemuck::cast_slice(data));
+            self.queue
+                .write_buffer(t.buffer(), t.byte_offset(), bytemuck::cast_slice(data));
         }
         Ok(())
     }
 
     /// Create a buffer inside an out-of-memory scope, so exhaustion is an error, not a panic.
-    pub fn create_buffer(&self, label: &str, bytes: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+    pub fn create_buffer(
+        &self,
+        label: &str,
+        bytes: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
         if bytes > self.limits.max_buffer_size {
-            return Err(Error::BufferTooLarge { what: label.to_string(), bytes, max: self.limits.max_buffer_size });
+            return Err(Error::BufferTooLarge {
+                what: label.to_string(),
+                bytes,
+                max: self.limits.max_buffer_size,
+            });
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -407,7 +459,10 @@ impl GpuContext {
             mapped_at_creation: false,
         });
         if pollster::block_on(scope.pop()).is_some() {
-            return Err(Error::OutOfMemory { what: label.to_string(), bytes });
+            return Err(Error::OutOfMemory {
+                what: label.to_string(),
+                bytes,
+            });
         }
         *self.allocated.lock().unwrap() += bytes;
         Ok(buffer)
@@ -425,7 +480,11 @@ impl GpuContext {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
         enc.copy_buffer_to_buffer(t.buffer(), t.byte_offset(), &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -435,12 +494,24 @@ impl GpuContext {
         self.wait()?;
         match rx.recv() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Validation { context: "readback map".into(), message: e.to_string() }),
-            Err(_) => return Err(Error::DeviceLost { reason: "readback callback never ran".into() }),
+            Ok(Err(e)) => {
+                return Err(Error::Validation {
+                    context: "readback map".into(),
+                    message: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(Error::DeviceLost {
+                    reason: "readback callback never ran".into(),
+                })
+            }
         }
         let view = staging
             .get_mapped_range(..)
-            .map_err(|e| Error::Validation { context: "readback".into(), message: e.to_string() })?;
+            .map_err(|e| Error::Validation {
+                context: "readback".into(),
+                message: e.to_string(),
+            })?;
         let out = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
         drop(view);
         staging.unmap();
@@ -451,10 +522,16 @@ impl GpuContext {
 
     /// Record dispatches into one compute pass, `repeat` times over.
     pub fn encode(&self, dispatches: &[Dispatch], repeat: usize) -> wgpu::CommandBuffer {
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpt") });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgpt"),
+            });
         {
-            let mut pass =
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgpt"), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("wgpt"),
+                timestamp_writes: None,
+            });
             for _ in 0..repeat {
                 for d in dispatches {
                     pass.set_pipeline(&d.pipeline);
@@ -495,6 +572,8 @@ impl GpuContext {
         if let Some(e) = self.fault.lock().unwrap().take() {
             return Err(e);
         }
-        polled.map(|_| ()).map_err(|e| Error::DeviceLost { reason: e.to_string() })
+        polled.map(|_| ()).map_err(|e| Error::DeviceLost {
+            reason: e.to_string(),
+        })
     }
 }

@@ -85,6 +85,12 @@ impl Gemm {
         }
     }
 
+    /// Whether the row pitches of A and B are multiples of 4 elements: with 4-aligned offsets,
+    /// the precondition for the shader's vec4 loads.
+    pub fn rows_vec4_aligned(&self) -> bool {
+        self.lda.is_multiple_of(4) && self.ldb.is_multiple_of(4)
+    }
+
     pub fn flops(&self) -> f64 {
         2.0 * self.m as f64 * self.n as f64 * self.k as f64 * self.batch as f64
     }
@@ -123,7 +129,12 @@ impl Gemm {
 
     /// Reject impossible shapes with a message that says which number is wrong.
     pub fn check(&self, a_len: usize, b_len: usize, c_len: usize) -> Result<()> {
-        let bad = |message: String| Err(Error::Shape { op: "matmul", message });
+        let bad = |message: String| {
+            Err(Error::Shape {
+                op: "matmul",
+                message,
+            })
+        };
         if self.m == 0 || self.n == 0 || self.k == 0 || self.batch == 0 {
             return bad(format!("M, N, K and batch must be >= 1, got {self:?}"));
         }
@@ -135,9 +146,16 @@ impl Gemm {
                 self.lda, self.ldb, self.ldc, self.n
             ));
         }
-        for (name, need, have) in [("A", self.a_len(), a_len), ("B", self.b_len(), b_len), ("C", self.c_len(), c_len)] {
+        for (name, need, have) in [
+            ("A", self.a_len(), a_len),
+            ("B", self.b_len(), b_len),
+            ("C", self.c_len(), c_len),
+        ] {
             if have < need {
-                return bad(format!("{name} has {have} elements but a {} {self:?} needs {need}", self.layout()));
+                return bad(format!(
+                    "{name} has {have} elements but a {} {self:?} needs {need}",
+                    self.layout()
+                ));
             }
         }
         if self.a_len().max(self.b_len()).max(self.c_len()) > u32::MAX as usize {
@@ -164,11 +182,31 @@ pub const MATMUL_VARIANTS: &[MatmulVariant] = &[
     MatmulVariant::Register { rx: 8, ry: 8 },
     MatmulVariant::Register { rx: 16, ry: 16 },
     MatmulVariant::Register { rx: 32, ry: 4 },
-    MatmulVariant::Tiled { bm: 32, bn: 32, bk: 16 },
-    MatmulVariant::Tiled { bm: 64, bn: 64, bk: 8 },
-    MatmulVariant::Tiled { bm: 64, bn: 64, bk: 16 },
-    MatmulVariant::Tiled { bm: 128, bn: 64, bk: 8 },
-    MatmulVariant::Tiled { bm: 64, bn: 128, bk: 8 },
+    MatmulVariant::Tiled {
+        bm: 32,
+        bn: 32,
+        bk: 16,
+    },
+    MatmulVariant::Tiled {
+        bm: 64,
+        bn: 64,
+        bk: 8,
+    },
+    MatmulVariant::Tiled {
+        bm: 64,
+        bn: 64,
+        bk: 16,
+    },
+    MatmulVariant::Tiled {
+        bm: 128,
+        bn: 64,
+        bk: 8,
+    },
+    MatmulVariant::Tiled {
+        bm: 64,
+        bn: 128,
+        bk: 8,
+    },
 ];
 
 impl MatmulVariant {
@@ -211,20 +249,29 @@ impl MatmulVariant {
         if ctx.is_cpu() {
             MatmulVariant::Register { rx: 8, ry: 8 }
         } else {
-            MatmulVariant::Tiled { bm: 64, bn: 64, bk: 16 }
+            MatmulVariant::Tiled {
+                bm: 64,
+                bn: 64,
+                bk: 16,
+            }
         }
     }
 
     fn overrides(&self, g: &Gemm, aligned: bool) -> Overrides {
-        let o = Overrides::new().flag("TRANS_A", g.trans_a).flag("TRANS_B", g.trans_b);
+        let o = Overrides::new()
+            .flag("TRANS_A", g.trans_a)
+            .flag("TRANS_B", g.trans_b);
         match *self {
             MatmulVariant::Naive => o,
-            MatmulVariant::Register { rx, ry } => {
-                o.flag("ALIGNED", aligned).set("RX", rx as f64).set("RY", ry as f64)
-            }
-            MatmulVariant::Tiled { bm, bn, bk } => {
-                o.flag("ALIGNED", aligned).set("BM", bm as f64).set("BN", bn as f64).set("BK", bk as f64)
-            }
+            MatmulVariant::Register { rx, ry } => o
+                .flag("ALIGNED", aligned)
+                .set("RX", rx as f64)
+                .set("RY", ry as f64),
+            MatmulVariant::Tiled { bm, bn, bk } => o
+                .flag("ALIGNED", aligned)
+                .set("BM", bm as f64)
+                .set("BN", bn as f64)
+                .set("BK", bk as f64),
         }
     }
 
@@ -289,7 +336,9 @@ fn halve(x: usize) -> usize {
 pub fn plan_chunks(g: &Gemm, limit: u64, align: u64, max_batch: usize) -> Result<Vec<Chunk>> {
     let slack = window_slack(align);
     let fits = |elems: usize| elems as u64 * 4 + slack <= limit;
-    let span = |batch: usize, stride: usize, rows: usize, ld: usize, cols: usize| (batch - 1) * stride + (rows - 1) * ld + cols;
+    let span = |batch: usize, stride: usize, rows: usize, ld: usize, cols: usize| {
+        (batch - 1) * stride + (rows - 1) * ld + cols
+    };
     let (mut bc, mut mc, mut nc, mut kc) = (g.batch.min(max_batch), g.m, g.n, g.k);
     loop {
         let (ar, ac) = if g.trans_a { (kc, mc) } else { (mc, kc) };
@@ -309,7 +358,11 @@ pub fn plan_chunks(g: &Gemm, limit: u64, align: u64, max_batch: usize) -> Result
         let before = (mc, nc, kc);
         if !fits(sa) {
             if g.trans_a {
-                if kc > 1 { kc = halve(kc) } else { mc = halve(mc) }
+                if kc > 1 {
+                    kc = halve(kc)
+                } else {
+                    mc = halve(mc)
+                }
             } else if mc > 1 {
                 mc = halve(mc)
             } else {
@@ -317,7 +370,11 @@ pub fn plan_chunks(g: &Gemm, limit: u64, align: u64, max_batch: usize) -> Result
             }
         } else if !fits(sb) {
             if g.trans_b {
-                if nc > 1 { nc = halve(nc) } else { kc = halve(kc) }
+                if nc > 1 {
+                    nc = halve(nc)
+                } else {
+                    kc = halve(kc)
+                }
             } else if kc > 1 {
                 kc = halve(kc)
             } else {
@@ -331,11 +388,15 @@ pub fn plan_chunks(g: &Gemm, limit: u64, align: u64, max_batch: usize) -> Result
         if before == (mc, nc, kc) {
             return Err(Error::Shape {
                 op: "matmul",
-                message: format!("cannot split {g:?} to fit a {limit}-byte binding (a single row exceeds it)"),
+                message: format!(
+                    "cannot split {g:?} to fit a {limit}-byte binding (a single row exceeds it)"
+                ),
             });
         }
     }
-    let ranges = |total: usize, step: usize| (0..total.div_ceil(step)).map(move |i| (i * step, ((i + 1) * step).min(total)));
+    let ranges = |total: usize, step: usize| {
+        (0..total.div_ceil(step)).map(move |i| (i * step, ((i + 1) * step).min(total)))
+    };
     let mut chunks = Vec::new();
     for b in ranges(g.batch, bc) {
         for m in ranges(g.m, mc) {
@@ -350,7 +411,15 @@ pub fn plan_chunks(g: &Gemm, limit: u64, align: u64, max_batch: usize) -> Result
 }
 
 /// C = α·op(A)·op(B) + β·C with the variant autotuning (or the adapter default) picks.
-pub fn matmul(s: &mut Stream<'_>, c: &GpuTensor, a: &GpuTensor, b: &GpuTensor, g: &Gemm, alpha: f32, beta: f32) -> Result<()> {
+pub fn matmul(
+    s: &mut Stream<'_>,
+    c: &GpuTensor,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    g: &Gemm,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
     g.check(a.len(), b.len(), c.len())?;
     let variant = choose_variant(s.ctx, g)?;
     matmul_variant(s, variant, c, a, b, g, alpha, beta)
@@ -371,18 +440,36 @@ pub fn matmul_variant(
     g.check(a.len(), b.len(), c.len())?;
     let ctx = s.ctx;
     if !variant.fits(&ctx.limits) {
-        return Err(Error::Shape { op: "matmul", message: format!("variant {} does not fit this adapter", variant.name()) });
+        return Err(Error::Shape {
+            op: "matmul",
+            message: format!("variant {} does not fit this adapter", variant.name()),
+        });
     }
     let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
     let max_batch = ctx.limits.max_compute_workgroups_per_dimension as usize;
     let chunks = plan_chunks(g, ctx.max_binding_bytes(), align, max_batch)?;
     for ch in chunks {
-        let (bc, mc, nc, kc) = (ch.b.1 - ch.b.0, ch.m.1 - ch.m.0, ch.n.1 - ch.n.0, ch.k.1 - ch.k.0);
+        let (bc, mc, nc, kc) = (
+            ch.b.1 - ch.b.0,
+            ch.m.1 - ch.m.0,
+            ch.n.1 - ch.n.0,
+            ch.k.1 - ch.k.0,
+        );
         // Flat element index where each operand's chunk starts, and one past where it ends.
-        let a_lo = ch.b.0 * g.stride_a + if g.trans_a { ch.k.0 * g.lda + ch.m.0 } else { ch.m.0 * g.lda + ch.k.0 };
+        let a_lo = ch.b.0 * g.stride_a
+            + if g.trans_a {
+                ch.k.0 * g.lda + ch.m.0
+            } else {
+                ch.m.0 * g.lda + ch.k.0
+            };
         let (ar, ac) = if g.trans_a { (kc, mc) } else { (mc, kc) };
         let a_hi = a_lo + (bc - 1) * g.stride_a + (ar - 1) * g.lda + ac;
-        let b_lo = ch.b.0 * g.stride_b + if g.trans_b { ch.n.0 * g.ldb + ch.k.0 } else { ch.k.0 * g.ldb + ch.n.0 };
+        let b_lo = ch.b.0 * g.stride_b
+            + if g.trans_b {
+                ch.n.0 * g.ldb + ch.k.0
+            } else {
+                ch.k.0 * g.ldb + ch.n.0
+            };
         let (br, bcol) = if g.trans_b { (nc, kc) } else { (kc, nc) };
         let b_hi = b_lo + (bc - 1) * g.stride_b + (br - 1) * g.ldb + bcol;
         let c_lo = ch.b.0 * g.stride_c + ch.m.0 * g.ldc + ch.n.0;
@@ -391,11 +478,10 @@ pub fn matmul_variant(
         let wb = b.window(b_lo, b_hi, align, ctx.max_binding_bytes())?;
         let wc = c.window(c_lo, c_hi, align, ctx.max_binding_bytes())?;
         // vec4 loads are exact when every row of A and B starts on a multiple of 4 elements.
-        let aligned = g.lda % 4 == 0
-            && g.ldb % 4 == 0
-            && (bc == 1 || (g.stride_a % 4 == 0 && g.stride_b % 4 == 0))
-            && wa.elem_offset % 4 == 0
-            && wb.elem_offset % 4 == 0;
+        let aligned = g.rows_vec4_aligned()
+            && (bc == 1 || (g.stride_a.is_multiple_of(4) && g.stride_b.is_multiple_of(4)))
+            && wa.elem_offset.is_multiple_of(4)
+            && wb.elem_offset.is_multiple_of(4);
         let params = MatmulParams {
             m: mc as u32,
             n: nc as u32,
@@ -434,7 +520,7 @@ pub fn matmul_variant(
 /// invalidates old choices.
 pub fn shape_class(g: &Gemm) -> String {
     let bucket = |x: usize| (x.max(16) as f64).log2().ceil() as u32;
-    let aligned = g.lda % 4 == 0 && g.ldb % 4 == 0;
+    let aligned = g.rows_vec4_aligned();
     format!(
         "matmul/{:016x}/{}/{}/{}/m{}n{}k{}",
         crate::util::fnv1a(Shader::Matmul.source().as_bytes()),
@@ -456,7 +542,12 @@ pub fn choose_variant(ctx: &GpuContext, g: &Gemm) -> Result<MatmulVariant> {
                 context: "WGPT_MATMUL_VARIANT".into(),
                 message: format!(
                     "`{v}` is not a variant this adapter can run; choose from: {}",
-                    MATMUL_VARIANTS.iter().filter(|v| v.fits(&ctx.limits)).map(|v| v.name()).collect::<Vec<_>>().join(", ")
+                    MATMUL_VARIANTS
+                        .iter()
+                        .filter(|v| v.fits(&ctx.limits))
+                        .map(|v| v.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
     }
@@ -470,7 +561,11 @@ pub fn choose_variant(ctx: &GpuContext, g: &Gemm) -> Result<MatmulVariant> {
         }
     }
     let choice = tune(ctx, g)?;
-    log::info!("autotune {class}: {} ({:.1} GFLOP/s)", choice.variant, choice.measured[0].1);
+    log::info!(
+        "autotune {class}: {} ({:.1} GFLOP/s)",
+        choice.variant,
+        choice.measured[0].1
+    );
     let v = MatmulVariant::parse(&choice.variant).expect("tuned variant is in the table");
     ctx.autotune.record(&class, choice);
     Ok(v)
@@ -480,9 +575,13 @@ pub fn choose_variant(ctx: &GpuContext, g: &Gemm) -> Result<MatmulVariant> {
 /// layout, then time the survivors on a representative problem of the class (each dimension
 /// capped at 1024 so tuning stays short on slow drivers) and rank them.
 pub fn tune(ctx: &GpuContext, g: &Gemm) -> Result<Choice> {
-    let candidates: Vec<MatmulVariant> = MATMUL_VARIANTS.iter().copied().filter(|v| v.fits(&ctx.limits)).collect();
-    let aligned = g.lda % 4 == 0 && g.ldb % 4 == 0;
-    let mut rng = Rng::new(0x5EED_0F_7E57);
+    let candidates: Vec<MatmulVariant> = MATMUL_VARIANTS
+        .iter()
+        .copied()
+        .filter(|v| v.fits(&ctx.limits))
+        .collect();
+    let aligned = g.rows_vec4_aligned();
+    let mut rng = Rng::new(0x5EED_0F7E57);
 
     // Correctness probe: ragged in every dimension relative to every tile size.
     let probe = {
@@ -493,7 +592,11 @@ pub fn tune(ctx: &GpuContext, g: &Gemm) -> Result<Choice> {
     let pb = rng.vec_uniform(probe.b_len(), -1.0, 1.0);
     let mut want = vec![0.0f32; probe.c_len()];
     crate::reference::matmul::matmul(&mut want, &pa, &pb, &probe, 1.0, 0.0);
-    let (ta, tb, tc) = (ctx.upload("probe A", &pa)?, ctx.upload("probe B", &pb)?, ctx.tensor("probe C", probe.c_len())?);
+    let (ta, tb, tc) = (
+        ctx.upload("probe A", &pa)?,
+        ctx.upload("probe B", &pb)?,
+        ctx.tensor("probe C", probe.c_len())?,
+    );
     let tol = crate::validate::matmul_tolerance(probe.k);
     let mut passed = Vec::new();
     for &v in &candidates {
@@ -504,15 +607,28 @@ pub fn tune(ctx: &GpuContext, g: &Gemm) -> Result<Choice> {
         let got = ctx.read(&tc)?;
         match crate::validate::compare(&got, &want, tol) {
             Ok(_) => passed.push(v),
-            Err(report) => log::warn!("autotune: variant {} fails its reference check, excluded: {report}", v.name()),
+            Err(report) => log::warn!(
+                "autotune: variant {} fails its reference check, excluded: {report}",
+                v.name()
+            ),
         }
     }
     if passed.is_empty() {
-        return Err(Error::Validation { context: "matmul autotune".into(), message: "no variant passed its reference check".into() });
+        return Err(Error::Validation {
+            context: "matmul autotune".into(),
+            message: "no variant passed its reference check".into(),
+        });
     }
 
     // Timing problem: the class's shape with each dimension capped.
-    let mut t = Gemm::new(g.trans_a, g.trans_b, g.m.min(1024), g.n.min(1024), g.k.min(1024)).batched(g.batch.min(8));
+    let mut t = Gemm::new(
+        g.trans_a,
+        g.trans_b,
+        g.m.min(1024),
+        g.n.min(1024),
+        g.k.min(1024),
+    )
+    .batched(g.batch.min(8));
     if !aligned {
         // Keep the class's alignment: a ragged leading dimension stays ragged.
         t = Gemm::new(g.trans_a, g.trans_b, t.m | 1, t.n | 1, t.k | 1).batched(t.batch);
@@ -540,9 +656,15 @@ pub fn tune(ctx: &GpuContext, g: &Gemm) -> Result<Choice> {
         let best = samples.iter().map(|(_, xs)| median(xs)).fold(0.0, f64::max);
         samples.retain(|(_, xs)| median(xs) * 1.5 >= best);
     }
-    let mut measured: Vec<(String, f64)> = samples.iter().map(|(v, xs)| (v.name(), median(xs))).collect();
+    let mut measured: Vec<(String, f64)> = samples
+        .iter()
+        .map(|(v, xs)| (v.name(), median(xs)))
+        .collect();
     measured.sort_by(|x, y| y.1.total_cmp(&x.1));
-    Ok(Choice { variant: measured[0].0.clone(), measured })
+    Ok(Choice {
+        variant: measured[0].0.clone(),
+        measured,
+    })
 }
 
 pub fn median(xs: &[f64]) -> f64 {
@@ -552,4 +674,72 @@ pub fn median(xs: &[f64]) -> f64 {
         return 0.0;
     }
     v[v.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunks tile the (batch, M, N, K) box exactly once, and every operand window of every chunk
+    /// fits the limit, for every layout and for limits from generous to tiny.
+    #[test]
+    fn chunk_plan_covers_everything_within_the_limit() {
+        let mut rng = Rng::new(3);
+        for _ in 0..300 {
+            let r = |rng: &mut Rng, hi: usize| 1 + (rng.next_u64() as usize % hi);
+            let g = Gemm::new(
+                rng.next_u64() & 1 == 1,
+                rng.next_u64() & 1 == 1,
+                r(&mut rng, 300),
+                r(&mut rng, 300),
+                r(&mut rng, 300),
+            )
+            .batched(r(&mut rng, 4));
+            let limit = [1u64 << 30, 64 << 10, 8 << 10, 2 << 10][rng.next_u64() as usize % 4];
+            let chunks = plan_chunks(&g, limit, 256, 65535).unwrap();
+            let mut volume = 0usize;
+            for c in &chunks {
+                let (bc, mc, nc, kc) = (c.b.1 - c.b.0, c.m.1 - c.m.0, c.n.1 - c.n.0, c.k.1 - c.k.0);
+                assert!(bc > 0 && mc > 0 && nc > 0 && kc > 0);
+                volume += bc * mc * nc * kc;
+                let (ar, ac) = if g.trans_a { (kc, mc) } else { (mc, kc) };
+                let (br, bcol) = if g.trans_b { (nc, kc) } else { (kc, nc) };
+                let spans = [
+                    (bc - 1) * g.stride_a + (ar - 1) * g.lda + ac,
+                    (bc - 1) * g.stride_b + (br - 1) * g.ldb + bcol,
+                    (bc - 1) * g.stride_c + (mc - 1) * g.ldc + nc,
+                ];
+                for s in spans {
+                    assert!(
+                        s as u64 * 4 + window_slack(256) <= limit,
+                        "{g:?} limit {limit}: span {s}"
+                    );
+                }
+            }
+            assert_eq!(volume, g.batch * g.m * g.n * g.k, "{g:?}");
+            // Ranges are disjoint because they are a grid; spot-check ordering of K chunks.
+            assert!(chunks.windows(2).all(|w| w[0] != w[1]));
+        }
+    }
+
+    #[test]
+    fn shapes_are_checked() {
+        let g = Gemm::nt(4, 5, 6);
+        assert_eq!((g.a_len(), g.b_len(), g.c_len()), (24, 30, 20));
+        assert!(g.check(24, 30, 20).is_ok());
+        assert!(g.check(23, 30, 20).is_err());
+        let tn = Gemm::tn(4, 5, 6).batched(3);
+        assert_eq!(tn.a_len(), 2 * 24 + 5 * 4 + 4);
+        assert_eq!(
+            MatmulVariant::parse("tiled_64x64x16"),
+            Some(MatmulVariant::Tiled {
+                bm: 64,
+                bn: 64,
+                bk: 16
+            })
+        );
+        assert!(MATMUL_VARIANTS
+            .iter()
+            .all(|v| MatmulVariant::parse(&v.name()) == Some(*v)));
+    }
 }
