@@ -21,8 +21,9 @@
 //
 // Three kernels, one contract; the host picks one per adapter and shape by autotuning:
 //   matmul_naive     one output per invocation, no reuse: the baseline every other is measured against.
-//   matmul_register  4×4 outputs per invocation from vec4 loads, no workgroup memory and no barriers.
-//                    Best on CPU drivers (lavapipe), where a barrier costs a thread switch.
+//   matmul_register  TM×TN outputs per invocation (4 or 8 each) from vec4 loads, no workgroup memory
+//                    and no barriers. Best on CPU drivers (lavapipe), where a barrier costs a thread
+//                    switch and each lane's load is a separate load.
 //   matmul_tiled     BM×BN block per workgroup, BM×BK and BK×BN tiles staged in workgroup memory,
 //                    4×4 register tile per invocation, vec4 loads: the shape a discrete GPU wants.
 //
@@ -69,9 +70,11 @@ override BM: u32 = 64u;
 override BN: u32 = 64u;
 override BK: u32 = 16u;
 
-// Workgroup shape of matmul_register (each invocation owns a 4×4 block of C).
+// matmul_register: workgroup shape, and the TM×TN block of C each invocation owns (4 or 8 each).
 override RX: u32 = 8u;
 override RY: u32 = 8u;
+override TM: u32 = 4u;
+override TN: u32 = 4u;
 
 @group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
@@ -216,12 +219,14 @@ fn store_tile(c0: u32, m0: u32, n0: u32, acc: array<vec4<f32>, 4>) {
     }
 }
 
-// matmul_register: each invocation computes C[m0..m0+4, n0..n0+4] straight from global memory.
-// Grid (ceil(N/(4·RX)), ceil(M/(4·RY)), batch).
+// matmul_register: each invocation computes a TM×TN block of C (TM, TN each 4 or 8) straight from
+// global memory. On a CPU driver every load inside a loop costs one load per SIMD lane, so what
+// counts is FMAs per loaded element: TM·TN/(TM+TN), i.e. 2 for 4×4 and 4 for 8×8.
+// Grid (ceil(N/(TN·RX)), ceil(M/(TM·RY)), batch).
 @compute @workgroup_size(RX, RY, 1)
 fn matmul_register(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n0 = gid.x * 4u;
-    let m0 = gid.y * 4u;
+    let n0 = gid.x * TN;
+    let m0 = gid.y * TM;
     let bat = gid.z;
     // Whole-invocation early exit is safe: this kernel has no barriers.
     if (m0 >= p.M || n0 >= p.N) {
@@ -229,17 +234,38 @@ fn matmul_register(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let a0 = p.off_a + bat * p.stride_a;
     let b0 = p.off_b + bat * p.stride_b;
-    var acc: array<vec4<f32>, 4>;
+    // acc[r][i][q] = C[m0 + 4r + i, n0 + 4q .. 4q + 4]; the arrays are sized for 8×8 and the
+    // loops run to TM/4 and TN/4, so a 4×4 pipeline never touches the rest.
+    var acc: array<array<array<vec4<f32>, 2>, 4>, 2>;
     for (var k = 0u; k < p.K; k += 4u) {
-        let acol = load_a_block(a0, m0, k);
-        let brow = load_b_block(b0, n0, k);
+        var acol: array<array<vec4<f32>, 4>, 2>;
+        var brow: array<array<vec4<f32>, 4>, 2>;
+        for (var r = 0u; r < TM / 4u; r++) {
+            acol[r] = load_a_block(a0, m0 + 4u * r, k);
+        }
+        for (var q = 0u; q < TN / 4u; q++) {
+            brow[q] = load_b_block(b0, n0 + 4u * q, k);
+        }
         for (var kk = 0u; kk < 4u; kk++) {
-            for (var i = 0u; i < 4u; i++) {
-                acc[i] = fma(vec4<f32>(acol[kk][i]), brow[kk], acc[i]);
+            for (var r = 0u; r < TM / 4u; r++) {
+                for (var i = 0u; i < 4u; i++) {
+                    for (var q = 0u; q < TN / 4u; q++) {
+                        acc[r][i][q] = fma(vec4<f32>(acol[r][kk][i]), brow[q][kk], acc[r][i][q]);
+                    }
+                }
             }
         }
     }
-    store_tile(p.off_c + bat * p.stride_c, m0, n0, acc);
+    let c0 = p.off_c + bat * p.stride_c;
+    for (var r = 0u; r < TM / 4u; r++) {
+        for (var q = 0u; q < TN / 4u; q++) {
+            var tile: array<vec4<f32>, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                tile[i] = acc[r][i][q];
+            }
+            store_tile(c0, m0 + 4u * r, n0 + 4u * q, tile);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

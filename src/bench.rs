@@ -51,12 +51,7 @@ fn gemm_for(layout: &str, (m, n, k): (usize, usize, usize)) -> Gemm {
 }
 
 /// Median GFLOP/s of `f` (which performs `flops` operations per call) after one warm-up.
-fn sample(
-    flops: f64,
-    reps: usize,
-    budget: Duration,
-    mut f: impl FnMut() -> Result<Duration>,
-) -> Result<(f64, usize)> {
+fn sample(flops: f64, reps: usize, budget: Duration, mut f: impl FnMut() -> Result<Duration>) -> Result<(f64, usize)> {
     f()?;
     let start = Instant::now();
     let mut rates = Vec::new();
@@ -75,16 +70,8 @@ pub fn cpu_sgemm_gflops(g: &Gemm, reps: usize, budget: Duration) -> Result<f64> 
     let mut c = vec![0.0f32; g.c_len()];
     // matrixmultiply takes a row stride and a column stride per operand, so a transposed
     // operand is just swapped strides.
-    let (rsa, csa) = if g.trans_a {
-        (1, g.lda as isize)
-    } else {
-        (g.lda as isize, 1)
-    };
-    let (rsb, csb) = if g.trans_b {
-        (1, g.ldb as isize)
-    } else {
-        (g.ldb as isize, 1)
-    };
+    let (rsa, csa) = if g.trans_a { (1, g.lda as isize) } else { (g.lda as isize, 1) };
+    let (rsb, csb) = if g.trans_b { (1, g.ldb as isize) } else { (g.ldb as isize, 1) };
     let (rate, _) = sample(g.flops(), reps, budget, || {
         let t0 = Instant::now();
         // SAFETY: the strides and sizes describe exactly the slices allocated above (g.a_len()
@@ -121,14 +108,8 @@ pub fn matmul_bench(
 ) -> Result<Vec<MatmulBenchRow>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     out(&format!("adapter: {}", ctx.describe()));
-    out(&format!(
-        "cpu sgemm: matrixmultiply crate, {threads} thread(s)"
-    ));
-    out(&format!(
-        "autotune: {:?}, cache {:?}",
-        ctx.autotune.mode(),
-        ctx.autotune.cache_file()
-    ));
+    out(&format!("cpu sgemm: matrixmultiply crate, {threads} thread(s)"));
+    out(&format!("autotune: {:?}, cache {:?}", ctx.autotune.mode(), ctx.autotune.cache_file()));
     out("figures are GFLOP/s (2·M·N·K per product), median of the timed runs after one warm-up");
     let mut rows = Vec::new();
     let mut summary = Vec::new();
@@ -140,26 +121,13 @@ pub fn matmul_bench(
             let tb = ctx.upload("bench B", &rng.vec_uniform(g.b_len(), -1.0, 1.0))?;
             let tc = ctx.tensor("bench C", g.c_len())?;
             let pick = matmul::choose_variant(ctx, &g)?;
-            out(&format!(
-                "\n{}x{}x{} {} (M×N×K, {})",
-                shape.0,
-                shape.1,
-                shape.2,
-                g.layout(),
-                layout_role(layout)
-            ));
+            out(&format!("\n{}x{}x{} {} (M×N×K, {})", shape.0, shape.1, shape.2, g.layout(), layout_role(layout)));
             let mut naive = None;
             let mut picked = None;
-            for v in MATMUL_VARIANTS
-                .iter()
-                .copied()
-                .filter(|v| v.fits(&ctx.limits))
-            {
+            for v in MATMUL_VARIANTS.iter().copied().filter(|v| v.fits(&ctx.limits)) {
                 let mut s = Stream::new(ctx);
                 matmul::matmul_variant(&mut s, v, &tc, &ta, &tb, &g, 1.0, 0.0)?;
-                let (rate, n) = sample(g.flops(), opts.reps, opts.budget, || {
-                    ctx.time(s.dispatches(), 1)
-                })?;
+                let (rate, n) = sample(g.flops(), opts.reps, opts.budget, || ctx.time(s.dispatches(), 1))?;
                 if v == MatmulVariant::Naive {
                     naive = Some(rate);
                 }
@@ -168,11 +136,7 @@ pub fn matmul_bench(
                 }
                 let ratio = naive.map_or(String::new(), |b| format!("{:>6.2}x naive", rate / b));
                 let mark = if v == pick { "  <- autotune pick" } else { "" };
-                out(&format!(
-                    "  {:<18} {:>9.2}  {ratio}{mark}   ({n} runs)",
-                    v.name(),
-                    rate
-                ));
+                out(&format!("  {:<18} {:>9.2}  {ratio}{mark}   ({n} runs)", v.name(), rate));
                 rows.push(MatmulBenchRow {
                     shape,
                     layout: layout.clone(),
@@ -190,14 +154,7 @@ pub fn matmul_bench(
                 gflops: cpu,
                 samples: 0,
             });
-            summary.push((
-                shape,
-                g.layout(),
-                pick.name(),
-                picked.unwrap_or(0.0),
-                naive.unwrap_or(0.0),
-                cpu,
-            ));
+            summary.push((shape, g.layout(), pick.name(), picked.unwrap_or(0.0), naive.unwrap_or(0.0), cpu));
         }
     }
     out("\nsummary");

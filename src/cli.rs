@@ -14,11 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "wgpt",
-    version,
-    about = "GPT training where every hot operation is a WGSL compute shader"
-)]
+#[command(name = "wgpt", version, about = "GPT training where every hot operation is a WGSL compute shader")]
 pub struct Cli {
     #[command(flatten)]
     pub gpu: GpuArgs,
@@ -130,27 +126,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Adapters { json } => adapters_cmd(&cli.gpu, json),
         Command::Validate(args) => validate_cmd(&cli.gpu, &args),
-        Command::Bench {
-            what: BenchCommand::Matmul(args),
-        } => {
+        Command::Bench { what: BenchCommand::Matmul(args) } => {
             let mut opts = MatmulBenchOptions::default();
             if !args.shapes.is_empty() {
-                opts.shapes = args
-                    .shapes
-                    .iter()
-                    .map(|s| parse_shape(s))
-                    .collect::<anyhow::Result<_>>()?;
+                opts.shapes = args.shapes.iter().map(|s| parse_shape(s)).collect::<anyhow::Result<_>>()?;
             }
-            opts.layouts = args
-                .layouts
-                .split(',')
-                .map(|l| l.trim().to_ascii_lowercase())
-                .collect();
-            if let Some(bad) = opts
-                .layouts
-                .iter()
-                .find(|l| !["nt", "nn", "tn"].contains(&l.as_str()))
-            {
+            opts.layouts = args.layouts.split(',').map(|l| l.trim().to_ascii_lowercase()).collect();
+            if let Some(bad) = opts.layouts.iter().find(|l| !["nt", "nn", "tn"].contains(&l.as_str())) {
                 bail!("unknown layout `{bad}`: expected nt, nn or tn");
             }
             opts.reps = args.reps;
@@ -166,33 +148,18 @@ fn adapters_cmd(gpu: &GpuArgs, json: bool) -> anyhow::Result<i32> {
     let backends = adapters::parse_backends(&gpu.backend)?;
     let instance = adapters::create_instance(backends);
     let list = adapters::enumerate(&instance, backends);
-    let reports: Vec<_> = list
-        .iter()
-        .enumerate()
-        .map(|(i, a)| adapters::describe(i, a))
-        .collect();
+    let reports: Vec<_> = list.iter().enumerate().map(|(i, a)| adapters::describe(i, a)).collect();
     // Which one a run would use, by the same rule GpuContext::new applies.
-    let chosen = adapters::select(list, gpu.adapter.as_deref(), backends)
-        .ok()
-        .map(|a| a.get_info().name);
+    let chosen = adapters::select(list, gpu.adapter.as_deref(), backends).ok().map(|a| a.get_info().name);
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
         return Ok(if reports.is_empty() { 1 } else { 0 });
     }
     if reports.is_empty() {
-        eprintln!(
-            "{}",
-            crate::Error::NoAdapter {
-                backends: format!("{backends:?}")
-            }
-        );
+        eprintln!("{}", crate::Error::NoAdapter { backends: format!("{backends:?}") });
         return Ok(1);
     }
-    println!(
-        "{} adapter(s) on backend(s) {:?}:\n",
-        reports.len(),
-        backends
-    );
+    println!("{} adapter(s) on backend(s) {:?}:\n", reports.len(), backends);
     let mut marked = false;
     for r in &reports {
         let is_chosen = !marked && chosen.as_deref() == Some(r.name.as_str());
@@ -207,17 +174,10 @@ fn validate_cmd(gpu: &GpuArgs, args: &ValidateArgs) -> anyhow::Result<i32> {
     let ctx = gpu.open()?;
     println!("adapter: {}", ctx.describe());
     println!("seed: {seed}   (replay with --seed {seed})");
-    println!(
-        "matmul variants: {}",
-        suite::matmul_variant_names(&ctx).join(", ")
-    );
+    println!("matmul variants: {}", suite::matmul_variant_names(&ctx).join(", "));
     println!("outputs are filled with NaN before every run; pass = |got - want| <= atol + rtol*|want| everywhere\n");
     println!("{}", suite::header());
-    let opts = SuiteOptions {
-        filter: args.filter.clone(),
-        quick: args.quick,
-        ..SuiteOptions::new(seed)
-    };
+    let opts = SuiteOptions { filter: args.filter.clone(), quick: args.quick, ..SuiteOptions::new(seed) };
     let t0 = Instant::now();
     let rows = suite::run(&ctx, &opts, &mut |row| {
         println!("{}", suite::format_row(row));

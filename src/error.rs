@@ -18,28 +18,18 @@ pub enum Error {
     UnknownBackend(String),
 
     #[error("adapter `{adapter}` lacks the required feature {feature}: {why}")]
-    MissingFeature {
-        adapter: String,
-        feature: &'static str,
-        why: &'static str,
-    },
+    MissingFeature { adapter: String, feature: &'static str, why: &'static str },
 
     #[error("could not open a device on `{adapter}`: {message}")]
     RequestDevice { adapter: String, message: String },
 
     #[error("shader {file} (entry point `{entry}`) failed to compile or validate:\n{message}")]
-    Shader {
-        file: &'static str,
-        entry: &'static str,
-        message: String,
-    },
+    Shader { file: &'static str, entry: &'static str, message: String },
 
     #[error("out of GPU memory allocating {what} ({bytes} bytes)\n  HINT: lower the batch size or the model size")]
     OutOfMemory { what: String, bytes: u64 },
 
-    #[error(
-        "{what} needs a {bytes}-byte buffer but the adapter allows at most {max} bytes per buffer"
-    )]
+    #[error("{what} needs a {bytes}-byte buffer but the adapter allows at most {max} bytes per buffer")]
     BufferTooLarge { what: String, bytes: u64, max: u64 },
 
     #[error("the GPU device was lost ({reason})\n  HINT: a driver reset or a kernel that ran too long; rerun, and if it repeats try a smaller batch")]

@@ -6,10 +6,7 @@ use std::path::Path;
 /// Write `bytes` to `path` so that a reader (or a crash) sees either the old file or the new one,
 /// never a torn one: write a sibling temporary file, fsync it, rename it over the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
@@ -67,9 +64,7 @@ impl Rng {
 
     /// A fresh seed from the clock and process id, for runs that print the seed they used.
     pub fn fresh_seed() -> u64 {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let mut r = Rng(t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32));
         r.next_u64()
     }

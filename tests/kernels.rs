@@ -13,15 +13,8 @@ use wgpt::validate::suite::{self, Row, SuiteOptions};
 
 /// Run the suite rows whose kernel name contains `filter`; fail with every failing row's report.
 fn suite_rows(ctx: &GpuContext, filter: &str, quick: bool) -> Vec<Row> {
-    let seed = std::env::var("WGPT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(Rng::fresh_seed);
-    let opts = SuiteOptions {
-        filter: Some(filter.to_string()),
-        quick,
-        ..SuiteOptions::new(seed)
-    };
+    let seed = std::env::var("WGPT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(Rng::fresh_seed);
+    let opts = SuiteOptions { filter: Some(filter.to_string()), quick, ..SuiteOptions::new(seed) };
     let rows = suite::run(ctx, &opts, &mut |_| {}).expect("suite ran");
     assert!(!rows.is_empty(), "filter {filter} matched nothing");
     eprintln!("seed {seed}: {} rows for {filter}", rows.len());
@@ -34,20 +27,9 @@ fn assert_all_pass(filter: &str) {
     let failures: Vec<String> = rows
         .iter()
         .filter(|r| !r.pass)
-        .map(|r| {
-            format!(
-                "{}\n    {}",
-                suite::format_row(r),
-                r.detail.as_deref().unwrap_or("")
-            )
-        })
+        .map(|r| format!("{}\n    {}", suite::format_row(r), r.detail.as_deref().unwrap_or("")))
         .collect();
-    assert!(
-        failures.is_empty(),
-        "{} failing rows (replay with WGPT_SEED):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} failing rows (replay with WGPT_SEED):\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
@@ -87,17 +69,10 @@ fn broken_tile_edge_is_caught() {
     let ctx = GpuContext::new(&test_options()).unwrap();
     let good = Shader::Matmul.source();
     let needle = "if (n0 + j < p.N) {\n                    store_c(";
-    assert_eq!(
-        good.matches(needle).count(),
-        1,
-        "the edge guard this test breaks has moved"
-    );
+    assert_eq!(good.matches(needle).count(), 1, "the edge guard this test breaks has moved");
     ctx.replace_shader_source(
         Shader::Matmul,
-        good.replace(
-            needle,
-            "if (n0 + j + 1u < p.N) {\n                    store_c(",
-        ),
+        good.replace(needle, "if (n0 + j + 1u < p.N) {\n                    store_c("),
     );
     let rows = suite_rows(&ctx, "matmul_nt", true);
     let failed: Vec<&Row> = rows.iter().filter(|r| !r.pass).collect();
@@ -108,9 +83,7 @@ fn broken_tile_edge_is_caught() {
     // Where C started as NaN poison (beta = 0), the unwritten column shows up as NaN.
     let poisoned = failed.iter().filter(|r| !r.shape.contains("b="));
     assert!(poisoned.clone().count() > 0);
-    assert!(poisoned
-        .into_iter()
-        .all(|r| r.detail.as_deref().unwrap_or("").contains("got NaN")));
+    assert!(poisoned.into_iter().all(|r| r.detail.as_deref().unwrap_or("").contains("got NaN")));
 }
 
 /// Same inputs, same bits: no atomics and no scheduling-dependent order anywhere.
@@ -119,15 +92,9 @@ fn kernels_are_deterministic() {
     let Some(ctx) = gpu() else { return };
     let mut rng = Rng::new(42);
     let g = Gemm::tn(96, 80, 1000);
-    let a = ctx
-        .upload("a", &rng.vec_uniform(g.a_len(), -1.0, 1.0))
-        .unwrap();
-    let b = ctx
-        .upload("b", &rng.vec_uniform(g.b_len(), -1.0, 1.0))
-        .unwrap();
-    let x = ctx
-        .upload("x", &rng.vec_uniform(1_000_003, -1.0, 1.0))
-        .unwrap();
+    let a = ctx.upload("a", &rng.vec_uniform(g.a_len(), -1.0, 1.0)).unwrap();
+    let b = ctx.upload("b", &rng.vec_uniform(g.b_len(), -1.0, 1.0)).unwrap();
+    let x = ctx.upload("x", &rng.vec_uniform(1_000_003, -1.0, 1.0)).unwrap();
     let run = || {
         let c = ctx.tensor("c", g.c_len()).unwrap();
         let ss = ctx.tensor("ss", 1).unwrap();
@@ -150,30 +117,15 @@ fn bad_shapes_are_refused_before_dispatch() {
     let b = ctx.tensor("b", 10).unwrap();
     let c = ctx.tensor("c", 10).unwrap();
     let mut s = Stream::new(ctx);
-    let err = matmul::matmul(&mut s, &c, &a, &b, &Gemm::nt(4, 4, 4), 1.0, 0.0)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("A has 10 elements") && err.contains("needs 16"),
-        "{err}"
-    );
-    let err = matmul::matmul(&mut s, &c, &a, &b, &Gemm::nt(0, 1, 1), 1.0, 0.0)
-        .unwrap_err()
-        .to_string();
+    let err = matmul::matmul(&mut s, &c, &a, &b, &Gemm::nt(4, 4, 4), 1.0, 0.0).unwrap_err().to_string();
+    assert!(err.contains("A has 10 elements") && err.contains("needs 16"), "{err}");
+    let err = matmul::matmul(&mut s, &c, &a, &b, &Gemm::nt(0, 1, 1), 1.0, 0.0).unwrap_err().to_string();
     assert!(err.contains(">= 1"), "{err}");
-    let err = elementwise::add(&mut s, &c, &a, &ctx.tensor("d", 3).unwrap())
-        .unwrap_err()
-        .to_string();
+    let err = elementwise::add(&mut s, &c, &a, &ctx.tensor("d", 3).unwrap()).unwrap_err().to_string();
     assert!(err.contains("lengths differ"), "{err}");
-    assert!(
-        s.dispatches().is_empty(),
-        "nothing may be recorded for refused input"
-    );
+    assert!(s.dispatches().is_empty(), "nothing may be recorded for refused input");
     let too_big = ctx.limits.max_buffer_size / 4 + 1;
-    let err = ctx
-        .tensor("huge", too_big as usize)
-        .unwrap_err()
-        .to_string();
+    let err = ctx.tensor("huge", too_big as usize).unwrap_err().to_string();
     assert!(err.contains("huge") && err.contains("at most"), "{err}");
 }
 
@@ -185,13 +137,8 @@ fn shader_errors_name_file_and_entry_point() {
     let ctx = GpuContext::new(&test_options()).unwrap();
     ctx.replace_shader_source(Shader::Elementwise, "fn broken( {".into());
     let x = ctx.tensor("x", 4).unwrap();
-    let err = elementwise::scale(&mut Stream::new(&ctx), &x, 2.0)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("shaders/elementwise.wgsl") && err.contains("elementwise_scale"),
-        "{err}"
-    );
+    let err = elementwise::scale(&mut Stream::new(&ctx), &x, 2.0).unwrap_err().to_string();
+    assert!(err.contains("shaders/elementwise.wgsl") && err.contains("elementwise_scale"), "{err}");
 }
 
 #[test]
@@ -199,15 +146,9 @@ fn unknown_adapter_lists_the_available_ones() {
     if gpu().is_none() {
         return;
     }
-    let opts = GpuOptions {
-        adapter: Some("no-such-adapter-xyz".into()),
-        ..test_options()
-    };
+    let opts = GpuOptions { adapter: Some("no-such-adapter-xyz".into()), ..test_options() };
     let err = GpuContext::new(&opts).err().expect("must fail").to_string();
-    assert!(
-        err.contains("no-such-adapter-xyz") && err.contains("[0]"),
-        "{err}"
-    );
+    assert!(err.contains("no-such-adapter-xyz") && err.contains("[0]"), "{err}");
 }
 
 #[test]
@@ -217,21 +158,14 @@ fn autotune_picks_a_passing_variant_and_caches_it() {
     }
     let dir = std::env::temp_dir().join(format!("wgpt-autotune-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let opts = GpuOptions {
-        autotune: AutotuneMode::On,
-        cache_dir: Some(dir.clone()),
-        ..test_options()
-    };
+    let opts = GpuOptions { autotune: AutotuneMode::On, cache_dir: Some(dir.clone()), ..test_options() };
     let g = Gemm::nt(256, 192, 128);
     let ctx = GpuContext::new(&opts).unwrap();
     let v = matmul::choose_variant(&ctx, &g).unwrap();
     let class = matmul::shape_class(&g);
     let choice = ctx.autotune.lookup(&class).expect("choice recorded");
     assert_eq!(choice.variant, v.name());
-    assert!(
-        choice.measured.windows(2).all(|w| w[0].1 >= w[1].1),
-        "ranked best first"
-    );
+    assert!(choice.measured.windows(2).all(|w| w[0].1 >= w[1].1), "ranked best first");
     if ctx.is_cpu() {
         // On a CPU driver a barrier is a thread switch: the naive kernel must never win.
         assert_ne!(v, MatmulVariant::Naive);
@@ -242,15 +176,7 @@ fn autotune_picks_a_passing_variant_and_caches_it() {
     let ctx2 = GpuContext::new(&opts).unwrap();
     assert_eq!(ctx2.autotune.lookup(&class), Some(choice));
     // Autotune off: the per-adapter default, no timing.
-    let off = GpuContext::new(&GpuOptions {
-        autotune: AutotuneMode::Off,
-        cache_dir: None,
-        ..test_options()
-    })
-    .unwrap();
-    assert_eq!(
-        matmul::choose_variant(&off, &g).unwrap(),
-        MatmulVariant::default_for(&off)
-    );
+    let off = GpuContext::new(&GpuOptions { autotune: AutotuneMode::Off, cache_dir: None, ..test_options() }).unwrap();
+    assert_eq!(matmul::choose_variant(&off, &g).unwrap(), MatmulVariant::default_for(&off));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,8 +13,7 @@ fn capabilities() -> naga::valid::Capabilities {
 }
 
 fn parse_and_validate(name: &str, src: &str) -> naga::Module {
-    let module = naga::front::wgsl::parse_str(src)
-        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+    let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
     naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities())
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
@@ -44,17 +43,10 @@ fn every_shader_file_is_embedded() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "wgsl") {
             let file = format!("shaders/{}", path.file_name().unwrap().to_str().unwrap());
-            assert!(
-                Shader::ALL.iter().any(|s| s.file() == file),
-                "{file} is not in the Shader table"
-            );
+            assert!(Shader::ALL.iter().any(|s| s.file() == file), "{file} is not in the Shader table");
             let on_disk = std::fs::read_to_string(&path).unwrap();
             let s = Shader::ALL.iter().find(|s| s.file() == file).unwrap();
-            assert_eq!(
-                s.source(),
-                on_disk,
-                "{file}: embedded source differs from disk (rebuild)"
-            );
+            assert_eq!(s.source(), on_disk, "{file}: embedded source differs from disk (rebuild)");
         }
     }
 }
@@ -65,14 +57,8 @@ fn every_kernel_entry_point_exists() {
         let module = parse_and_validate(shader.file(), shader.source());
         for k in Kernel::ALL.iter().filter(|k| k.shader() == shader) {
             let ep = module.entry_points.iter().find(|e| e.name == k.entry());
-            let ep =
-                ep.unwrap_or_else(|| panic!("{}: no entry point `{}`", shader.file(), k.entry()));
-            assert_eq!(
-                ep.stage,
-                naga::ShaderStage::Compute,
-                "{} is not a compute entry point",
-                k.entry()
-            );
+            let ep = ep.unwrap_or_else(|| panic!("{}: no entry point `{}`", shader.file(), k.entry()));
+            assert_eq!(ep.stage, naga::ShaderStage::Compute, "{} is not a compute entry point", k.entry());
         }
     }
 }

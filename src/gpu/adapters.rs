@@ -47,15 +47,9 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 
 /// Pick an adapter. `query` is an index into the enumeration order or a case-insensitive substring
 /// of the adapter name; `None` applies the default preference.
-pub fn select(
-    adapters: Vec<wgpu::Adapter>,
-    query: Option<&str>,
-    backends: wgpu::Backends,
-) -> Result<wgpu::Adapter> {
+pub fn select(adapters: Vec<wgpu::Adapter>, query: Option<&str>, backends: wgpu::Backends) -> Result<wgpu::Adapter> {
     if adapters.is_empty() {
-        return Err(Error::NoAdapter {
-            backends: format!("{backends:?}"),
-        });
+        return Err(Error::NoAdapter { backends: format!("{backends:?}") });
     }
     let listing = || {
         adapters
@@ -63,10 +57,7 @@ pub fn select(
             .enumerate()
             .map(|(i, a)| {
                 let info = a.get_info();
-                format!(
-                    "  [{i}] {} ({:?}, {:?})",
-                    info.name, info.backend, info.device_type
-                )
+                format!("  [{i}] {} ({:?}, {:?})", info.name, info.backend, info.device_type)
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -75,31 +66,18 @@ pub fn select(
         Some(q) => {
             if let Ok(i) = q.parse::<usize>() {
                 if i >= adapters.len() {
-                    return Err(Error::AdapterNotFound {
-                        query: q.to_string(),
-                        available: listing(),
-                    });
+                    return Err(Error::AdapterNotFound { query: q.to_string(), available: listing() });
                 }
                 i
             } else {
                 let needle = q.to_ascii_lowercase();
-                match adapters
-                    .iter()
-                    .position(|a| a.get_info().name.to_ascii_lowercase().contains(&needle))
-                {
+                match adapters.iter().position(|a| a.get_info().name.to_ascii_lowercase().contains(&needle)) {
                     Some(i) => i,
-                    None => {
-                        return Err(Error::AdapterNotFound {
-                            query: q.to_string(),
-                            available: listing(),
-                        })
-                    }
+                    None => return Err(Error::AdapterNotFound { query: q.to_string(), available: listing() }),
                 }
             }
         }
-        None => (0..adapters.len())
-            .min_by_key(|&i| rank(adapters[i].get_info().device_type))
-            .unwrap(),
+        None => (0..adapters.len()).min_by_key(|&i| rank(adapters[i].get_info().device_type)).unwrap(),
     };
     Ok(adapters.into_iter().nth(index).unwrap())
 }
@@ -181,8 +159,7 @@ pub fn describe(index: usize, adapter: &wgpu::Adapter) -> AdapterReport {
         subgroup_min_size: info.subgroup_min_size,
         subgroup_max_size: info.subgroup_max_size,
         timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
-        timestamp_query_inside_encoders: f
-            .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS),
+        timestamp_query_inside_encoders: f.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS),
         timestamp_query_inside_passes: f.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
         immediates: f.contains(wgpu::Features::IMMEDIATES),
         shader_float32_atomic: f.contains(wgpu::Features::SHADER_FLOAT32_ATOMIC),
@@ -226,10 +203,7 @@ pub fn format_report(r: &AdapterReport, chosen: bool) -> String {
     );
     s += &format!("    driver  {} ({})\n", r.driver, r.driver_info);
     s += "    features\n";
-    s += &format!(
-        "      SHADER_F16                        {}\n",
-        yes_no(r.shader_f16)
-    );
+    s += &format!("      SHADER_F16                        {}\n", yes_no(r.shader_f16));
     if r.subgroup {
         s += &format!(
             "      SUBGROUP                          yes (size {}..{})\n",
@@ -238,26 +212,11 @@ pub fn format_report(r: &AdapterReport, chosen: bool) -> String {
     } else {
         s += "      SUBGROUP                          no\n";
     }
-    s += &format!(
-        "      TIMESTAMP_QUERY                   {}\n",
-        yes_no(r.timestamp_query)
-    );
-    s += &format!(
-        "      TIMESTAMP_QUERY_INSIDE_ENCODERS   {}\n",
-        yes_no(r.timestamp_query_inside_encoders)
-    );
-    s += &format!(
-        "      TIMESTAMP_QUERY_INSIDE_PASSES     {}\n",
-        yes_no(r.timestamp_query_inside_passes)
-    );
-    s += &format!(
-        "      IMMEDIATES (required by wgpt)     {}\n",
-        yes_no(r.immediates)
-    );
-    s += &format!(
-        "      SHADER_FLOAT32_ATOMIC             {}\n",
-        yes_no(r.shader_float32_atomic)
-    );
+    s += &format!("      TIMESTAMP_QUERY                   {}\n", yes_no(r.timestamp_query));
+    s += &format!("      TIMESTAMP_QUERY_INSIDE_ENCODERS   {}\n", yes_no(r.timestamp_query_inside_encoders));
+    s += &format!("      TIMESTAMP_QUERY_INSIDE_PASSES     {}\n", yes_no(r.timestamp_query_inside_passes));
+    s += &format!("      IMMEDIATES (required by wgpt)     {}\n", yes_no(r.immediates));
+    s += &format!("      SHADER_FLOAT32_ATOMIC             {}\n", yes_no(r.shader_float32_atomic));
     if r.cooperative_matrix {
         s += &format!(
             "      EXPERIMENTAL_COOPERATIVE_MATRIX   yes, {} configuration(s):\n",
@@ -284,36 +243,15 @@ pub fn format_report(r: &AdapterReport, chosen: bool) -> String {
         mib(r.max_storage_buffer_binding_size),
         r.max_storage_buffer_binding_size
     );
-    s += &format!(
-        "      max buffer size                   {} ({} bytes)\n",
-        mib(r.max_buffer_size),
-        r.max_buffer_size
-    );
-    s += &format!(
-        "      max workgroup storage             {} bytes\n",
-        r.max_compute_workgroup_storage_size
-    );
-    s += &format!(
-        "      max invocations per workgroup     {}\n",
-        r.max_compute_invocations_per_workgroup
-    );
+    s += &format!("      max buffer size                   {} ({} bytes)\n", mib(r.max_buffer_size), r.max_buffer_size);
+    s += &format!("      max workgroup storage             {} bytes\n", r.max_compute_workgroup_storage_size);
+    s += &format!("      max invocations per workgroup     {}\n", r.max_compute_invocations_per_workgroup);
     s += &format!(
         "      max workgroup size                {} x {} x {}\n",
-        r.max_compute_workgroup_size[0],
-        r.max_compute_workgroup_size[1],
-        r.max_compute_workgroup_size[2]
+        r.max_compute_workgroup_size[0], r.max_compute_workgroup_size[1], r.max_compute_workgroup_size[2]
     );
-    s += &format!(
-        "      max workgroups per dimension      {}\n",
-        r.max_compute_workgroups_per_dimension
-    );
-    s += &format!(
-        "      max storage buffers per stage     {}\n",
-        r.max_storage_buffers_per_shader_stage
-    );
-    s += &format!(
-        "      max immediate size                {} bytes\n",
-        r.max_immediate_size
-    );
+    s += &format!("      max workgroups per dimension      {}\n", r.max_compute_workgroups_per_dimension);
+    s += &format!("      max storage buffers per stage     {}\n", r.max_storage_buffers_per_shader_stage);
+    s += &format!("      max immediate size                {} bytes\n", r.max_immediate_size);
     s
 }

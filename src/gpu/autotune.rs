@@ -71,13 +71,7 @@ impl Autotuner {
     pub fn new(mode: AutotuneMode, cache_dir: Option<PathBuf>, info: &wgpu::AdapterInfo) -> Self {
         let adapter_key = format!(
             "{} | {:?} | {:?} | {} | {} | {:04x}:{:04x}",
-            info.name,
-            info.backend,
-            info.device_type,
-            info.driver,
-            info.driver_info,
-            info.vendor,
-            info.device
+            info.name, info.backend, info.device_type, info.driver, info.driver_info, info.vendor, info.device
         );
         let file = cache_dir.map(|d| d.join("autotune.json"));
         let choices = file
@@ -85,12 +79,7 @@ impl Autotuner {
             .and_then(|f| load(f).ok())
             .and_then(|mut c| c.adapters.remove(&adapter_key))
             .unwrap_or_default();
-        Self {
-            mode,
-            file,
-            adapter_key,
-            choices: Mutex::new(choices),
-        }
+        Self { mode, file, adapter_key, choices: Mutex::new(choices) }
     }
 
     pub fn mode(&self) -> AutotuneMode {
@@ -112,10 +101,7 @@ impl Autotuner {
     /// Remember a choice and persist it. A cache that cannot be written costs only a re-tune next
     /// time, so write failures are logged, not returned.
     pub fn record(&self, class: &str, choice: Choice) {
-        self.choices
-            .lock()
-            .unwrap()
-            .insert(class.to_string(), choice.clone());
+        self.choices.lock().unwrap().insert(class.to_string(), choice.clone());
         if let Some(path) = &self.file {
             if let Err(e) = self.persist(path, class, choice) {
                 log::warn!("could not write autotune cache {}: {e}", path.display());
@@ -127,10 +113,7 @@ impl Autotuner {
         // Merge with what is on disk now: another process may have tuned other classes.
         let mut file = load(path).unwrap_or_default();
         file.version = CACHE_VERSION;
-        file.adapters
-            .entry(self.adapter_key.clone())
-            .or_default()
-            .insert(class.to_string(), choice);
+        file.adapters.entry(self.adapter_key.clone()).or_default().insert(class.to_string(), choice);
         let text = serde_json::to_string_pretty(&file).map_err(std::io::Error::other)?;
         crate::util::write_atomic(path, text.as_bytes())
     }

@@ -31,6 +31,9 @@ pub struct GpuOptions {
     /// Where the autotune cache lives (`WGPT_CACHE_DIR`, else `$XDG_CACHE_HOME/wgpt`, else
     /// `~/.cache/wgpt`); `None` keeps choices in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Compile shaders with wgpu's injected bounds checks and loop bounding
+    /// (`WGPT_SHADER_CHECKS=1`). Off by default: see `GpuContext::module`.
+    pub shader_checks: bool,
 }
 
 impl Default for GpuOptions {
@@ -41,6 +44,7 @@ impl Default for GpuOptions {
             max_binding_bytes: None,
             autotune: AutotuneMode::On,
             cache_dir: default_cache_dir(),
+            shader_checks: std::env::var("WGPT_SHADER_CHECKS").is_ok_and(|v| v == "1"),
         }
     }
 }
@@ -56,7 +60,8 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 impl GpuOptions {
-    /// Defaults plus `WGPT_BACKEND`, `WGPT_ADAPTER`, `WGPT_MAX_BINDING_BYTES`, `WGPT_AUTOTUNE`.
+    /// Defaults (which read `WGPT_SHADER_CHECKS` and `WGPT_CACHE_DIR`) plus `WGPT_BACKEND`,
+    /// `WGPT_ADAPTER`, `WGPT_MAX_BINDING_BYTES`, `WGPT_AUTOTUNE`.
     pub fn from_env() -> Result<Self> {
         let mut o = Self::default();
         if let Ok(b) = std::env::var("WGPT_BACKEND") {
@@ -141,8 +146,7 @@ impl GpuContext {
             return Err(Error::MissingFeature {
                 adapter: info.name.clone(),
                 feature: "IMMEDIATES",
-                why:
-                    "every wgpt kernel takes its parameters as immediates (Vulkan push constants); \
+                why: "every wgpt kernel takes its parameters as immediates (Vulkan push constants); \
                       use the Vulkan backend, which always has them",
             });
         }
@@ -174,10 +178,7 @@ impl GpuContext {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
-        .map_err(|e| Error::RequestDevice {
-            adapter: info.name.clone(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
 
         let fault: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
         {
@@ -185,9 +186,7 @@ impl GpuContext {
             device.set_device_lost_callback(move |reason, message| {
                 let mut f = fault.lock().unwrap();
                 if f.is_none() {
-                    *f = Some(Error::DeviceLost {
-                        reason: format!("{reason:?}: {message}"),
-                    });
+                    *f = Some(Error::DeviceLost { reason: format!("{reason:?}: {message}") });
                 }
             });
         }
@@ -198,14 +197,10 @@ impl GpuContext {
                 let mut f = fault.lock().unwrap();
                 if f.is_none() {
                     *f = Some(match e {
-                        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory {
-                            what: "a GPU operation".into(),
-                            bytes: 0,
-                        },
-                        other => Error::Validation {
-                            context: "a GPU operation".into(),
-                            message: other.to_string(),
-                        },
+                        wgpu::Error::OutOfMemory { .. } => {
+                            Error::OutOfMemory { what: "a GPU operation".into(), bytes: 0 }
+                        }
+                        other => Error::Validation { context: "a GPU operation".into(), message: other.to_string() },
                     });
                 }
             }));
@@ -217,9 +212,7 @@ impl GpuContext {
             None => real_max,
         };
         if max_binding < real_max {
-            log::info!(
-                "max storage binding lowered to {max_binding} bytes (adapter allows {real_max})"
-            );
+            log::info!("max storage binding lowered to {max_binding} bytes (adapter allows {real_max})");
         }
         let autotune = Autotuner::new(opts.autotune, opts.cache_dir.clone(), &info);
         Ok(Self {
@@ -255,11 +248,7 @@ impl GpuContext {
     pub fn describe(&self) -> String {
         format!(
             "{} ({:?}, {:?}, {} {})",
-            self.info.name,
-            self.info.backend,
-            self.info.device_type,
-            self.info.driver,
-            self.info.driver_info
+            self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info
         )
     }
 
@@ -279,10 +268,7 @@ impl GpuContext {
     pub fn replace_shader_source(&self, shader: Shader, source: String) {
         self.source_overrides.lock().unwrap().insert(shader, source);
         self.modules.lock().unwrap().remove(&shader);
-        self.pipelines
-            .lock()
-            .unwrap()
-            .retain(|k, _| k.kernel.shader() != shader);
+        self.pipelines.lock().unwrap().retain(|k, _| k.kernel.shader() != shader);
     }
 
     fn module(&self, shader: Shader, entry: &'static str) -> Result<Arc<wgpu::ShaderModule>> {
@@ -294,18 +280,22 @@ impl GpuContext {
             None => shader.source().to_string(),
         };
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader.file()),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(shader.file()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        let module = if self.opts.shader_checks {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: wgpt's kernels guard every buffer index against the bound sizes they are
+            // given and every loop terminates; each is validated against its CPU reference at
+            // ragged shapes with NaN-poisoned outputs. wgpu's injected checks clamp even indices
+            // into private arrays, which keeps register tiles out of registers (8x slower on
+            // lavapipe), so validated kernels run without them; WGPT_SHADER_CHECKS=1 restores them.
+            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+        };
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Shader {
-                file: shader.file(),
-                entry,
-                message: e.to_string(),
-            });
+            return Err(Error::Shader { file: shader.file(), entry, message: e.to_string() });
         }
         let module = Arc::new(module);
         self.modules.lock().unwrap().insert(shader, module.clone());
@@ -313,37 +303,28 @@ impl GpuContext {
     }
 
     /// The pipeline for `kernel` specialised with `overrides`, built on first use and cached.
-    pub fn pipeline(
-        &self,
-        kernel: Kernel,
-        overrides: &Overrides,
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
-        let key = PipelineKey {
-            kernel,
-            overrides: overrides.clone(),
-        };
+    pub fn pipeline(&self, kernel: Kernel, overrides: &Overrides) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = PipelineKey { kernel, overrides: overrides.clone() };
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
         let module = self.module(kernel.shader(), kernel.entry())?;
         let constants = overrides.constants();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(kernel.entry()),
-                // Derived from the entry point: each kernel's bindings and immediates are exactly what
-                // it uses, and bind groups are built from `get_bind_group_layout(0)`.
-                layout: None,
-                module: &module,
-                entry_point: Some(kernel.entry()),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &constants,
-                    // Every kernel writes its workgroup tiles before reading them.
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.entry()),
+            // Derived from the entry point: each kernel's bindings and immediates are exactly what
+            // it uses, and bind groups are built from `get_bind_group_layout(0)`.
+            layout: None,
+            module: &module,
+            entry_point: Some(kernel.entry()),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                // Every kernel writes its workgroup tiles before reading them.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader {
                 file: kernel.shader().file(),
@@ -390,13 +371,7 @@ impl GpuContext {
             layout: &layout,
             entries: &entries,
         });
-        Ok(Dispatch {
-            kernel,
-            pipeline,
-            bind_group,
-            immediates: immediates.to_vec(),
-            workgroups,
-        })
+        Ok(Dispatch { kernel, pipeline, bind_group, immediates: immediates.to_vec(), workgroups })
     }
 
     // ---- buffers --------------------------------------------------------------------------------
@@ -408,9 +383,7 @@ impl GpuContext {
         let buffer = self.create_buffer(
             label,
             bytes,
-            wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
         )?;
         Ok(GpuTensor::new(Arc::new(buffer), 0, len))
     }
@@ -431,25 +404,15 @@ impl GpuContext {
             });
         }
         if !data.is_empty() {
-            self.queue
-                .write_buffer(t.buffer(), t.byte_offset(), bytemuck::cast_slice(data));
+            self.queue.write_buffer(t.buffer(), t.byte_offset(), bytemuck::cast_slice(data));
         }
         Ok(())
     }
 
     /// Create a buffer inside an out-of-memory scope, so exhaustion is an error, not a panic.
-    pub fn create_buffer(
-        &self,
-        label: &str,
-        bytes: u64,
-        usage: wgpu::BufferUsages,
-    ) -> Result<wgpu::Buffer> {
+    pub fn create_buffer(&self, label: &str, bytes: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         if bytes > self.limits.max_buffer_size {
-            return Err(Error::BufferTooLarge {
-                what: label.to_string(),
-                bytes,
-                max: self.limits.max_buffer_size,
-            });
+            return Err(Error::BufferTooLarge { what: label.to_string(), bytes, max: self.limits.max_buffer_size });
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -459,10 +422,7 @@ impl GpuContext {
             mapped_at_creation: false,
         });
         if pollster::block_on(scope.pop()).is_some() {
-            return Err(Error::OutOfMemory {
-                what: label.to_string(),
-                bytes,
-            });
+            return Err(Error::OutOfMemory { what: label.to_string(), bytes });
         }
         *self.allocated.lock().unwrap() += bytes;
         Ok(buffer)
@@ -480,11 +440,7 @@ impl GpuContext {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("readback"),
-            });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         enc.copy_buffer_to_buffer(t.buffer(), t.byte_offset(), &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -494,24 +450,12 @@ impl GpuContext {
         self.wait()?;
         match rx.recv() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(Error::Validation {
-                    context: "readback map".into(),
-                    message: e.to_string(),
-                })
-            }
-            Err(_) => {
-                return Err(Error::DeviceLost {
-                    reason: "readback callback never ran".into(),
-                })
-            }
+            Ok(Err(e)) => return Err(Error::Validation { context: "readback map".into(), message: e.to_string() }),
+            Err(_) => return Err(Error::DeviceLost { reason: "readback callback never ran".into() }),
         }
         let view = staging
             .get_mapped_range(..)
-            .map_err(|e| Error::Validation {
-                context: "readback".into(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::Validation { context: "readback".into(), message: e.to_string() })?;
         let out = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
         drop(view);
         staging.unmap();
@@ -522,16 +466,10 @@ impl GpuContext {
 
     /// Record dispatches into one compute pass, `repeat` times over.
     pub fn encode(&self, dispatches: &[Dispatch], repeat: usize) -> wgpu::CommandBuffer {
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("wgpt"),
-            });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpt") });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("wgpt"),
-                timestamp_writes: None,
-            });
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgpt"), timestamp_writes: None });
             for _ in 0..repeat {
                 for d in dispatches {
                     pass.set_pipeline(&d.pipeline);
@@ -572,8 +510,6 @@ impl GpuContext {
         if let Some(e) = self.fault.lock().unwrap().take() {
             return Err(e);
         }
-        polled.map(|_| ()).map_err(|e| Error::DeviceLost {
-            reason: e.to_string(),
-        })
+        polled.map(|_| ()).map_err(|e| Error::DeviceLost { reason: e.to_string() })
     }
 }

@@ -63,10 +63,9 @@ impl Kernel {
     pub fn shader(self) -> Shader {
         match self {
             Kernel::MatmulNaive | Kernel::MatmulRegister | Kernel::MatmulTiled => Shader::Matmul,
-            Kernel::ElementwiseFill
-            | Kernel::ElementwiseAdd
-            | Kernel::ElementwiseScale
-            | Kernel::ElementwiseAxpy => Shader::Elementwise,
+            Kernel::ElementwiseFill | Kernel::ElementwiseAdd | Kernel::ElementwiseScale | Kernel::ElementwiseAxpy => {
+                Shader::Elementwise
+            }
             Kernel::ReduceSumSquaresPartial | Kernel::ReduceSumFinal => Shader::Reduce,
         }
     }
@@ -108,10 +107,7 @@ impl Overrides {
     }
 
     pub fn constants(&self) -> Vec<(&'static str, f64)> {
-        self.0
-            .iter()
-            .map(|&(n, v)| (n, f64::from_bits(v)))
-            .collect()
+        self.0.iter().map(|&(n, v)| (n, f64::from_bits(v))).collect()
     }
 }
 

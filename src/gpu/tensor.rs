@@ -19,15 +19,8 @@ pub struct GpuTensor {
 
 impl GpuTensor {
     pub fn new(buffer: Arc<wgpu::Buffer>, offset: usize, len: usize) -> Self {
-        assert!(
-            (offset + len) as u64 * 4 <= buffer.size(),
-            "tensor view runs past its buffer"
-        );
-        Self {
-            buffer,
-            offset,
-            len,
-        }
+        assert!((offset + len) as u64 * 4 <= buffer.size(), "tensor view runs past its buffer");
+        Self { buffer, offset, len }
     }
 
     pub fn len(&self) -> usize {
@@ -53,27 +46,15 @@ impl GpuTensor {
 
     /// A sub-view of `len` elements starting `start` elements into this one.
     pub fn view(&self, start: usize, len: usize) -> GpuTensor {
-        assert!(
-            start + len <= self.len,
-            "view {start}+{len} out of range for a tensor of {}",
-            self.len
-        );
-        GpuTensor {
-            buffer: self.buffer.clone(),
-            offset: self.offset + start,
-            len,
-        }
+        assert!(start + len <= self.len, "view {start}+{len} out of range for a tensor of {}", self.len);
+        GpuTensor { buffer: self.buffer.clone(), offset: self.offset + start, len }
     }
 
     /// The window that covers elements `[lo, hi)` of this view. `align` is the adapter's
     /// `min_storage_buffer_offset_alignment`; the window starts on it and its size is a multiple of
     /// 16 bytes so it can be read as `array<vec4<f32>>`. Fails if it exceeds `max_bytes`.
     pub fn window(&self, lo: usize, hi: usize, align: u64, max_bytes: u64) -> Result<Window<'_>> {
-        assert!(
-            lo < hi && hi <= self.len,
-            "window [{lo}, {hi}) outside a tensor of {}",
-            self.len
-        );
+        assert!(lo < hi && hi <= self.len, "window [{lo}, {hi}) outside a tensor of {}", self.len);
         let first = (self.offset + lo) as u64 * 4;
         let end = (self.offset + hi) as u64 * 4;
         let start = first / align * align;
@@ -83,9 +64,7 @@ impl GpuTensor {
         if size > max_bytes {
             return Err(Error::Shape {
                 op: "bind",
-                message: format!(
-                    "a {size}-byte binding exceeds the {max_bytes}-byte limit (caller must chunk)"
-                ),
+                message: format!("a {size}-byte binding exceeds the {max_bytes}-byte limit (caller must chunk)"),
             });
         }
         Ok(Window {

@@ -27,29 +27,18 @@ pub(crate) fn chunk_elems(ctx: &GpuContext) -> usize {
     let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
     let usable = ctx.max_binding_bytes().saturating_sub(window_slack(align)) / 4;
     // Keep chunk starts 64-element aligned so consecutive windows start on fresh alignment.
-    ((usable as usize) / 64 * 64)
-        .max(64)
-        .min(u32::MAX as usize / 2)
+    ((usable as usize) / 64 * 64).max(64).min(u32::MAX as usize / 2)
 }
 
 fn same_len(op: &'static str, a: &GpuTensor, b: &GpuTensor) -> Result<()> {
     if a.len() != b.len() {
-        return Err(Error::Shape {
-            op,
-            message: format!("lengths differ: {} vs {}", a.len(), b.len()),
-        });
+        return Err(Error::Shape { op, message: format!("lengths differ: {} vs {}", a.len(), b.len()) });
     }
     Ok(())
 }
 
 /// Record one elementwise kernel over `n` elements; `operands` are the tensors bound at 0, 1, 2.
-fn launch(
-    s: &mut Stream<'_>,
-    kernel: Kernel,
-    operands: &[&GpuTensor],
-    alpha: f32,
-    value: f32,
-) -> Result<()> {
+fn launch(s: &mut Stream<'_>, kernel: Kernel, operands: &[&GpuTensor], alpha: f32, value: f32) -> Result<()> {
     let ctx = s.ctx;
     let n = operands[0].len();
     if n == 0 {
@@ -61,10 +50,8 @@ fn launch(
     let mut lo = 0;
     while lo < n {
         let hi = (lo + step).min(n);
-        let windows: Vec<Window<'_>> = operands
-            .iter()
-            .map(|t| t.window(lo, hi, align, ctx.max_binding_bytes()))
-            .collect::<Result<_>>()?;
+        let windows: Vec<Window<'_>> =
+            operands.iter().map(|t| t.window(lo, hi, align, ctx.max_binding_bytes())).collect::<Result<_>>()?;
         let off = |i: usize| windows.get(i).map_or(0, |w| w.elem_offset);
         let params = ElementwiseParams {
             n: (hi - lo) as u32,
@@ -77,13 +64,7 @@ fn launch(
             _pad1: 0,
         };
         let groups = (hi - lo).div_ceil(WG).min(MAX_GRID) as u32;
-        let d = ctx.dispatch(
-            kernel,
-            pipeline.clone(),
-            &windows,
-            bytemuck::bytes_of(&params),
-            [groups, 1, 1],
-        )?;
+        let d = ctx.dispatch(kernel, pipeline.clone(), &windows, bytemuck::bytes_of(&params), [groups, 1, 1])?;
         s.push(d);
         lo = hi;
     }

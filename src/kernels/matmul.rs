@@ -129,12 +129,7 @@ impl Gemm {
 
     /// Reject impossible shapes with a message that says which number is wrong.
     pub fn check(&self, a_len: usize, b_len: usize, c_len: usize) -> Result<()> {
-        let bad = |message: String| {
-            Err(Error::Shape {
-                op: "matmul",
-                message,
-            })
-        };
+        let bad = |message: String| Err(Error::Shape { op: "matmul", message });
         if self.m == 0 || self.n == 0 || self.k == 0 || self.batch == 0 {
             return bad(format!("M, N, K and batch must be >= 1, got {self:?}"));
         }
@@ -146,16 +141,9 @@ impl Gemm {
                 self.lda, self.ldb, self.ldc, self.n
             ));
         }
-        for (name, need, have) in [
-            ("A", self.a_len(), a_len),
-            ("B", self.b_len(), b_len),
-            ("C", self.c_len(), c_len),
-        ] {
+        for (name, need, have) in [("A", self.a_len(), a_len), ("B", self.b_len(), b_len), ("C", self.c_len(), c_len)] {
             if have < need {
-                return bad(format!(
-                    "{name} has {have} elements but a {} {self:?} needs {need}",
-                    self.layout()
-                ));
+                return bad(format!("{name} has {have} elements but a {} {self:?} needs {need}", self.layout()));
             }
         }
         if self.a_len().max(self.b_len()).max(self.c_len()) > u32::MAX as usize {
@@ -170,8 +158,8 @@ impl Gemm {
 pub enum MatmulVariant {
     /// One output per invocation: the baseline.
     Naive,
-    /// 4×4 outputs per invocation, vec4 loads, no workgroup memory; workgroup RX×RY.
-    Register { rx: u32, ry: u32 },
+    /// TM×TN outputs per invocation (4 or 8 each), vec4 loads, no workgroup memory; workgroup RX×RY.
+    Register { rx: u32, ry: u32, tm: u32, tn: u32 },
     /// BM×BN workgroup tiles staged through workgroup memory in BK steps.
     Tiled { bm: u32, bn: u32, bk: u32 },
 }
@@ -179,41 +167,25 @@ pub enum MatmulVariant {
 /// Every variant autotuning considers (those that fit the adapter's limits).
 pub const MATMUL_VARIANTS: &[MatmulVariant] = &[
     MatmulVariant::Naive,
-    MatmulVariant::Register { rx: 8, ry: 8 },
-    MatmulVariant::Register { rx: 16, ry: 16 },
-    MatmulVariant::Register { rx: 32, ry: 4 },
-    MatmulVariant::Tiled {
-        bm: 32,
-        bn: 32,
-        bk: 16,
-    },
-    MatmulVariant::Tiled {
-        bm: 64,
-        bn: 64,
-        bk: 8,
-    },
-    MatmulVariant::Tiled {
-        bm: 64,
-        bn: 64,
-        bk: 16,
-    },
-    MatmulVariant::Tiled {
-        bm: 128,
-        bn: 64,
-        bk: 8,
-    },
-    MatmulVariant::Tiled {
-        bm: 64,
-        bn: 128,
-        bk: 8,
-    },
+    MatmulVariant::Register { rx: 8, ry: 8, tm: 4, tn: 4 },
+    MatmulVariant::Register { rx: 16, ry: 16, tm: 4, tn: 4 },
+    MatmulVariant::Register { rx: 8, ry: 8, tm: 8, tn: 4 },
+    MatmulVariant::Register { rx: 8, ry: 8, tm: 4, tn: 8 },
+    MatmulVariant::Register { rx: 8, ry: 8, tm: 8, tn: 8 },
+    MatmulVariant::Register { rx: 16, ry: 4, tm: 8, tn: 8 },
+    MatmulVariant::Tiled { bm: 32, bn: 32, bk: 16 },
+    MatmulVariant::Tiled { bm: 64, bn: 64, bk: 8 },
+    MatmulVariant::Tiled { bm: 64, bn: 64, bk: 16 },
+    MatmulVariant::Tiled { bm: 64, bn: 64, bk: 32 },
+    MatmulVariant::Tiled { bm: 128, bn: 64, bk: 8 },
+    MatmulVariant::Tiled { bm: 64, bn: 128, bk: 8 },
 ];
 
 impl MatmulVariant {
     pub fn name(&self) -> String {
         match *self {
             MatmulVariant::Naive => "naive".into(),
-            MatmulVariant::Register { rx, ry } => format!("register_{rx}x{ry}"),
+            MatmulVariant::Register { rx, ry, tm, tn } => format!("register_{rx}x{ry}_t{tm}x{tn}"),
             MatmulVariant::Tiled { bm, bn, bk } => format!("tiled_{bm}x{bn}x{bk}"),
         }
     }
@@ -234,7 +206,7 @@ impl MatmulVariant {
     pub fn fits(&self, limits: &wgpu::Limits) -> bool {
         let (x, y, shared) = match *self {
             MatmulVariant::Naive => (16, 16, 0),
-            MatmulVariant::Register { rx, ry } => (rx, ry, 0),
+            MatmulVariant::Register { rx, ry, .. } => (rx, ry, 0),
             MatmulVariant::Tiled { bm, bn, bk } => (bn / 4, bm / 4, bk * (bm + bn) * 4),
         };
         x * y <= limits.max_compute_invocations_per_workgroup
@@ -247,38 +219,32 @@ impl MatmulVariant {
     /// register kernel on CPU drivers.
     pub fn default_for(ctx: &GpuContext) -> Self {
         if ctx.is_cpu() {
-            MatmulVariant::Register { rx: 8, ry: 8 }
+            MatmulVariant::Register { rx: 8, ry: 8, tm: 8, tn: 8 }
         } else {
-            MatmulVariant::Tiled {
-                bm: 64,
-                bn: 64,
-                bk: 16,
-            }
+            MatmulVariant::Tiled { bm: 64, bn: 64, bk: 16 }
         }
     }
 
     fn overrides(&self, g: &Gemm, aligned: bool) -> Overrides {
-        let o = Overrides::new()
-            .flag("TRANS_A", g.trans_a)
-            .flag("TRANS_B", g.trans_b);
+        let o = Overrides::new().flag("TRANS_A", g.trans_a).flag("TRANS_B", g.trans_b);
         match *self {
             MatmulVariant::Naive => o,
-            MatmulVariant::Register { rx, ry } => o
+            MatmulVariant::Register { rx, ry, tm, tn } => o
                 .flag("ALIGNED", aligned)
                 .set("RX", rx as f64)
-                .set("RY", ry as f64),
-            MatmulVariant::Tiled { bm, bn, bk } => o
-                .flag("ALIGNED", aligned)
-                .set("BM", bm as f64)
-                .set("BN", bn as f64)
-                .set("BK", bk as f64),
+                .set("RY", ry as f64)
+                .set("TM", tm as f64)
+                .set("TN", tn as f64),
+            MatmulVariant::Tiled { bm, bn, bk } => {
+                o.flag("ALIGNED", aligned).set("BM", bm as f64).set("BN", bn as f64).set("BK", bk as f64)
+            }
         }
     }
 
     fn workgroups(&self, m: usize, n: usize, batch: usize) -> [u32; 3] {
         let (tm, tn) = match *self {
             MatmulVariant::Naive => (16, 16),
-            MatmulVariant::Register { rx, ry } => (4 * ry as usize, 4 * rx as usize),
+            MatmulVariant::Register { rx, ry, tm, tn } => ((tm * ry) as usize, (tn * rx) as usize),
             MatmulVariant::Tiled { bm, bn, .. } => (bm as usize, bn as usize),
         };
         [n.div_ceil(tn) as u32, m.div_ceil(tm) as u32, batch as u32]
@@ -388,15 +354,12 @@ pub fn plan_chunks(g: &Gemm, limit: u64, align: u64, max_batch: usize) -> Result
         if before == (mc, nc, kc) {
             return Err(Error::Shape {
                 op: "matmul",
-                message: format!(
-                    "cannot split {g:?} to fit a {limit}-byte binding (a single row exceeds it)"
-                ),
+                message: format!("cannot split {g:?} to fit a {limit}-byte binding (a single row exceeds it)"),
             });
         }
     }
-    let ranges = |total: usize, step: usize| {
-        (0..total.div_ceil(step)).map(move |i| (i * step, ((i + 1) * step).min(total)))
-    };
+    let ranges =
+        |total: usize, step: usize| (0..total.div_ceil(step)).map(move |i| (i * step, ((i + 1) * step).min(total)));
     let mut chunks = Vec::new();
     for b in ranges(g.batch, bc) {
         for m in ranges(g.m, mc) {
@@ -449,27 +412,12 @@ pub fn matmul_variant(
     let max_batch = ctx.limits.max_compute_workgroups_per_dimension as usize;
     let chunks = plan_chunks(g, ctx.max_binding_bytes(), align, max_batch)?;
     for ch in chunks {
-        let (bc, mc, nc, kc) = (
-            ch.b.1 - ch.b.0,
-            ch.m.1 - ch.m.0,
-            ch.n.1 - ch.n.0,
-            ch.k.1 - ch.k.0,
-        );
+        let (bc, mc, nc, kc) = (ch.b.1 - ch.b.0, ch.m.1 - ch.m.0, ch.n.1 - ch.n.0, ch.k.1 - ch.k.0);
         // Flat element index where each operand's chunk starts, and one past where it ends.
-        let a_lo = ch.b.0 * g.stride_a
-            + if g.trans_a {
-                ch.k.0 * g.lda + ch.m.0
-            } else {
-                ch.m.0 * g.lda + ch.k.0
-            };
+        let a_lo = ch.b.0 * g.stride_a + if g.trans_a { ch.k.0 * g.lda + ch.m.0 } else { ch.m.0 * g.lda + ch.k.0 };
         let (ar, ac) = if g.trans_a { (kc, mc) } else { (mc, kc) };
         let a_hi = a_lo + (bc - 1) * g.stride_a + (ar - 1) * g.lda + ac;
-        let b_lo = ch.b.0 * g.stride_b
-            + if g.trans_b {
-                ch.n.0 * g.ldb + ch.k.0
-            } else {
-                ch.k.0 * g.ldb + ch.n.0
-            };
+        let b_lo = ch.b.0 * g.stride_b + if g.trans_b { ch.n.0 * g.ldb + ch.k.0 } else { ch.k.0 * g.ldb + ch.n.0 };
         let (br, bcol) = if g.trans_b { (nc, kc) } else { (kc, nc) };
         let b_hi = b_lo + (bc - 1) * g.stride_b + (br - 1) * g.ldb + bcol;
         let c_lo = ch.b.0 * g.stride_c + ch.m.0 * g.ldc + ch.n.0;
@@ -536,20 +484,13 @@ pub fn shape_class(g: &Gemm) -> String {
 /// The variant for this product: the cached choice, a fresh tuning run, or the adapter default.
 pub fn choose_variant(ctx: &GpuContext, g: &Gemm) -> Result<MatmulVariant> {
     if let Ok(v) = std::env::var("WGPT_MATMUL_VARIANT") {
-        return MatmulVariant::parse(&v)
-            .filter(|v| v.fits(&ctx.limits))
-            .ok_or_else(|| Error::Validation {
-                context: "WGPT_MATMUL_VARIANT".into(),
-                message: format!(
-                    "`{v}` is not a variant this adapter can run; choose from: {}",
-                    MATMUL_VARIANTS
-                        .iter()
-                        .filter(|v| v.fits(&ctx.limits))
-                        .map(|v| v.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            });
+        return MatmulVariant::parse(&v).filter(|v| v.fits(&ctx.limits)).ok_or_else(|| Error::Validation {
+            context: "WGPT_MATMUL_VARIANT".into(),
+            message: format!(
+                "`{v}` is not a variant this adapter can run; choose from: {}",
+                MATMUL_VARIANTS.iter().filter(|v| v.fits(&ctx.limits)).map(|v| v.name()).collect::<Vec<_>>().join(", ")
+            ),
+        });
     }
     if ctx.autotune.mode() == AutotuneMode::Off {
         return Ok(MatmulVariant::default_for(ctx));
@@ -561,11 +502,7 @@ pub fn choose_variant(ctx: &GpuContext, g: &Gemm) -> Result<MatmulVariant> {
         }
     }
     let choice = tune(ctx, g)?;
-    log::info!(
-        "autotune {class}: {} ({:.1} GFLOP/s)",
-        choice.variant,
-        choice.measured[0].1
-    );
+    log::info!("autotune {class}: {} ({:.1} GFLOP/s)", choice.variant, choice.measured[0].1);
     let v = MatmulVariant::parse(&choice.variant).expect("tuned variant is in the table");
     ctx.autotune.record(&class, choice);
     Ok(v)
@@ -575,11 +512,7 @@ pub fn choose_variant(ctx: &GpuContext, g: &Gemm) -> Result<MatmulVariant> {
 /// layout, then time the survivors on a representative problem of the class (each dimension
 /// capped at 1024 so tuning stays short on slow drivers) and rank them.
 pub fn tune(ctx: &GpuContext, g: &Gemm) -> Result<Choice> {
-    let candidates: Vec<MatmulVariant> = MATMUL_VARIANTS
-        .iter()
-        .copied()
-        .filter(|v| v.fits(&ctx.limits))
-        .collect();
+    let candidates: Vec<MatmulVariant> = MATMUL_VARIANTS.iter().copied().filter(|v| v.fits(&ctx.limits)).collect();
     let aligned = g.rows_vec4_aligned();
     let mut rng = Rng::new(0x5EED_0F7E57);
 
@@ -592,11 +525,8 @@ pub fn tune(ctx: &GpuContext, g: &Gemm) -> Result<Choice> {
     let pb = rng.vec_uniform(probe.b_len(), -1.0, 1.0);
     let mut want = vec![0.0f32; probe.c_len()];
     crate::reference::matmul::matmul(&mut want, &pa, &pb, &probe, 1.0, 0.0);
-    let (ta, tb, tc) = (
-        ctx.upload("probe A", &pa)?,
-        ctx.upload("probe B", &pb)?,
-        ctx.tensor("probe C", probe.c_len())?,
-    );
+    let (ta, tb, tc) =
+        (ctx.upload("probe A", &pa)?, ctx.upload("probe B", &pb)?, ctx.tensor("probe C", probe.c_len())?);
     let tol = crate::validate::matmul_tolerance(probe.k);
     let mut passed = Vec::new();
     for &v in &candidates {
@@ -607,10 +537,7 @@ pub fn tune(ctx: &GpuContext, g: &Gemm) -> Result<Choice> {
         let got = ctx.read(&tc)?;
         match crate::validate::compare(&got, &want, tol) {
             Ok(_) => passed.push(v),
-            Err(report) => log::warn!(
-                "autotune: variant {} fails its reference check, excluded: {report}",
-                v.name()
-            ),
+            Err(report) => log::warn!("autotune: variant {} fails its reference check, excluded: {report}", v.name()),
         }
     }
     if passed.is_empty() {
@@ -621,14 +548,7 @@ pub fn tune(ctx: &GpuContext, g: &Gemm) -> Result<Choice> {
     }
 
     // Timing problem: the class's shape with each dimension capped.
-    let mut t = Gemm::new(
-        g.trans_a,
-        g.trans_b,
-        g.m.min(1024),
-        g.n.min(1024),
-        g.k.min(1024),
-    )
-    .batched(g.batch.min(8));
+    let mut t = Gemm::new(g.trans_a, g.trans_b, g.m.min(1024), g.n.min(1024), g.k.min(1024)).batched(g.batch.min(8));
     if !aligned {
         // Keep the class's alignment: a ragged leading dimension stays ragged.
         t = Gemm::new(g.trans_a, g.trans_b, t.m | 1, t.n | 1, t.k | 1).batched(t.batch);
@@ -656,15 +576,9 @@ pub fn tune(ctx: &GpuContext, g: &Gemm) -> Result<Choice> {
         let best = samples.iter().map(|(_, xs)| median(xs)).fold(0.0, f64::max);
         samples.retain(|(_, xs)| median(xs) * 1.5 >= best);
     }
-    let mut measured: Vec<(String, f64)> = samples
-        .iter()
-        .map(|(v, xs)| (v.name(), median(xs)))
-        .collect();
+    let mut measured: Vec<(String, f64)> = samples.iter().map(|(v, xs)| (v.name(), median(xs))).collect();
     measured.sort_by(|x, y| y.1.total_cmp(&x.1));
-    Ok(Choice {
-        variant: measured[0].0.clone(),
-        measured,
-    })
+    Ok(Choice { variant: measured[0].0.clone(), measured })
 }
 
 pub fn median(xs: &[f64]) -> f64 {
@@ -710,10 +624,7 @@ mod tests {
                     (bc - 1) * g.stride_c + (mc - 1) * g.ldc + nc,
                 ];
                 for s in spans {
-                    assert!(
-                        s as u64 * 4 + window_slack(256) <= limit,
-                        "{g:?} limit {limit}: span {s}"
-                    );
+                    assert!(s as u64 * 4 + window_slack(256) <= limit, "{g:?} limit {limit}: span {s}");
                 }
             }
             assert_eq!(volume, g.batch * g.m * g.n * g.k, "{g:?}");
@@ -730,16 +641,7 @@ mod tests {
         assert!(g.check(23, 30, 20).is_err());
         let tn = Gemm::tn(4, 5, 6).batched(3);
         assert_eq!(tn.a_len(), 2 * 24 + 5 * 4 + 4);
-        assert_eq!(
-            MatmulVariant::parse("tiled_64x64x16"),
-            Some(MatmulVariant::Tiled {
-                bm: 64,
-                bn: 64,
-                bk: 16
-            })
-        );
-        assert!(MATMUL_VARIANTS
-            .iter()
-            .all(|v| MatmulVariant::parse(&v.name()) == Some(*v)));
+        assert_eq!(MatmulVariant::parse("tiled_64x64x16"), Some(MatmulVariant::Tiled { bm: 64, bn: 64, bk: 16 }));
+        assert!(MATMUL_VARIANTS.iter().all(|v| MatmulVariant::parse(&v.name()) == Some(*v)));
     }
 }

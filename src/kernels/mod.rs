@@ -19,10 +19,7 @@ pub struct Stream<'a> {
 
 impl<'a> Stream<'a> {
     pub fn new(ctx: &'a GpuContext) -> Self {
-        Self {
-            ctx,
-            dispatches: Vec::new(),
-        }
+        Self { ctx, dispatches: Vec::new() }
     }
 
     pub fn push(&mut self, d: Dispatch) {

@@ -6,34 +6,18 @@ use crate::kernels::matmul::Gemm;
 /// Rows of C are spread over the machine's cores with scoped threads: the loops stay plain, but
 /// checking a 2048×3072×768 product takes seconds instead of a minute.
 pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], g: &Gemm, alpha: f32, beta: f32) {
-    g.check(a.len(), b.len(), c.len())
-        .expect("reference matmul: bad shape");
+    g.check(a.len(), b.len(), c.len()).expect("reference matmul: bad shape");
     let at = |bat: usize, m: usize, k: usize| {
-        let i = bat * g.stride_a
-            + if g.trans_a {
-                k * g.lda + m
-            } else {
-                m * g.lda + k
-            };
+        let i = bat * g.stride_a + if g.trans_a { k * g.lda + m } else { m * g.lda + k };
         a[i] as f64
     };
     let bt = |bat: usize, k: usize, n: usize| {
-        let i = bat * g.stride_b
-            + if g.trans_b {
-                n * g.ldb + k
-            } else {
-                k * g.ldb + n
-            };
+        let i = bat * g.stride_b + if g.trans_b { n * g.ldb + k } else { k * g.ldb + n };
         b[i] as f64
     };
     // Compute every output row in parallel into owned buffers, then write them back.
-    let rows: Vec<(usize, usize)> = (0..g.batch)
-        .flat_map(|bat| (0..g.m).map(move |m| (bat, m)))
-        .collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(rows.len())
-        .max(1);
+    let rows: Vec<(usize, usize)> = (0..g.batch).flat_map(|bat| (0..g.m).map(move |m| (bat, m))).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.len()).max(1);
     let per = rows.len().div_ceil(threads);
     let results: Vec<Vec<f64>> = std::thread::scope(|scope| {
         let handles: Vec<_> = rows

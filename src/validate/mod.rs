@@ -31,10 +31,7 @@ impl fmt::Display for Tol {
 /// covers the O(1) outputs. These are the fp32 bounds the foundation issue asks for; no kernel
 /// gets a looser one. (`k` is taken so a future reduced-precision path can scale with it.)
 pub fn matmul_tolerance(_k: usize) -> Tol {
-    Tol {
-        atol: 1e-5,
-        rtol: 1e-4,
-    }
+    Tol { atol: 1e-5, rtol: 1e-4 }
 }
 
 /// fill/add/scale: one correctly rounded f32 operation, identical to the reference's f64 result
@@ -42,10 +39,7 @@ pub fn matmul_tolerance(_k: usize) -> Tol {
 /// so that never triggers): effectively exact. axpy: `fma` rounds once, but a driver may split it
 /// into a multiply and an add (two roundings); with O(1) inputs that is ≤ 2.4e-7 absolute.
 pub fn elementwise_tolerance() -> Tol {
-    Tol {
-        atol: 5e-7,
-        rtol: 2.4e-7,
-    }
+    Tol { atol: 5e-7, rtol: 2.4e-7 }
 }
 
 /// Sum of squares, f32: each invocation adds ≤ n/65,536 terms sequentially, then a 256-wide tree
@@ -53,10 +47,7 @@ pub fn elementwise_tolerance() -> Tol {
 /// positive terms (no cancellation), so the relative error stays below ≈ 50·ε ≈ 3e-6 for the
 /// largest vector the suite uses (3M elements). rtol = 1e-5 gives 3× margin.
 pub fn reduce_tolerance() -> Tol {
-    Tol {
-        atol: 1e-6,
-        rtol: 1e-5,
-    }
+    Tol { atol: 1e-6, rtol: 1e-5 }
 }
 
 /// What a comparison found.
@@ -91,10 +82,7 @@ impl fmt::Display for Stats {
 /// Compare element by element. `Ok` carries the error statistics; `Err` the same statistics
 /// with the first mismatching indices (also for a length mismatch, reported as such).
 pub fn compare(got: &[f32], want: &[f32], tol: Tol) -> Result<Stats, Stats> {
-    let mut s = Stats {
-        n: want.len(),
-        ..Default::default()
-    };
+    let mut s = Stats { n: want.len(), ..Default::default() };
     if got.len() != want.len() {
         s.mismatches = got.len().abs_diff(want.len()).max(1);
         s.max_abs = f64::INFINITY;
@@ -121,11 +109,7 @@ pub fn compare(got: &[f32], want: &[f32], tol: Tol) -> Result<Stats, Stats> {
         } else {
             (g64 - w64).abs()
         };
-        let allowed = if w.is_finite() {
-            tol.atol + tol.rtol * w64.abs()
-        } else {
-            0.0
-        };
+        let allowed = if w.is_finite() { tol.atol + tol.rtol * w64.abs() } else { 0.0 };
         let w64 = if w.is_finite() { w64 } else { 0.0 };
         let rel = diff / w64.abs().max(tol.atol).max(f64::MIN_POSITIVE);
         s.max_abs = s.max_abs.max(diff);
@@ -165,91 +149,19 @@ mod tests {
     #[test]
     fn comparator_flags_nan_offsets_and_lengths() {
         let want = [1.0f32, 2.0, 0.0, -4.0];
-        assert!(compare(
-            &want,
-            &want,
-            Tol {
-                atol: 0.0,
-                rtol: 0.0
-            }
-        )
-        .is_ok());
-        let err = compare(
-            &[1.0, f32::NAN, 0.0, -4.0],
-            &want,
-            Tol {
-                atol: 1.0,
-                rtol: 1.0,
-            },
-        )
-        .unwrap_err();
+        assert!(compare(&want, &want, Tol { atol: 0.0, rtol: 0.0 }).is_ok());
+        let err = compare(&[1.0, f32::NAN, 0.0, -4.0], &want, Tol { atol: 1.0, rtol: 1.0 }).unwrap_err();
         assert_eq!(err.mismatches, 1);
         assert_eq!(err.first[0].0, 1);
-        let err = compare(
-            &[1.0, 2.0, 2e-5, -4.0],
-            &want,
-            Tol {
-                atol: 1e-5,
-                rtol: 1e-4,
-            },
-        )
-        .unwrap_err();
+        let err = compare(&[1.0, 2.0, 2e-5, -4.0], &want, Tol { atol: 1e-5, rtol: 1e-4 }).unwrap_err();
         assert_eq!((err.mismatches, err.worst), (1, 2));
-        assert!(compare(
-            &[1.0, 2.0, 9e-6, -4.0004],
-            &want,
-            Tol {
-                atol: 1e-5,
-                rtol: 1e-4
-            }
-        )
-        .is_ok());
-        assert!(compare(
-            &[1.0],
-            &want,
-            Tol {
-                atol: 1.0,
-                rtol: 1.0
-            }
-        )
-        .is_err());
+        assert!(compare(&[1.0, 2.0, 9e-6, -4.0004], &want, Tol { atol: 1e-5, rtol: 1e-4 }).is_ok());
+        assert!(compare(&[1.0], &want, Tol { atol: 1.0, rtol: 1.0 }).is_err());
         // A reference NaN (a masked element) matches only NaN; infinities must agree exactly.
-        assert!(compare(
-            &[f32::NAN],
-            &[f32::NAN],
-            Tol {
-                atol: 0.0,
-                rtol: 0.0
-            }
-        )
-        .is_ok());
-        assert!(compare(
-            &[0.0],
-            &[f32::NAN],
-            Tol {
-                atol: 1.0,
-                rtol: 1.0
-            }
-        )
-        .is_err());
-        assert!(compare(
-            &[f32::INFINITY],
-            &[f32::INFINITY],
-            Tol {
-                atol: 0.0,
-                rtol: 0.0
-            }
-        )
-        .is_ok());
-        assert!(compare(
-            &[f32::NEG_INFINITY],
-            &[f32::INFINITY],
-            Tol {
-                atol: 1.0,
-                rtol: 1.0
-            }
-        )
-        .is_err());
+        assert!(compare(&[f32::NAN], &[f32::NAN], Tol { atol: 0.0, rtol: 0.0 }).is_ok());
+        assert!(compare(&[0.0], &[f32::NAN], Tol { atol: 1.0, rtol: 1.0 }).is_err());
+        assert!(compare(&[f32::INFINITY], &[f32::INFINITY], Tol { atol: 0.0, rtol: 0.0 }).is_ok());
+        assert!(compare(&[f32::NEG_INFINITY], &[f32::INFINITY], Tol { atol: 1.0, rtol: 1.0 }).is_err());
     }
 
     #[test]

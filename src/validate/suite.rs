@@ -30,12 +30,7 @@ pub struct SuiteOptions {
 
 impl SuiteOptions {
     pub fn new(seed: u64) -> Self {
-        Self {
-            seed,
-            filter: None,
-            quick: false,
-            chunk_binding_bytes: 64 << 10,
-        }
+        Self { seed, filter: None, quick: false, chunk_binding_bytes: 64 << 10 }
     }
 }
 
@@ -82,10 +77,7 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     fn wants(&self, kernel: &str) -> bool {
-        self.opts
-            .filter
-            .as_deref()
-            .is_none_or(|f| kernel.contains(f))
+        self.opts.filter.as_deref().is_none_or(|f| kernel.contains(f))
     }
 
     fn rng(&self, case: &str) -> Rng {
@@ -93,16 +85,7 @@ impl Runner<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn record(
-        &mut self,
-        kernel: &str,
-        variant: &str,
-        shape: &str,
-        got: &[f32],
-        want: &[f32],
-        tol: Tol,
-        secs: f64,
-    ) {
+    fn record(&mut self, kernel: &str, variant: &str, shape: &str, got: &[f32], want: &[f32], tol: Tol, secs: f64) {
         let (stats, pass) = match compare(got, want, tol) {
             Ok(s) => (s, true),
             Err(s) => (s, false),
@@ -125,25 +108,14 @@ impl Runner<'_> {
 
 /// Run the suite on `ctx` (and on a second context with a lowered binding limit for the chunked
 /// rows). Returns every row; the caller decides what a failure means.
-pub fn run(
-    ctx: &GpuContext,
-    opts: &SuiteOptions,
-    on_row: &mut dyn FnMut(&Row),
-) -> Result<Vec<Row>> {
-    let mut r = Runner {
-        opts,
-        rows: Vec::new(),
-        on_row,
-    };
+pub fn run(ctx: &GpuContext, opts: &SuiteOptions, on_row: &mut dyn FnMut(&Row)) -> Result<Vec<Row>> {
+    let mut r = Runner { opts, rows: Vec::new(), on_row };
     matmul_cases(ctx, &mut r, false)?;
     elementwise_cases(ctx, &mut r, false)?;
     reduce_cases(ctx, &mut r, false)?;
 
     // The chunked paths: same kernels, a context that claims a 64 KiB binding limit.
-    let chunk_opts = GpuOptions {
-        max_binding_bytes: Some(opts.chunk_binding_bytes),
-        ..ctx.options().clone()
-    };
+    let chunk_opts = GpuOptions { max_binding_bytes: Some(opts.chunk_binding_bytes), ..ctx.options().clone() };
     let small = GpuContext::new(&chunk_opts)?;
     matmul_cases(&small, &mut r, true)?;
     elementwise_cases(&small, &mut r, true)?;
@@ -171,36 +143,16 @@ fn matmul_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<(
     let layouts: [(bool, bool); 3] = [(false, true), (false, false), (true, false)];
     for (ta, tb) in layouts {
         let g = |m, n, k| Gemm::new(ta, tb, m, n, k);
-        let plain = |g: Gemm| MatmulCase {
-            g,
-            alpha: 1.0,
-            beta: 0.0,
-            pads: [0; 3],
-        };
+        let plain = |g: Gemm| MatmulCase { g, alpha: 1.0, beta: 0.0, pads: [0; 3] };
         let mut cases = Vec::new();
         if !chunked {
             cases.push(plain(g(1, 1, 1)));
             cases.push(plain(g(17, 33, 65)));
             cases.push(plain(g(64, 64, 64)));
             cases.push(plain(g(128, 96, 80)));
-            cases.push(MatmulCase {
-                g: g(17, 33, 65),
-                alpha: 0.75,
-                beta: -1.5,
-                pads: [0; 3],
-            });
-            cases.push(MatmulCase {
-                g: g(64, 64, 64),
-                alpha: 1.0,
-                beta: 1.0,
-                pads: [0; 3],
-            });
-            cases.push(MatmulCase {
-                g: g(33, 20, 64),
-                alpha: 1.0,
-                beta: 0.0,
-                pads: [3, 5, 7],
-            });
+            cases.push(MatmulCase { g: g(17, 33, 65), alpha: 0.75, beta: -1.5, pads: [0; 3] });
+            cases.push(MatmulCase { g: g(64, 64, 64), alpha: 1.0, beta: 1.0, pads: [0; 3] });
+            cases.push(MatmulCase { g: g(33, 20, 64), alpha: 1.0, beta: 0.0, pads: [3, 5, 7] });
             cases.push(plain(g(17, 33, 65).batched(3)));
             cases.push(plain(g(256, 256, 64).batched(12)));
             cases.push(plain(g(64, 128, 256).batched(6)));
@@ -211,18 +163,9 @@ fn matmul_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<(
         } else {
             cases.push(plain(g(300, 200, 257)));
             cases.push(plain(g(24, 24, 5000)));
-            cases.push(MatmulCase {
-                g: g(150, 70, 190).batched(5),
-                alpha: 0.5,
-                beta: 2.0,
-                pads: [1, 2, 3],
-            });
+            cases.push(MatmulCase { g: g(150, 70, 190).batched(5), alpha: 0.5, beta: 2.0, pads: [1, 2, 3] });
         }
-        let kernel = format!(
-            "matmul_{}{}",
-            g(1, 1, 1).layout().to_lowercase(),
-            if chunked { " chunked" } else { "" }
-        );
+        let kernel = format!("matmul_{}{}", g(1, 1, 1).layout().to_lowercase(), if chunked { " chunked" } else { "" });
         if !r.wants(&kernel) {
             continue;
         }
@@ -233,18 +176,10 @@ fn matmul_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<(
     Ok(())
 }
 
-fn run_matmul_case(
-    ctx: &GpuContext,
-    r: &mut Runner<'_>,
-    kernel: &str,
-    case: &MatmulCase,
-) -> Result<()> {
+fn run_matmul_case(ctx: &GpuContext, r: &mut Runner<'_>, kernel: &str, case: &MatmulCase) -> Result<()> {
     let g = &case.g;
-    let mut shape = if g.batch > 1 {
-        format!("{}x({}x{}x{})", g.batch, g.m, g.n, g.k)
-    } else {
-        format!("{}x{}x{}", g.m, g.n, g.k)
-    };
+    let mut shape =
+        if g.batch > 1 { format!("{}x({}x{}x{})", g.batch, g.m, g.n, g.k) } else { format!("{}x{}x{}", g.m, g.n, g.k) };
     if case.beta != 0.0 || case.alpha != 1.0 {
         shape += &format!(" a={} b={}", case.alpha, case.beta);
     }
@@ -256,11 +191,7 @@ fn run_matmul_case(
     let a = rng.vec_uniform(g.a_len(), -1.0, 1.0);
     let s = 1.0 / (g.k as f32).sqrt();
     let b = rng.vec_uniform(g.b_len(), -s, s);
-    let c0 = if case.beta == 0.0 {
-        vec![f32::NAN; g.c_len()]
-    } else {
-        rng.vec_uniform(g.c_len(), -1.0, 1.0)
-    };
+    let c0 = if case.beta == 0.0 { vec![f32::NAN; g.c_len()] } else { rng.vec_uniform(g.c_len(), -1.0, 1.0) };
     let mut want = c0.clone();
     reference::matmul::matmul(&mut want, &a, &b, g, case.alpha, case.beta);
     let ta = upload_at(ctx, "A", &a, case.pads[0])?;
@@ -273,25 +204,13 @@ fn run_matmul_case(
         matmul::matmul_variant(&mut st, *v, &tc, &ta, &tb, g, case.alpha, case.beta)?;
         st.run()?;
         let got = ctx.read(&tc)?;
-        r.record(
-            kernel,
-            &v.name(),
-            &shape,
-            &got,
-            &want,
-            matmul_tolerance(g.k),
-            t0.elapsed().as_secs_f64(),
-        );
+        r.record(kernel, &v.name(), &shape, &got, &want, matmul_tolerance(g.k), t0.elapsed().as_secs_f64());
     }
     Ok(())
 }
 
 fn elementwise_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<()> {
-    let sizes: &[usize] = if chunked {
-        &[100_003]
-    } else {
-        &[1, 7, 256, 1000, 65_537, 1_048_579]
-    };
+    let sizes: &[usize] = if chunked { &[100_003] } else { &[1, 7, 256, 1000, 65_537, 1_048_579] };
     let suffix = if chunked { " chunked" } else { "" };
     let tol = elementwise_tolerance();
     for &n in sizes {
@@ -305,87 +224,43 @@ fn elementwise_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Res
         let ty = ctx.upload("y", &y)?;
         let tout = ctx.tensor("out", n)?;
         type Launch<'f> = &'f dyn Fn(&mut Stream<'_>) -> Result<()>;
-        let mut check = |name: &str,
-                         init: &[f32],
-                         target: &GpuTensor,
-                         launch: Launch<'_>,
-                         want: Vec<f32>|
-         -> Result<()> {
-            let kernel = format!("{name}{suffix}");
-            if !r.wants(&kernel) {
-                return Ok(());
-            }
-            ctx.write(target, init)?;
-            let t0 = Instant::now();
-            let mut st = Stream::new(ctx);
-            launch(&mut st)?;
-            st.run()?;
-            let got = ctx.read(target)?;
-            r.record(
-                &kernel,
-                "-",
-                &shape,
-                &got,
-                &want,
-                tol,
-                t0.elapsed().as_secs_f64(),
-            );
-            Ok(())
-        };
+        let mut check =
+            |name: &str, init: &[f32], target: &GpuTensor, launch: Launch<'_>, want: Vec<f32>| -> Result<()> {
+                let kernel = format!("{name}{suffix}");
+                if !r.wants(&kernel) {
+                    return Ok(());
+                }
+                ctx.write(target, init)?;
+                let t0 = Instant::now();
+                let mut st = Stream::new(ctx);
+                launch(&mut st)?;
+                st.run()?;
+                let got = ctx.read(target)?;
+                r.record(&kernel, "-", &shape, &got, &want, tol, t0.elapsed().as_secs_f64());
+                Ok(())
+            };
         let mut want = vec![0.0; n];
         reference::elementwise::fill(&mut want, alpha);
-        check(
-            "fill",
-            &nan,
-            &tout,
-            &|s| elementwise::fill(s, &tout, alpha),
-            want,
-        )?;
+        check("fill", &nan, &tout, &|s| elementwise::fill(s, &tout, alpha), want)?;
 
         let mut want = vec![0.0; n];
         reference::elementwise::add(&mut want, &x, &y);
-        check(
-            "add",
-            &nan,
-            &tout,
-            &|s| elementwise::add(s, &tout, &tx, &ty),
-            want,
-        )?;
+        check("add", &nan, &tout, &|s| elementwise::add(s, &tout, &tx, &ty), want)?;
 
         let mut want = x.clone();
         reference::elementwise::scale(&mut want, alpha);
-        check(
-            "scale",
-            &x,
-            &tout,
-            &|s| elementwise::scale(s, &tout, alpha),
-            want,
-        )?;
+        check("scale", &x, &tout, &|s| elementwise::scale(s, &tout, alpha), want)?;
 
         let mut want = y.clone();
         reference::elementwise::axpy(&mut want, alpha, &x);
-        check(
-            "axpy",
-            &y,
-            &tout,
-            &|s| elementwise::axpy(s, &tout, alpha, &tx),
-            want,
-        )?;
+        check("axpy", &y, &tout, &|s| elementwise::axpy(s, &tout, alpha, &tx), want)?;
     }
     Ok(())
 }
 
 fn reduce_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<()> {
-    let sizes: &[usize] = if chunked {
-        &[100_003, 1_000_003]
-    } else {
-        &[0, 1, 255, 257, 100_003, 3_000_001]
-    };
-    let kernel = if chunked {
-        "sum_squares chunked"
-    } else {
-        "sum_squares"
-    };
+    let sizes: &[usize] = if chunked { &[100_003, 1_000_003] } else { &[0, 1, 255, 257, 100_003, 3_000_001] };
+    let kernel = if chunked { "sum_squares chunked" } else { "sum_squares" };
     if !r.wants(kernel) {
         return Ok(());
     }
@@ -401,24 +276,12 @@ fn reduce_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<(
         reduce::sum_squares(&mut st, &tout, &tx)?;
         st.run()?;
         let got = ctx.read(&tout)?;
-        r.record(
-            kernel,
-            "-",
-            &format!("n={n}"),
-            &got,
-            &want,
-            reduce_tolerance(),
-            t0.elapsed().as_secs_f64(),
-        );
+        r.record(kernel, "-", &format!("n={n}"), &got, &want, reduce_tolerance(), t0.elapsed().as_secs_f64());
     }
     Ok(())
 }
 
 /// The variant names the suite covers on this adapter (for the summary line).
 pub fn matmul_variant_names(ctx: &GpuContext) -> Vec<String> {
-    MATMUL_VARIANTS
-        .iter()
-        .filter(|v| v.fits(&ctx.limits))
-        .map(MatmulVariant::name)
-        .collect()
+    MATMUL_VARIANTS.iter().filter(|v| v.fits(&ctx.limits)).map(MatmulVariant::name).collect()
 }

@@ -20,23 +20,15 @@ Global options (after the task): --adapter NAME_OR_INDEX, --backend vulkan|metal
 ";
 
 fn project_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the root")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root").to_path_buf()
 }
 
 fn cargo(args: &[&str], rest: &[String]) -> i32 {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(cargo)
-        .current_dir(project_root())
-        .args(args)
-        .args(rest)
-        .status()
-        .unwrap_or_else(|e| {
-            eprintln!("xtask: could not run cargo: {e}");
-            exit(2)
-        });
+    let status = Command::new(cargo).current_dir(project_root()).args(args).args(rest).status().unwrap_or_else(|e| {
+        eprintln!("xtask: could not run cargo: {e}");
+        exit(2)
+    });
     status.code().unwrap_or(1)
 }
 
@@ -54,10 +46,7 @@ fn main() {
         "test" => cargo(&["test", "--workspace"], &args[1..]),
         // Everything else is a wgpt subcommand, built optimised: kernels validated at GPT shapes
         // and benchmarks must not measure a debug build.
-        _ => cargo(
-            &["run", "--release", "--quiet", "--bin", "wgpt", "--"],
-            &args,
-        ),
+        _ => cargo(&["run", "--release", "--quiet", "--bin", "wgpt", "--"], &args),
     };
     exit(code);
 }
