@@ -51,14 +51,14 @@ pub struct Row {
 
 pub fn header() -> String {
     format!(
-        "{:<22} {:<17} {:<26} {:>11} {:>11} {:>16}  {}",
+        "{:<22} {:<20} {:<26} {:>11} {:>11} {:>16}  {}",
         "kernel", "variant", "shape", "max abs err", "max rel err", "tolerance", "result"
     )
 }
 
 pub fn format_row(r: &Row) -> String {
     format!(
-        "{:<22} {:<17} {:<26} {:>11.3e} {:>11.3e} {:>16}  {}",
+        "{:<22} {:<20} {:<26} {:>11.3e} {:>11.3e} {:>16}  {}",
         r.kernel,
         r.variant,
         r.shape,
