@@ -38,6 +38,9 @@ pub enum Error {
     #[error("wgpu validation error in {context}: {message}")]
     Validation { context: String, message: String },
 
+    #[error("bad configuration: {message}")]
+    Config { message: String },
+
     #[error("{op}: {message}")]
     Shape { op: &'static str, message: String },
 

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod model;
 pub mod reference;
 pub mod testing;
 pub mod util;

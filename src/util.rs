@@ -58,6 +58,13 @@ impl Rng {
         lo + (hi - lo) * self.uniform() as f32
     }
 
+    /// Standard normal (Box–Muller; one of the pair is discarded to keep the stream simple).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(f64::MIN_POSITIVE);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
     pub fn vec_uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n).map(|_| self.uniform_f32(lo, hi)).collect()
     }

@@ -1,0 +1,8 @@
+//! The nanochat GPT: shape derivation ([`config`]), parameter inventory and arena layout
+//! ([`params`]).
+
+pub mod config;
+pub mod params;
+
+pub use config::{GptConfig, ModelSpec};
+pub use params::{OptGroup, ParamCounts, ParamLayout, ParamSpec};
