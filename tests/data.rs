@@ -364,6 +364,25 @@ fn loader_on_fineweb_satisfies_the_spec() {
     }
 }
 
+#[test]
+fn best_fit_ties_go_to_the_earliest_document() {
+    // A byte-level tokenizer (no merges: tokens = bytes + BOS) and documents of only three
+    // lengths with distinct contents, so "largest that fits" and "shortest" tie constantly and
+    // the tie rule (earliest in the buffer) decides every row.
+    let tok = tokenizer_for(&["ab".to_string()], 265);
+    let dir = Scratch::new("ld-ties");
+    let docs: Vec<String> = (0..90).map(|i| format!("{i:03}{}", "xyz".repeat([1, 4, 9][i % 3]))).collect();
+    write_shards(dir.path(), &[docs[..60].chunks(20).map(<[String]>::to_vec).collect(), vec![docs[60..].to_vec()]]);
+    let ds = Arc::new(Dataset::open(&DataConfig::new(dir.path())).unwrap());
+    for o in [opts(4, 40, 4, 10, 2), opts(2, 25, 3, 7, 1)] {
+        let want = reference_batches(&ds, &tok, Split::Train, &o, 30);
+        let got = batches(&mut Loader::new(ds.clone(), tok.clone(), Split::Train, o.clone(), None).unwrap(), 30);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(g == w, "{o:?}: batch {i} differs from the reference");
+        }
+    }
+}
+
 /// Run `n1 + n2` batches straight, and `n1` batches then a resume from the serialised state for
 /// `n2` more: the last `n2` must be identical.
 fn check_resume(ds: &Arc<Dataset>, tok: &Arc<Tokenizer>, split: Split, o: LoaderOptions, n1: usize, n2: usize) -> LoaderState {

@@ -32,8 +32,11 @@ pub fn test_data(test: &str) -> Option<PathBuf> {
 pub struct Scratch(pub PathBuf);
 
 impl Scratch {
+    /// Unique per call (tests run in parallel threads of one process).
     pub fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("wgpt-test-{name}-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("wgpt-test-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Scratch(p)
