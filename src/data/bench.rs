@@ -52,11 +52,18 @@ fn corpora(root: &Path) -> Result<Vec<Corpus>> {
     shakespeare.txt_delimiter = Some("\n\n".into());
     shakespeare.val_fraction = Some(0.1);
     let mut out = Vec::new();
-    for (name, cfg) in [("fineweb-edu sample", fineweb), ("tinyshakespeare", shakespeare)] {
+    for (name, cfg) in [
+        ("fineweb-edu sample", fineweb),
+        ("tinyshakespeare", shakespeare),
+    ] {
         let ds = Dataset::open(&cfg)?;
         let mut docs: Vec<String> = ds.docs(Split::Train).collect::<Result<_>>()?;
         docs.extend(ds.docs(Split::Val).collect::<Result<Vec<_>>>()?);
-        out.push(Corpus { name, dataset: Arc::new(ds), docs });
+        out.push(Corpus {
+            name,
+            dataset: Arc::new(ds),
+            docs,
+        });
     }
     Ok(out)
 }
@@ -83,18 +90,37 @@ fn hf_clear(hf: &tokenizers::Tokenizer) {
 
 /// Our encoder and the tokenizers crate on the same documents: tokens/s on one thread and on all
 /// cores, and whether the ids agree.
-fn encode_rows(tok: &Tokenizer, label: &str, corpus: &Corpus, secs: f64, out: &mut dyn FnMut(&str)) -> Result<f64> {
+fn encode_rows(
+    tok: &Tokenizer,
+    label: &str,
+    corpus: &Corpus,
+    secs: f64,
+    out: &mut dyn FnMut(&str),
+) -> Result<f64> {
     let docs = &corpus.docs;
     let bytes: usize = docs.iter().map(String::len).sum();
     let ours = tok.encode_batch(docs)?;
     let n_tokens: usize = ours.iter().map(Vec::len).sum();
-    let mut hf: tokenizers::Tokenizer = tok.to_json().parse().map_err(|e| Error::File { path: label.into(), message: format!("tokenizers crate: {e}") })?;
-    hf.with_truncation(None).map_err(|e| Error::File { path: label.into(), message: format!("{e}") })?;
+    let mut hf: tokenizers::Tokenizer = tok.to_json().parse().map_err(|e| Error::File {
+        path: label.into(),
+        message: format!("tokenizers crate: {e}"),
+    })?;
+    hf.with_truncation(None).map_err(|e| Error::File {
+        path: label.into(),
+        message: format!("{e}"),
+    })?;
     hf.with_padding(None);
     hf.set_encode_special_tokens(true);
-    let hf_err = |e: tokenizers::Error| Error::File { path: label.into(), message: format!("tokenizers crate: {e}") };
-    let theirs: Vec<Vec<u32>> =
-        hf.encode_batch_fast(docs.iter().map(String::as_str).collect::<Vec<_>>(), false).map_err(hf_err)?.iter().map(|e| e.get_ids().to_vec()).collect();
+    let hf_err = |e: tokenizers::Error| Error::File {
+        path: label.into(),
+        message: format!("tokenizers crate: {e}"),
+    };
+    let theirs: Vec<Vec<u32>> = hf
+        .encode_batch_fast(docs.iter().map(String::as_str).collect::<Vec<_>>(), false)
+        .map_err(hf_err)?
+        .iter()
+        .map(|e| e.get_ids().to_vec())
+        .collect();
     let same = ours == theirs;
 
     let n = n_tokens as f64;
@@ -117,7 +143,9 @@ fn encode_rows(tok: &Tokenizer, label: &str, corpus: &Corpus, secs: f64, out: &m
     })?;
     let hf_all = rate(secs, n, || {
         hf_clear(&hf);
-        hf.encode_batch_fast(docs.iter().map(String::as_str).collect::<Vec<_>>(), false).map(|_| ()).map_err(hf_err)
+        hf.encode_batch_fast(docs.iter().map(String::as_str).collect::<Vec<_>>(), false)
+            .map(|_| ())
+            .map_err(hf_err)
     })?;
     out(&format!(
         "{:<20} {:<26} {:>9} {:>7.3} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>6.2}x {:>6.2}x  {}",
@@ -134,18 +162,32 @@ fn encode_rows(tok: &Tokenizer, label: &str, corpus: &Corpus, secs: f64, out: &m
         if same { "identical" } else { "DIFFER" }
     ));
     if !same {
-        return Err(Error::File { path: label.into(), message: "our ids differ from the tokenizers crate's on the same tokenizer.json".into() });
+        return Err(Error::File {
+            path: label.into(),
+            message: "our ids differ from the tokenizers crate's on the same tokenizer.json".into(),
+        });
     }
     Ok(ours_all)
 }
 
 /// Loader throughput: time to the first batch, then tokens/s delivered with nobody waiting, then
 /// how long a consumer eating at the seed run's 55.7k tok/s waits in `next_batch`.
-fn loader_row(corpus: &Corpus, tok: &Arc<Tokenizer>, a: &DataBenchArgs, out: &mut dyn FnMut(&str)) -> Result<()> {
+fn loader_row(
+    corpus: &Corpus,
+    tok: &Arc<Tokenizer>,
+    a: &DataBenchArgs,
+    out: &mut dyn FnMut(&str),
+) -> Result<()> {
     let opts = LoaderOptions::new(a.batch_size, a.seq_len);
     let per_batch = (a.batch_size * a.seq_len) as f64;
     let t0 = Instant::now();
-    let mut loader = Loader::new(corpus.dataset.clone(), tok.clone(), Split::Train, opts.clone(), None)?;
+    let mut loader = Loader::new(
+        corpus.dataset.clone(),
+        tok.clone(),
+        Split::Train,
+        opts.clone(),
+        None,
+    )?;
     loader.next_batch()?;
     let first = t0.elapsed().as_secs_f64();
     let start = Instant::now();
@@ -158,20 +200,27 @@ fn loader_row(corpus: &Corpus, tok: &Arc<Tokenizer>, a: &DataBenchArgs, out: &mu
     drop(loader);
 
     // A consumer at the GPU's pace: after a warm-up batch, the time spent blocked in next_batch.
-    let mut loader = Loader::new(corpus.dataset.clone(), tok.clone(), Split::Train, opts.clone(), None)?;
+    let mut loader = Loader::new(
+        corpus.dataset.clone(),
+        tok.clone(),
+        Split::Train,
+        opts.clone(),
+        None,
+    )?;
     loader.next_batch()?;
     let step = Duration::from_secs_f64(per_batch / SEED_TOKENS_PER_SEC);
     let n = ((a.seconds / step.as_secs_f64()).ceil() as usize).clamp(3, 50);
-    let mut waited = Duration::ZERO;
+    let (mut waited, mut worst) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..n {
         std::thread::sleep(step);
         let t = Instant::now();
         loader.next_batch()?;
         waited += t.elapsed();
+        worst = worst.max(t.elapsed());
     }
     out(&format!(
         "{:<20} B={} T={} threads={}: first batch {:.3} s, {:.0} tokens/s ({:.1}x the seed run's 55.7k); at 55.7k tok/s the \
-         consumer waited {:.2} ms over {n} batches",
+         consumer waited {:.2} ms in all over {n} batches (worst {:.2} ms)",
         corpus.name,
         a.batch_size,
         a.seq_len,
@@ -179,7 +228,8 @@ fn loader_row(corpus: &Corpus, tok: &Arc<Tokenizer>, a: &DataBenchArgs, out: &mu
         first,
         tps,
         tps / SEED_TOKENS_PER_SEC,
-        waited.as_secs_f64() * 1e3
+        waited.as_secs_f64() * 1e3,
+        worst.as_secs_f64() * 1e3
     ));
     Ok(())
 }
@@ -193,21 +243,34 @@ pub fn run(a: &DataBenchArgs, out: &mut dyn FnMut(&str)) -> Result<()> {
         });
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    out(&format!("data benchmarks on {cores} core(s); every throughput is a median over >= {:.1} s\n", a.seconds));
+    out(&format!(
+        "data benchmarks on {cores} core(s); every throughput is a median over >= {:.1} s\n",
+        a.seconds
+    ));
     let corpora = corpora(root)?;
 
-    out(&format!("tokenizer training (vocab {}, nanochat rules, train split):", a.vocab_size));
+    out(&format!(
+        "tokenizer training (vocab {}, nanochat rules, train split):",
+        a.vocab_size
+    ));
     let mut trained = Vec::new();
     for c in &corpora {
         let t0 = Instant::now();
-        let (tok, s) = train(c.dataset.docs(Split::Train), &TrainOptions { vocab_size: a.vocab_size, ..TrainOptions::default() })?;
+        let (tok, s) = train(
+            c.dataset.docs(Split::Train),
+            &TrainOptions {
+                vocab_size: a.vocab_size,
+                ..TrainOptions::default()
+            },
+        )?;
         out(&format!(
-            "  {:<20} {:>8} docs {:>9} chars: {:.2} s total ({:.2} s split+count, {:.2} s for {} merges)",
+            "  {:<20} {:>8} docs {:>9} chars: {:.2} s total ({:.2} s split+count = {:.1} M chars/s, {:.2} s for {} merges)",
             c.name,
             s.docs,
             s.chars,
             t0.elapsed().as_secs_f64(),
             s.count_seconds,
+            s.chars as f64 / s.count_seconds / 1e6,
             s.merge_seconds,
             s.merges
         ));
@@ -217,7 +280,17 @@ pub fn run(a: &DataBenchArgs, out: &mut dyn FnMut(&str)) -> Result<()> {
     out("\nencoding throughput, tokens/s (ours vs the tokenizers crate's BPE on the same tokenizer.json; ratio = ours / theirs):");
     out(&format!(
         "{:<20} {:<26} {:>9} {:>7} {:>12} {:>12} {:>12} {:>12} {:>7} {:>7}  {}",
-        "corpus", "tokenizer", "tokens", "B/tok", "ours 1 thr", "ours all", "hf 1 thr", "hf all", "1 thr", "all", "ids"
+        "corpus",
+        "tokenizer",
+        "tokens",
+        "B/tok",
+        "ours 1 thr",
+        "ours all",
+        "hf 1 thr",
+        "hf all",
+        "1 thr",
+        "all",
+        "ids"
     ));
     let gpt2 = Tokenizer::from_file(&root.join("tokenizers/gpt2_tokenizer.json"))?;
     let mut worst_all = f64::INFINITY;
@@ -240,9 +313,18 @@ pub fn run(a: &DataBenchArgs, out: &mut dyn FnMut(&str)) -> Result<()> {
 
     out("\nbytes per token on the validation split:");
     for c in &corpora {
-        for (label, tok) in [(format!("fineweb-trained {}", a.vocab_size), &*trained[0]), ("gpt2".to_string(), &gpt2)] {
-            let (bytes, tokens) = crate::tokenizer::cli::bytes_per_token(tok, &c.dataset, Split::Val)?;
-            out(&format!("  {:<20} {:<22} {bytes:>9} bytes / {tokens:>8} tokens = {:.3}", c.name, label, bytes as f64 / tokens as f64));
+        for (label, tok) in [
+            (format!("fineweb-trained {}", a.vocab_size), &*trained[0]),
+            ("gpt2".to_string(), &gpt2),
+        ] {
+            let (bytes, tokens) =
+                crate::tokenizer::cli::bytes_per_token(tok, &c.dataset, Split::Val)?;
+            out(&format!(
+                "  {:<20} {:<22} {bytes:>9} bytes / {tokens:>8} tokens = {:.3}",
+                c.name,
+                label,
+                bytes as f64 / tokens as f64
+            ));
         }
     }
     Ok(())

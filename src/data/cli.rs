@@ -137,7 +137,10 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<i32> {
     match cmd {
         DataCommand::Download(a) => {
             let ds = RemoteDataset::parse(&a.dataset)?;
-            let dir = a.dir.clone().unwrap_or_else(|| super::base_dir().join(ds.dir_name()));
+            let dir = a
+                .dir
+                .clone()
+                .unwrap_or_else(|| super::base_dir().join(ds.dir_name()));
             let mut opts = DownloadOptions::new(ds, a.shards, dir);
             if let Some(u) = a.base_url {
                 opts.base_url = u;
@@ -148,7 +151,13 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<i32> {
             opts.workers = a.workers;
             opts.attempts = a.attempts;
             opts.backoff = Duration::from_secs_f64(a.backoff_secs.max(0.0));
-            println!("downloading {} shard(s) from {} into {} with {} worker(s)", opts.indices().len(), opts.base_url, opts.dir.display(), opts.workers);
+            println!(
+                "downloading {} shard(s) from {} into {} with {} worker(s)",
+                opts.indices().len(),
+                opts.base_url,
+                opts.dir.display(),
+                opts.workers
+            );
             let t0 = Instant::now();
             let report = download(&opts, &|line| println!("{line}"))?;
             println!(
@@ -165,11 +174,28 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<i32> {
             let ds = data.open()?;
             println!("{}", ds.describe());
             for (i, f) in ds.files().iter().enumerate() {
-                let role = if ds.units(Split::Val).iter().any(|u| u.file == i) && data.val_fraction.is_none() { "  (val)" } else { "" };
-                println!("  {:>4}  {}  {:?}, {} chunk(s), {} document(s){role}", i, f.path.display(), f.format, f.chunk_docs.len(), f.docs());
+                let role = if ds.units(Split::Val).iter().any(|u| u.file == i)
+                    && data.val_fraction.is_none()
+                {
+                    "  (val)"
+                } else {
+                    ""
+                };
+                println!(
+                    "  {:>4}  {}  {:?}, {} chunk(s), {} document(s){role}",
+                    i,
+                    f.path.display(),
+                    f.format,
+                    f.chunk_docs.len(),
+                    f.docs()
+                );
                 if verify && f.format == Format::Parquet {
-                    let s = check_parquet_shard(&f.path).with_context(|| format!("verifying {}", f.path.display()))?;
-                    println!("        verified: {} row group(s), {} row(s)", s.row_groups, s.rows);
+                    let s = check_parquet_shard(&f.path)
+                        .with_context(|| format!("verifying {}", f.path.display()))?;
+                    println!(
+                        "        verified: {} row group(s), {} row(s)",
+                        s.row_groups, s.rows
+                    );
                 }
             }
             Ok(0)

@@ -32,14 +32,21 @@ impl RemoteDataset {
         match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "fineweb-edu" | "fineweb" => Ok(RemoteDataset::FinewebEdu),
             "climbmix" => Ok(RemoteDataset::Climbmix),
-            _ => Err(Error::File { path: "--dataset".into(), message: format!("unknown dataset `{s}`; expected fineweb-edu or climbmix") }),
+            _ => Err(Error::File {
+                path: "--dataset".into(),
+                message: format!("unknown dataset `{s}`; expected fineweb-edu or climbmix"),
+            }),
         }
     }
 
     pub fn base_url(self) -> &'static str {
         match self {
-            RemoteDataset::FinewebEdu => "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main",
-            RemoteDataset::Climbmix => "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main",
+            RemoteDataset::FinewebEdu => {
+                "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main"
+            }
+            RemoteDataset::Climbmix => {
+                "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main"
+            }
         }
     }
 
@@ -120,7 +127,10 @@ pub struct DownloadReport {
 }
 
 fn file_err(path: &Path, message: String) -> Error {
-    Error::File { path: path.to_path_buf(), message }
+    Error::File {
+        path: path.to_path_buf(),
+        message,
+    }
 }
 
 /// Why one attempt failed, and whether another attempt can help.
@@ -130,14 +140,24 @@ struct AttemptError {
 }
 
 fn retryable(message: String) -> AttemptError {
-    AttemptError { message, retry: true }
+    AttemptError {
+        message,
+        retry: true,
+    }
 }
 
 /// Download the shards; fails (after every worker finishes) if any shard could not be fetched.
 /// `log_line` receives progress lines.
-pub fn download(opts: &DownloadOptions, log_line: &(dyn Fn(&str) + Sync)) -> Result<DownloadReport> {
-    std::fs::create_dir_all(&opts.dir)
-        .map_err(|e| file_err(&opts.dir, format!("cannot create the download directory: {e}\n  HINT: pass a writable --dir")))?;
+pub fn download(
+    opts: &DownloadOptions,
+    log_line: &(dyn Fn(&str) + Sync),
+) -> Result<DownloadReport> {
+    std::fs::create_dir_all(&opts.dir).map_err(|e| {
+        file_err(
+            &opts.dir,
+            format!("cannot create the download directory: {e}\n  HINT: pass a writable --dir"),
+        )
+    })?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
@@ -153,7 +173,9 @@ pub fn download(opts: &DownloadOptions, log_line: &(dyn Fn(&str) + Sync)) -> Res
     std::thread::scope(|s| {
         for _ in 0..opts.workers.max(1) {
             s.spawn(|| loop {
-                let Some(index) = queue.lock().unwrap().pop() else { return };
+                let Some(index) = queue.lock().unwrap().pop() else {
+                    return;
+                };
                 match fetch_shard(&agent, opts, index, log_line, &retries) {
                     Ok((path, got, true)) => {
                         let mut r = report.lock().unwrap();
@@ -210,7 +232,12 @@ fn fetch_shard(
         if attempt > 1 {
             retries.fetch_add(1, Ordering::Relaxed);
             let wait = opts.backoff.saturating_mul(1u32 << (attempt - 2).min(16));
-            log_line(&format!("{name}: attempt {}/{} failed ({last}); retrying in {:.1} s", attempt - 1, opts.attempts, wait.as_secs_f64()));
+            log_line(&format!(
+                "{name}: attempt {}/{} failed ({last}); retrying in {:.1} s",
+                attempt - 1,
+                opts.attempts,
+                wait.as_secs_f64()
+            ));
             std::thread::sleep(wait);
         }
         match attempt_once(agent, &url, &partial, &mut received) {
@@ -227,7 +254,12 @@ fn fetch_shard(
             let _ = std::fs::remove_file(&partial); // bad bytes cannot be resumed; start over
             continue;
         }
-        std::fs::rename(&partial, &path).map_err(|e| file_err(&path, format!("cannot rename the finished download into place: {e}")))?;
+        std::fs::rename(&partial, &path).map_err(|e| {
+            file_err(
+                &path,
+                format!("cannot rename the finished download into place: {e}"),
+            )
+        })?;
         if let Ok(d) = File::open(&opts.dir) {
             let _ = d.sync_all(); // persist the rename
         }
@@ -247,13 +279,20 @@ fn fetch_shard(
 
 /// One request: continue `partial` from its current size. Ok when the server says the file is
 /// complete.
-fn attempt_once(agent: &ureq::Agent, url: &str, partial: &Path, received: &mut u64) -> std::result::Result<(), AttemptError> {
+fn attempt_once(
+    agent: &ureq::Agent,
+    url: &str,
+    partial: &Path,
+    received: &mut u64,
+) -> std::result::Result<(), AttemptError> {
     let have = std::fs::metadata(partial).map_or(0, |m| m.len());
     let mut req = agent.get(url);
     if have > 0 {
         req = req.header("Range", format!("bytes={have}-"));
     }
-    let mut resp = req.call().map_err(|e| retryable(format!("request failed: {e}")))?;
+    let mut resp = req
+        .call()
+        .map_err(|e| retryable(format!("request failed: {e}")))?;
     let status = resp.status().as_u16();
     let total: Option<u64>;
     let append = match status {
@@ -293,7 +332,10 @@ fn attempt_once(agent: &ureq::Agent, url: &str, partial: &Path, received: &mut u
         .append(append)
         .truncate(!append)
         .open(partial)
-        .map_err(|e| AttemptError { message: format!("cannot write {}: {e}", partial.display()), retry: false })?;
+        .map_err(|e| AttemptError {
+            message: format!("cannot write {}: {e}", partial.display()),
+            retry: false,
+        })?;
     let mut reader = resp.body_mut().as_reader();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = if append { have } else { 0 };
@@ -304,17 +346,27 @@ fn attempt_once(agent: &ureq::Agent, url: &str, partial: &Path, received: &mut u
             Err(e) => {
                 // Keep what arrived; the next attempt resumes after it.
                 let _ = file.sync_data();
-                return Err(retryable(format!("connection lost after {size} bytes: {e}")));
+                return Err(retryable(format!(
+                    "connection lost after {size} bytes: {e}"
+                )));
             }
         };
-        file.write_all(&buf[..n]).map_err(|e| AttemptError { message: format!("cannot write {}: {e}", partial.display()), retry: false })?;
+        file.write_all(&buf[..n]).map_err(|e| AttemptError {
+            message: format!("cannot write {}: {e}", partial.display()),
+            retry: false,
+        })?;
         size += n as u64;
         *received += n as u64;
     }
-    file.sync_all().map_err(|e| AttemptError { message: format!("cannot sync {}: {e}", partial.display()), retry: false })?;
+    file.sync_all().map_err(|e| AttemptError {
+        message: format!("cannot sync {}: {e}", partial.display()),
+        retry: false,
+    })?;
     if let Some(t) = total {
         if size != t {
-            return Err(retryable(format!("connection closed at {size} of {t} bytes")));
+            return Err(retryable(format!(
+                "connection closed at {size} of {t} bytes"
+            )));
         }
     }
     Ok(())

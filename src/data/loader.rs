@@ -50,11 +50,23 @@ pub struct LoaderOptions {
 impl LoaderOptions {
     pub fn new(batch_size: usize, seq_len: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        LoaderOptions { batch_size, seq_len, threads: cores.min(4), group_docs: 128, buffer_docs: 1000, prefetch: 4 }
+        LoaderOptions {
+            batch_size,
+            seq_len,
+            threads: cores.min(4),
+            group_docs: 128,
+            buffer_docs: 1000,
+            prefetch: 4,
+        }
     }
 
     fn check(&self) -> Result<()> {
-        let bad = |what: &str| Err(Error::Shape { op: "loader", message: format!("{what} must be at least 1") });
+        let bad = |what: &str| {
+            Err(Error::Shape {
+                op: "loader",
+                message: format!("{what} must be at least 1"),
+            })
+        };
         match () {
             _ if self.batch_size == 0 => bad("batch size B"),
             _ if self.seq_len == 0 => bad("sequence length T"),
@@ -127,7 +139,12 @@ impl Stream {
             unit_start.push(n);
             n += (u.docs.end - u.docs.start) as u64;
         }
-        Stream { units: units.to_vec(), unit_start, epoch_docs: n, group_docs: group_docs as u64 }
+        Stream {
+            units: units.to_vec(),
+            unit_start,
+            epoch_docs: n,
+            group_docs: group_docs as u64,
+        }
     }
 
     /// (epoch from 1, unit index, offset inside the unit) of ordinal `o`.
@@ -141,11 +158,16 @@ impl Stream {
     fn group_at(&self, o: u64) -> Group {
         let (_, unit, offset) = self.locate(o);
         let len = (self.units[unit].docs.end - self.units[unit].docs.start - offset) as u64;
-        Group { first: o, end: o + len.min(self.group_docs), unit, offset }
+        Group {
+            first: o,
+            end: o + len.min(self.group_docs),
+            unit,
+            offset,
+        }
     }
 
     fn is_group_start(&self, o: u64) -> bool {
-        self.locate(o).2 as u64 % self.group_docs == 0
+        (self.locate(o).2 as u64).is_multiple_of(self.group_docs)
     }
 }
 
@@ -184,7 +206,10 @@ fn hex(x: u64) -> String {
 }
 
 fn state_err(message: String) -> Error {
-    Error::File { path: PathBuf::from("loader state"), message }
+    Error::File {
+        path: PathBuf::from("loader state"),
+        message,
+    }
 }
 
 impl Loader {
@@ -210,12 +235,25 @@ impl Loader {
             None => (0, Vec::new()),
             Some(s) => {
                 check_state(s, split, &dataset_fp, &tokenizer_fp, &stream)?;
-                (s.next_doc, s.buffer.iter().flat_map(|&[first, n]| first..first + n).collect::<Vec<u64>>())
+                (
+                    s.next_doc,
+                    s.buffer
+                        .iter()
+                        .flat_map(|&[first, n]| first..first + n)
+                        .collect::<Vec<u64>>(),
+                )
             }
         };
         let initial = match state {
             Some(s) => s,
-            None => make_state(&stream, split, 0, std::iter::empty(), &dataset_fp, &tokenizer_fp),
+            None => make_state(
+                &stream,
+                split,
+                0,
+                std::iter::empty(),
+                &dataset_fp,
+                &tokenizer_fp,
+            ),
         };
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -224,30 +262,67 @@ impl Loader {
         let (batch_tx, batch_rx) = bounded(opts.prefetch);
         let mut threads = Vec::new();
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new().name(name).spawn(f).map_err(|e| Error::Shape { op: "loader", message: format!("cannot start a thread: {e}") })
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(|e| Error::Shape {
+                    op: "loader",
+                    message: format!("cannot start a thread: {e}"),
+                })
         };
         let n_restore_jobs = restore.len().div_ceil(opts.group_docs);
         {
-            let (ds, stream, stop, group) = (dataset.clone(), stream.clone(), stop.clone(), opts.group_docs);
-            threads.push(spawn(format!("loader-read-{split}"), Box::new(move || read_loop(&ds, &stream, &restore, group, start, &job_tx, &stop)))?);
+            let (ds, stream, stop, group) = (
+                dataset.clone(),
+                stream.clone(),
+                stop.clone(),
+                opts.group_docs,
+            );
+            threads.push(spawn(
+                format!("loader-read-{split}"),
+                Box::new(move || read_loop(&ds, &stream, &restore, group, start, &job_tx, &stop)),
+            )?);
         }
         for i in 0..opts.threads {
             let (tok, job_rx, done_tx) = (tokenizer.clone(), job_rx.clone(), done_tx.clone());
-            threads.push(spawn(format!("loader-tok-{i}"), Box::new(move || tokenize_loop(&tok, bos, &job_rx, &done_tx)))?);
+            threads.push(spawn(
+                format!("loader-tok-{i}"),
+                Box::new(move || tokenize_loop(&tok, bos, &job_rx, &done_tx)),
+            )?);
         }
         drop((job_rx, done_tx));
         {
             let (ds, stop) = (dataset.clone(), stop.clone());
-            let packer = Packer { stream, opts, split, dataset_fp, tokenizer_fp, next_doc: start, buffer: Vec::new(), warned_long: false };
-            threads.push(spawn(format!("loader-pack-{split}"), Box::new(move || packer.run(&ds, n_restore_jobs, &done_rx, &batch_tx, &stop)))?);
+            let packer = Packer {
+                stream,
+                opts,
+                split,
+                dataset_fp,
+                tokenizer_fp,
+                next_doc: start,
+                buffer: Vec::new(),
+                warned_long: false,
+            };
+            threads.push(spawn(
+                format!("loader-pack-{split}"),
+                Box::new(move || packer.run(&ds, n_restore_jobs, &done_rx, &batch_tx, &stop)),
+            )?);
         }
-        Ok(Loader { rx: Some(batch_rx), state: initial, stop, threads, failed: None })
+        Ok(Loader {
+            rx: Some(batch_rx),
+            state: initial,
+            stop,
+            threads,
+            failed: None,
+        })
     }
 
     /// The next batch. Blocks only while the pipeline is cold or slower than the consumer.
     pub fn next_batch(&mut self) -> Result<Batch> {
         if let Some(e) = &self.failed {
-            return Err(state_err(format!("the loader stopped after an earlier error: {e}")));
+            return Err(state_err(format!(
+                "the loader stopped after an earlier error: {e}"
+            )));
         }
         let rx = self.rx.as_ref().expect("receiver lives until drop");
         match rx.recv() {
@@ -261,7 +336,9 @@ impl Loader {
             }
             Err(_) => {
                 self.failed = Some("its threads exited".into());
-                Err(state_err("the loader's threads exited unexpectedly (a panic; see the log above)".into()))
+                Err(state_err(
+                    "the loader's threads exited unexpectedly (a panic; see the log above)".into(),
+                ))
             }
         }
     }
@@ -285,14 +362,26 @@ impl Drop for Loader {
     }
 }
 
-fn check_state(s: &LoaderState, split: Split, dataset_fp: &str, tokenizer_fp: &str, stream: &Stream) -> Result<()> {
+fn check_state(
+    s: &LoaderState,
+    split: Split,
+    dataset_fp: &str,
+    tokenizer_fp: &str,
+    stream: &Stream,
+) -> Result<()> {
     let fresh = "HINT: resume with the same data and tokenizer, or start the loader without a state (the run then \
                  restarts the data stream from the beginning)";
     if s.version != STATE_VERSION {
-        return Err(state_err(format!("has version {}, this build reads version {STATE_VERSION}\n  {fresh}", s.version)));
+        return Err(state_err(format!(
+            "has version {}, this build reads version {STATE_VERSION}\n  {fresh}",
+            s.version
+        )));
     }
     if s.split != split {
-        return Err(state_err(format!("belongs to the {} split, not {split}\n  HINT: pass the state saved for this split", s.split)));
+        return Err(state_err(format!(
+            "belongs to the {} split, not {split}\n  HINT: pass the state saved for this split",
+            s.split
+        )));
     }
     if s.dataset != dataset_fp {
         return Err(state_err(format!(
@@ -302,13 +391,22 @@ fn check_state(s: &LoaderState, split: Split, dataset_fp: &str, tokenizer_fp: &s
         )));
     }
     if s.tokenizer != tokenizer_fp {
-        return Err(state_err(format!("was saved with a different tokenizer (fingerprint {} != {tokenizer_fp})\n  {fresh}", s.tokenizer)));
+        return Err(state_err(format!(
+            "was saved with a different tokenizer (fingerprint {} != {tokenizer_fp})\n  {fresh}",
+            s.tokenizer
+        )));
     }
     if !stream.is_group_start(s.next_doc) {
-        return Err(state_err(format!("next_doc {} is not at a group start: was group_docs different?\n  {fresh}", s.next_doc)));
+        return Err(state_err(format!(
+            "next_doc {} is not at a group start: was group_docs different?\n  {fresh}",
+            s.next_doc
+        )));
     }
     if s.buffer.iter().any(|&[first, n]| first + n > s.next_doc) {
-        return Err(state_err(format!("its buffer lists documents at or after next_doc {}: the state is corrupt\n  {fresh}", s.next_doc)));
+        return Err(state_err(format!(
+            "its buffer lists documents at or after next_doc {}: the state is corrupt\n  {fresh}",
+            s.next_doc
+        )));
     }
     Ok(())
 }
@@ -360,14 +458,29 @@ fn load_unit<'c>(
 
 /// Reader thread: first the buffered documents of a resumed state, then groups from `start` on,
 /// forever.
-fn read_loop(ds: &Dataset, stream: &Stream, restore: &[u64], group: usize, start: u64, tx: &Sender<Job>, stop: &AtomicBool) {
+fn read_loop(
+    ds: &Dataset,
+    stream: &Stream,
+    restore: &[u64],
+    group: usize,
+    start: u64,
+    tx: &Sender<Job>,
+    stop: &AtomicBool,
+) {
     let mut reader = DocReader::default();
     let mut cache = None;
     let mut seq = 0u64;
     // Sends a job; false once the loader is shutting down or after an error was sent.
     let mut send = |restore: bool, payload: Result<(Vec<u64>, Vec<String>, u64)>| {
         let failed = payload.is_err();
-        let ok = !stop.load(Ordering::Relaxed) && tx.send(Job { seq, restore, payload }).is_ok();
+        let ok = !stop.load(Ordering::Relaxed)
+            && tx
+                .send(Job {
+                    seq,
+                    restore,
+                    payload,
+                })
+                .is_ok();
         seq += 1;
         ok && !failed
     };
@@ -402,7 +515,10 @@ fn read_loop(ds: &Dataset, stream: &Stream, restore: &[u64], group: usize, start
         let unit_file = stream.units[g.unit].file;
         if unit_file != file {
             if empty_in_file > 0 && reported.insert(file) {
-                log::info!("data {:?}: skipped {empty_in_file} empty document(s)", ds.files()[file].path);
+                log::info!(
+                    "data {:?}: skipped {empty_in_file} empty document(s)",
+                    ds.files()[file].path
+                );
             }
             file = unit_file;
             empty_in_file = 0;
@@ -453,9 +569,20 @@ fn tokenize_loop(tok: &Tokenizer, bos: u32, rx: &Receiver<Job>, tx: &Sender<Done
                 enc.encode_into(t, &mut ids)?;
                 tokens.push(ids);
             }
-            Ok(Tokenised { ordinals, tokens, next })
+            Ok(Tokenised {
+                ordinals,
+                tokens,
+                next,
+            })
         });
-        if tx.send(Done { seq: job.seq, restore: job.restore, payload }).is_err() {
+        if tx
+            .send(Done {
+                seq: job.seq,
+                restore: job.restore,
+                payload,
+            })
+            .is_err()
+        {
             return;
         }
     }
@@ -491,15 +618,28 @@ impl Reorder<'_> {
                 self.next += 1;
                 return Ok(d);
             }
-            let d = self.rx.recv().map_err(|_| state_err("the loader's tokenizer threads exited unexpectedly".into()))?;
+            let d = self.rx.recv().map_err(|_| {
+                state_err("the loader's tokenizer threads exited unexpectedly".into())
+            })?;
             self.pending.insert(d.seq, d);
         }
     }
 }
 
 impl Packer {
-    fn run(mut self, ds: &Dataset, n_restore_jobs: usize, rx: &Receiver<Done>, tx: &Sender<Result<(Batch, LoaderState)>>, stop: &AtomicBool) {
-        let mut reorder = Reorder { rx, pending: BTreeMap::new(), next: 0 };
+    fn run(
+        mut self,
+        ds: &Dataset,
+        n_restore_jobs: usize,
+        rx: &Receiver<Done>,
+        tx: &Sender<Result<(Batch, LoaderState)>>,
+        stop: &AtomicBool,
+    ) {
+        let mut reorder = Reorder {
+            rx,
+            pending: BTreeMap::new(),
+            next: 0,
+        };
         let result = (|| -> Result<()> {
             for _ in 0..n_restore_jobs {
                 let d = reorder.next()?;
@@ -595,7 +735,12 @@ impl Packer {
             inputs.extend(row[..t].iter().map(|&x| x as i32));
             targets.extend(row[1..].iter().map(|&x| x as i32));
         }
-        Ok(Batch { inputs, targets, batch_size: b, seq_len: t })
+        Ok(Batch {
+            inputs,
+            targets,
+            batch_size: b,
+            seq_len: t,
+        })
     }
 }
 
@@ -605,7 +750,18 @@ mod tests {
 
     #[test]
     fn stream_locates_groups_inside_units() {
-        let units = vec![Unit { file: 0, chunk: 0, docs: 0..300 }, Unit { file: 1, chunk: 0, docs: 5..10 }];
+        let units = vec![
+            Unit {
+                file: 0,
+                chunk: 0,
+                docs: 0..300,
+            },
+            Unit {
+                file: 1,
+                chunk: 0,
+                docs: 5..10,
+            },
+        ];
         let s = Stream::new(&units, 128);
         assert_eq!(s.epoch_docs, 305);
         let g = s.group_at(256);
@@ -619,9 +775,20 @@ mod tests {
 
     #[test]
     fn state_buffer_is_stored_as_runs() {
-        let units = vec![Unit { file: 0, chunk: 0, docs: 0..1000 }];
+        let units = vec![Unit {
+            file: 0,
+            chunk: 0,
+            docs: 0..1000,
+        }];
         let s = Stream::new(&units, 128);
-        let st = make_state(&s, Split::Train, 256, [1u64, 2, 3, 7, 9, 10].iter(), "d", "t");
+        let st = make_state(
+            &s,
+            Split::Train,
+            256,
+            [1u64, 2, 3, 7, 9, 10].iter(),
+            "d",
+            "t",
+        );
         assert_eq!(st.buffer, vec![[1, 3], [7, 1], [9, 2]]);
         assert_eq!((st.epoch, st.shard, st.row_group), (1, 0, 0));
     }
