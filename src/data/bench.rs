@@ -13,7 +13,7 @@ use super::loader::{Loader, LoaderOptions};
 use crate::error::{Error, Result};
 use crate::tokenizer::{train, Tokenizer, TrainOptions};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,32 +36,69 @@ pub struct DataBenchArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 2048)]
     pub seq_len: usize,
+    /// An extra, larger corpus (directory or file; e.g. a dictionary dump) for a full-size
+    /// tokenizer: trained at --extra-vocab-size and measured like the others.
+    #[arg(long)]
+    pub extra_data: Option<PathBuf>,
+    /// `.txt` document delimiter of --extra-data (escapes as in --txt-delimiter).
+    #[arg(long)]
+    pub extra_txt_delimiter: Option<String>,
+    #[arg(long, default_value_t = crate::tokenizer::DEFAULT_VOCAB_SIZE)]
+    pub extra_vocab_size: usize,
 }
 
 struct Corpus {
-    name: &'static str,
+    name: String,
     dataset: Arc<Dataset>,
-    /// Every document of both splits, for encoding throughput.
+    /// Vocabulary of the tokenizer trained on this corpus's train split.
+    vocab: usize,
+    /// Documents for encoding throughput: both splits of the small samples, the validation
+    /// split of a large extra corpus (so a pass stays short).
     docs: Vec<String>,
 }
 
-fn corpora(root: &Path) -> Result<Vec<Corpus>> {
+fn corpora(a: &DataBenchArgs) -> Result<Vec<Corpus>> {
+    let root = &a.data_root;
     let fineweb = DataConfig::new(root.join("fineweb-edu/nanochat_shards"));
     let mut shakespeare = DataConfig::new(root.join("text/tinyshakespeare.txt"));
     // Speeches and scenes are separated by blank lines: those are the documents.
     shakespeare.txt_delimiter = Some("\n\n".into());
     shakespeare.val_fraction = Some(0.1);
+    let mut list = vec![
+        (
+            "fineweb-edu sample".to_string(),
+            fineweb,
+            a.vocab_size,
+            true,
+        ),
+        (
+            "tinyshakespeare".to_string(),
+            shakespeare,
+            a.vocab_size,
+            true,
+        ),
+    ];
+    if let Some(p) = &a.extra_data {
+        let mut cfg = DataConfig::new(p);
+        cfg.txt_delimiter = a.extra_txt_delimiter.as_deref().map(super::cli::unescape);
+        let name = p
+            .file_name()
+            .map_or("extra".into(), |n| n.to_string_lossy().into_owned());
+        list.push((name, cfg, a.extra_vocab_size, false));
+    }
     let mut out = Vec::new();
-    for (name, cfg) in [
-        ("fineweb-edu sample", fineweb),
-        ("tinyshakespeare", shakespeare),
-    ] {
+    for (name, cfg, vocab, both) in list {
         let ds = Dataset::open(&cfg)?;
-        let mut docs: Vec<String> = ds.docs(Split::Train).collect::<Result<_>>()?;
+        let mut docs: Vec<String> = if both {
+            ds.docs(Split::Train).collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
         docs.extend(ds.docs(Split::Val).collect::<Result<Vec<_>>>()?);
         out.push(Corpus {
             name,
             dataset: Arc::new(ds),
+            vocab,
             docs,
         });
     }
@@ -247,25 +284,23 @@ pub fn run(a: &DataBenchArgs, out: &mut dyn FnMut(&str)) -> Result<()> {
         "data benchmarks on {cores} core(s); every throughput is a median over >= {:.1} s\n",
         a.seconds
     ));
-    let corpora = corpora(root)?;
+    let corpora = corpora(a)?;
 
-    out(&format!(
-        "tokenizer training (vocab {}, nanochat rules, train split):",
-        a.vocab_size
-    ));
+    out("tokenizer training (nanochat rules, train split):");
     let mut trained = Vec::new();
     for c in &corpora {
         let t0 = Instant::now();
         let (tok, s) = train(
             c.dataset.docs(Split::Train),
             &TrainOptions {
-                vocab_size: a.vocab_size,
+                vocab_size: c.vocab,
                 ..TrainOptions::default()
             },
         )?;
         out(&format!(
-            "  {:<20} {:>8} docs {:>9} chars: {:.2} s total ({:.2} s split+count = {:.1} M chars/s, {:.2} s for {} merges)",
+            "  {:<20} vocab {:>5}: {:>8} docs {:>9} chars: {:.2} s total ({:.2} s split+count = {:.1} M chars/s, {:.2} s for {} merges)",
             c.name,
+            c.vocab,
             s.docs,
             s.chars,
             t0.elapsed().as_secs_f64(),
@@ -292,12 +327,17 @@ pub fn run(a: &DataBenchArgs, out: &mut dyn FnMut(&str)) -> Result<()> {
         "all",
         "ids"
     ));
-    let gpt2 = Tokenizer::from_file(&root.join("tokenizers/gpt2_tokenizer.json"))?;
+    let gpt2 = Arc::new(Tokenizer::from_file(
+        &root.join("tokenizers/gpt2_tokenizer.json"),
+    )?);
     let mut worst_all = f64::INFINITY;
-    for c in &corpora {
-        let label = format!("fineweb-trained {}", a.vocab_size);
-        worst_all = worst_all.min(encode_rows(&trained[0], &label, c, a.seconds, out)?);
-        worst_all = worst_all.min(encode_rows(&gpt2, "gpt2 (50257)", c, a.seconds, out)?);
+    for (c, own) in corpora.iter().zip(&trained) {
+        for (label, tok) in [
+            (format!("own-trained {}", c.vocab), own),
+            ("gpt2 (50257)".to_string(), &gpt2),
+        ] {
+            worst_all = worst_all.min(encode_rows(tok, &label, c, a.seconds, out)?);
+        }
     }
     let target = 4.0 * SEED_TOKENS_PER_SEC;
     out(&format!(
@@ -306,15 +346,15 @@ pub fn run(a: &DataBenchArgs, out: &mut dyn FnMut(&str)) -> Result<()> {
         if worst_all >= target { "OK" } else { "BELOW TARGET" }
     ));
 
-    out("\nloader (BOS-aligned best-fit, train split, fineweb-trained tokenizer):");
-    for c in &corpora {
-        loader_row(c, &trained[0], a, out)?;
+    out("\nloader (BOS-aligned best-fit, train split, each corpus with its own tokenizer):");
+    for (c, own) in corpora.iter().zip(&trained) {
+        loader_row(c, own, a, out)?;
     }
 
     out("\nbytes per token on the validation split:");
-    for c in &corpora {
+    for (c, own) in corpora.iter().zip(&trained) {
         for (label, tok) in [
-            (format!("fineweb-trained {}", a.vocab_size), &*trained[0]),
+            (format!("own-trained {}", c.vocab), own),
             ("gpt2".to_string(), &gpt2),
         ] {
             let (bytes, tokens) =

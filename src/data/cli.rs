@@ -171,7 +171,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         DataCommand::Info { data, verify } => {
-            let ds = data.open()?;
+            let ds = Dataset::open(&data.config()?)?;
             println!("{}", ds.describe());
             for (i, f) in ds.files().iter().enumerate() {
                 let role = if ds.units(Split::Val).iter().any(|u| u.file == i)

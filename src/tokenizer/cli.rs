@@ -115,15 +115,20 @@ pub struct InfoArgs {
     pub write_token_bytes: bool,
 }
 
-/// Bytes per token over a split: total UTF-8 bytes / total tokens (no BOS counted).
+/// Bytes per token over a split: (total UTF-8 bytes, total tokens), no BOS counted. Streams
+/// the split a chunk at a time, so a 250M-character validation shard is never held whole.
 pub fn bytes_per_token(tok: &Tokenizer, ds: &Dataset, split: Split) -> crate::Result<(u64, u64)> {
-    let docs: Vec<String> = ds.docs(split).collect::<crate::Result<_>>()?;
-    let bytes: u64 = docs.iter().map(|d| d.len() as u64).sum();
-    let tokens: u64 = tok
-        .encode_batch(&docs)?
-        .iter()
-        .map(|t| t.len() as u64)
-        .sum();
+    let (mut bytes, mut tokens) = (0u64, 0u64);
+    let mut reader = crate::data::DocReader::default();
+    for unit in ds.units(split) {
+        let docs = ds.read_unit(&mut reader, unit)?;
+        bytes += docs.iter().map(|d| d.len() as u64).sum::<u64>();
+        tokens += tok
+            .encode_batch(&docs)?
+            .iter()
+            .map(|t| t.len() as u64)
+            .sum::<u64>();
+    }
     Ok((bytes, tokens))
 }
 
