@@ -61,20 +61,20 @@ impl LoaderOptions {
     }
 
     fn check(&self) -> Result<()> {
-        let bad = |what: &str| {
-            Err(Error::Shape {
+        let fields = [
+            ("batch size B", self.batch_size),
+            ("sequence length T", self.seq_len),
+            ("threads", self.threads),
+            ("group_docs", self.group_docs),
+            ("buffer_docs", self.buffer_docs),
+            ("prefetch", self.prefetch),
+        ];
+        match fields.iter().find(|f| f.1 == 0) {
+            Some((what, _)) => Err(Error::Shape {
                 op: "loader",
                 message: format!("{what} must be at least 1"),
-            })
-        };
-        match () {
-            _ if self.batch_size == 0 => bad("batch size B"),
-            _ if self.seq_len == 0 => bad("sequence length T"),
-            _ if self.threads == 0 => bad("threads"),
-            _ if self.group_docs == 0 => bad("group_docs"),
-            _ if self.buffer_docs == 0 => bad("buffer_docs"),
-            _ if self.prefetch == 0 => bad("prefetch"),
-            _ => Ok(()),
+            }),
+            None => Ok(()),
         }
     }
 }
