@@ -266,13 +266,20 @@ fn fetch_shard(
         log_line(&format!("{name}: done ({} bytes this run)", received));
         return Ok((path, received, true));
     }
+    let kept = std::fs::metadata(&partial).map_or(0, |m| m.len());
+    let kept = if kept > 0 {
+        format!(
+            "; {kept} bytes kept in {} for the next run",
+            partial.display()
+        )
+    } else {
+        String::new()
+    };
     Err(file_err(
         &path,
         format!(
-            "{url}: giving up after {} attempts (last: {last}); {} bytes kept in {}",
-            opts.attempts,
-            std::fs::metadata(&partial).map_or(0, |m| m.len()),
-            partial.display()
+            "{url}: giving up after {} attempts (last: {last}){kept}",
+            opts.attempts
         ),
     ))
 }

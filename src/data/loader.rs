@@ -264,7 +264,10 @@ impl Loader {
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name)
-                .spawn(f)
+                .spawn(move || {
+                    background_priority();
+                    f()
+                })
                 .map_err(|e| Error::Shape {
                     op: "loader",
                     message: format!("cannot start a thread: {e}"),
@@ -359,6 +362,19 @@ impl Drop for Loader {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// Lower the calling thread's priority (nice +5 on Linux), so a loader thread woken by the
+/// consumer taking a batch does not preempt the training thread: on a machine with few cores
+/// the consumer would otherwise wait in `next_batch` for a CPU even with batches ready.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread; a failure only leaves the priority unchanged.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (now + 5).min(19));
     }
 }
 
