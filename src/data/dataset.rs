@@ -202,6 +202,8 @@ impl Dataset {
                     format!("holds no {} files\n  {DOWNLOAD_HINT}", chosen.ext()),
                 ));
             }
+            // Name order is shard order (`shard_NNNNN` is zero-padded), so the last file is the
+            // highest shard: nanochat's validation split.
             paths.sort();
         } else {
             let format = config.format.or_else(|| Format::from_path(root)).ok_or_else(|| {
@@ -216,11 +218,15 @@ impl Dataset {
             ));
         }
 
+        // Every file is checked now (parquet footer and column, a full UTF-8 scan of text files),
+        // so a bad file fails here, before training starts; the scans run across cores.
         let files: Vec<DataFile> = paths
             .par_iter()
             .map(|(p, f)| index_file(p, *f, config))
             .collect::<Result<_>>()?;
         let (train, val) = split_units(root, &files, config)?;
+        // The fingerprint covers what stream positions depend on (file names, documents per
+        // chunk, split settings), not the text: hashing content would mean reading every shard.
         let mut key = Vec::new();
         for f in &files {
             key.extend_from_slice(
@@ -465,7 +471,8 @@ fn split_units(
                 .into(),
         ));
     }
-    // The last `n_val` documents (at least one, never all) are the validation split.
+    // The last `n_val` documents (at least one, never all) are the validation split; the chunk
+    // holding the cut is shared, as two units that slice it.
     let n_val = ((total as f64 * frac).ceil() as u64).clamp(1, total - 1);
     let cut = total - n_val;
     let (mut train, mut val) = (Vec::new(), Vec::new());

@@ -256,6 +256,9 @@ impl Loader {
             ),
         };
 
+        // Channel bounds give backpressure: the reader runs at most a few groups ahead of the
+        // workers, the workers a few ahead of the packer, the packer `prefetch` batches ahead of
+        // the consumer; memory stays bounded however slow the consumer is.
         let stop = Arc::new(AtomicBool::new(false));
         let (job_tx, job_rx) = bounded::<Job>(opts.threads * 2);
         let (done_tx, done_rx) = bounded::<Done>(opts.threads * 2);
@@ -664,6 +667,8 @@ impl Packer {
             }
             loop {
                 let batch = self.pack(ds, &mut reorder)?;
+                // The state after this batch travels with it, so `Loader::state` describes what
+                // the consumer has seen, not how far ahead the packer is.
                 let state = make_state(
                     &self.stream,
                     self.split,
@@ -703,6 +708,7 @@ impl Packer {
     fn pack(&mut self, ds: &Dataset, reorder: &mut Reorder) -> Result<Batch> {
         let (b, t) = (self.opts.batch_size, self.opts.seq_len);
         let cap = t + 1;
+        // Rows are built T+1 long and split into inputs/targets at the end (one copy each).
         let mut rows = vec![0u32; b * cap];
         for row in rows.chunks_mut(cap) {
             let mut pos = 0;

@@ -66,6 +66,8 @@ impl ShardFile {
                 ),
             ));
         }
+        // Row counts come from the footer: a dataset's chunk layout (and so every loader
+        // position) is known without decoding any data.
         let row_groups = meta
             .row_groups()
             .iter()
@@ -103,6 +105,7 @@ impl ShardFile {
         else {
             return Err(err("text column is not a byte array".into()));
         };
+        // One call may stop at a page boundary, so read until the row group's rows are all in.
         let mut values: Vec<ByteArray> = Vec::with_capacity(rows);
         let mut defs: Vec<i16> = Vec::with_capacity(if max_def > 0 { rows } else { 0 });
         let mut records = 0;

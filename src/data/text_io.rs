@@ -133,6 +133,8 @@ fn not_utf8(path: &Path, offset: u64, line: u64) -> Error {
     )
 }
 
+/// Bytes `c.start..c.end` as text. Re-checked as UTF-8: the file may have changed since it was
+/// indexed, and a bad read must fail loudly rather than feed garbage to the tokenizer.
 fn read_range(path: &Path, c: &TextChunk) -> Result<String> {
     let mut f = File::open(path).map_err(|e| file_err(path, format!("cannot open: {e}")))?;
     let mut bytes = vec![0u8; (c.end - c.start) as usize];
