@@ -72,6 +72,16 @@ pub enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Train, inspect and apply the BPE tokenizer.
+    Tokenizer {
+        #[command(subcommand)]
+        cmd: crate::tokenizer::cli::TokenizerCommand,
+    },
+    /// Download and inspect datasets.
+    Data {
+        #[command(subcommand)]
+        cmd: crate::data::cli::DataCommand,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -91,6 +101,8 @@ pub struct ValidateArgs {
 pub enum BenchCommand {
     /// GFLOP/s of every matmul variant beside a CPU sgemm, on GPT shapes and 1024³.
     Matmul(MatmulBenchArgs),
+    /// Tokenizer training and encoding (ours vs the tokenizers crate) and loader throughput.
+    Data(crate::data::bench::DataBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -141,6 +153,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             bench::matmul_bench(&ctx, &opts, &mut |line| println!("{line}"))?;
             Ok(0)
         }
+        Command::Bench { what: BenchCommand::Data(args) } => {
+            crate::data::bench::run(&args, &mut |line| println!("{line}"))?;
+            Ok(0)
+        }
+        Command::Tokenizer { cmd } => crate::tokenizer::cli::run(cmd),
+        Command::Data { cmd } => crate::data::cli::run(cmd),
     }
 }
 

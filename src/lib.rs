@@ -13,12 +13,14 @@
 
 pub mod bench;
 pub mod cli;
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod reference;
 pub mod testing;
+pub mod tokenizer;
 pub mod util;
 pub mod validate;
 
