@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wgpt::data::{
-    check_parquet_shard, download, write_text_parquet, Batch, DataConfig, Dataset, DownloadOptions,
-    Format, Loader, LoaderOptions, LoaderState, RemoteDataset, Split,
+    check_parquet_shard, download, write_text_parquet, Batch, DataConfig, Dataset, DownloadOptions, Format, Loader,
+    LoaderOptions, LoaderState, RemoteDataset, Split,
 };
 use wgpt::tokenizer::{train, Tokenizer, TrainOptions};
 
@@ -31,10 +31,7 @@ fn write_shards(dir: &Path, shards: &[Vec<Vec<String>>]) {
 fn synthetic_shards(dir: &Path, seed: u64) -> Vec<Vec<Vec<String>>> {
     let mut docs = synthetic_docs(seed, 260).into_iter();
     let mut shards = Vec::new();
-    for (s, sizes) in [vec![20, 20, 13], vec![20, 7], vec![20, 20]]
-        .into_iter()
-        .enumerate()
-    {
+    for (s, sizes) in [vec![20, 20, 13], vec![20, 7], vec![20, 20]].into_iter().enumerate() {
         let mut groups = Vec::new();
         for (g, n) in sizes.into_iter().enumerate() {
             let mut group: Vec<String> = (0..n).map(|_| docs.next().unwrap()).collect();
@@ -51,28 +48,11 @@ fn synthetic_shards(dir: &Path, seed: u64) -> Vec<Vec<Vec<String>>> {
 
 fn tokenizer_for(docs: &[String], vocab: usize) -> Arc<Tokenizer> {
     let docs: Vec<String> = docs.iter().filter(|d| !d.is_empty()).cloned().collect();
-    Arc::new(
-        train(
-            docs.into_iter().map(Ok),
-            &TrainOptions {
-                vocab_size: vocab,
-                ..TrainOptions::default()
-            },
-        )
-        .unwrap()
-        .0,
-    )
+    Arc::new(train(docs.into_iter().map(Ok), &TrainOptions { vocab_size: vocab, ..TrainOptions::default() }).unwrap().0)
 }
 
 fn opts(b: usize, t: usize, group: usize, buffer: usize, threads: usize) -> LoaderOptions {
-    LoaderOptions {
-        batch_size: b,
-        seq_len: t,
-        threads,
-        group_docs: group,
-        buffer_docs: buffer,
-        prefetch: 2,
-    }
+    LoaderOptions { batch_size: b, seq_len: t, threads, group_docs: group, buffer_docs: buffer, prefetch: 2 }
 }
 
 fn batches(loader: &mut Loader, n: usize) -> Vec<Batch> {
@@ -82,13 +62,7 @@ fn batches(loader: &mut Loader, n: usize) -> Vec<Batch> {
 // ---------------------------------------------------------------------------------------------
 // An independent reconstruction of spec §5.3, written for clarity rather than speed.
 
-fn reference_batches(
-    ds: &Dataset,
-    tok: &Tokenizer,
-    split: Split,
-    o: &LoaderOptions,
-    n: usize,
-) -> Vec<Batch> {
+fn reference_batches(ds: &Dataset, tok: &Tokenizer, split: Split, o: &LoaderOptions, n: usize) -> Vec<Batch> {
     let bos = tok.bos_id().unwrap();
     // One epoch of groups: each unit (chunk slice) in order, cut into groups of `group_docs`
     // documents; each document [BOS] + encode(doc), empty documents dropped.
@@ -128,12 +102,7 @@ fn reference_batches(
                 match fit.map(|(i, _)| i) {
                     Some(i) => row.extend(buffer.remove(i)),
                     None => {
-                        let i = buffer
-                            .iter()
-                            .enumerate()
-                            .min_by_key(|(i, d)| (d.len(), *i))
-                            .unwrap()
-                            .0;
+                        let i = buffer.iter().enumerate().min_by_key(|(i, d)| (d.len(), *i)).unwrap().0;
                         row.extend_from_slice(&buffer.remove(i)[..remaining]);
                     }
                 }
@@ -141,14 +110,8 @@ fn reference_batches(
             rows.push(row);
         }
         out.push(Batch {
-            inputs: rows
-                .iter()
-                .flat_map(|r| r[..o.seq_len].iter().map(|&x| x as i32))
-                .collect(),
-            targets: rows
-                .iter()
-                .flat_map(|r| r[1..].iter().map(|&x| x as i32))
-                .collect(),
+            inputs: rows.iter().flat_map(|r| r[..o.seq_len].iter().map(|&x| x as i32)).collect(),
+            targets: rows.iter().flat_map(|r| r[1..].iter().map(|&x| x as i32)).collect(),
             batch_size: o.batch_size,
             seq_len: o.seq_len,
         });
@@ -167,11 +130,7 @@ fn check_invariants(batch: &Batch, docs: &[Vec<u32>], bos: u32) {
     for r in 0..b {
         let inp = &batch.inputs[r * t..(r + 1) * t];
         let tgt = &batch.targets[r * t..(r + 1) * t];
-        assert_eq!(
-            &inp[1..],
-            &tgt[..t - 1],
-            "row {r}: targets must be inputs shifted by one"
-        );
+        assert_eq!(&inp[1..], &tgt[..t - 1], "row {r}: targets must be inputs shifted by one");
         let row: Vec<u32> = inp.iter().chain(&tgt[t - 1..]).map(|&x| x as u32).collect();
         assert_eq!(row[0], bos, "row {r} must start with BOS");
         let starts: Vec<usize> = (0..row.len()).filter(|&i| row[i] == bos).collect();
@@ -181,14 +140,9 @@ fn check_invariants(batch: &Batch, docs: &[Vec<u32>], bos: u32) {
             if whole.contains(piece) {
                 continue;
             }
-            assert_eq!(
-                end,
-                row.len(),
-                "row {r}: only the last piece may be cropped"
-            );
+            assert_eq!(end, row.len(), "row {r}: only the last piece may be cropped");
             assert!(
-                docs.iter()
-                    .any(|d| d.len() > piece.len() && d.starts_with(piece)),
+                docs.iter().any(|d| d.len() > piece.len() && d.starts_with(piece)),
                 "row {r}: the last piece is not a prefix of a longer document"
             );
         }
@@ -200,11 +154,7 @@ fn all_docs_tokens(ds: &Dataset, tok: &Tokenizer, split: Split) -> Vec<Vec<u32>>
     ds.docs(split)
         .map(|d| d.unwrap())
         .filter(|d| !d.is_empty())
-        .map(|d| {
-            std::iter::once(bos)
-                .chain(tok.encode(&d).unwrap())
-                .collect()
-        })
+        .map(|d| std::iter::once(bos).chain(tok.encode(&d).unwrap()).collect())
         .collect()
 }
 
@@ -227,12 +177,7 @@ fn parquet_shards_last_is_validation() {
     let want_val: Vec<String> = shards[2].iter().flatten().cloned().collect();
     assert_eq!(train, want_train);
     assert_eq!(val, want_val);
-    assert_eq!(
-        check_parquet_shard(&dir.join("shard_00001.parquet"))
-            .unwrap()
-            .rows,
-        27
-    );
+    assert_eq!(check_parquet_shard(&dir.join("shard_00001.parquet")).unwrap().rows, 27);
 }
 
 #[test]
@@ -243,26 +188,16 @@ fn fineweb_shards_open_as_nanochat_lays_them_out() {
     let ds = Dataset::open(&DataConfig::new(root.join("fineweb-edu/nanochat_shards"))).unwrap();
     assert_eq!(ds.files()[0].chunk_docs, vec![32, 32, 32, 24]);
     assert_eq!(ds.files()[1].chunk_docs, vec![30]);
-    assert_eq!(
-        (ds.split_docs(Split::Train), ds.split_docs(Split::Val)),
-        (120, 30)
-    );
+    assert_eq!((ds.split_docs(Split::Train), ds.split_docs(Split::Val)), (120, 30));
     let first = ds.docs(Split::Train).next().unwrap().unwrap();
-    assert!(
-        first.starts_with("The Independent Jane"),
-        "{}",
-        &first[..40]
-    );
+    assert!(first.starts_with("The Independent Jane"), "{}", &first[..40]);
 }
 
 #[test]
 fn jsonl_and_delimited_txt_with_val_fraction() {
     let dir = Scratch::new("ds-text");
     let docs = synthetic_docs(2, 30);
-    let jsonl: String = docs
-        .iter()
-        .map(|d| serde_json::json!({"id": 1, "body": d}).to_string() + "\n")
-        .collect();
+    let jsonl: String = docs.iter().map(|d| serde_json::json!({"id": 1, "body": d}).to_string() + "\n").collect();
     std::fs::write(dir.join("c.jsonl"), &jsonl).unwrap();
     let mut cfg = DataConfig::new(dir.join("c.jsonl"));
     cfg.text_field = "body".into();
@@ -279,11 +214,7 @@ fn jsonl_and_delimited_txt_with_val_fraction() {
     cfg.txt_delimiter = Some("\n<DOC>\n".into());
     cfg.val_fraction = Some(0.2);
     let ds = Dataset::open(&cfg).unwrap();
-    let all: Vec<String> = ds
-        .docs(Split::Train)
-        .chain(ds.docs(Split::Val))
-        .map(|d| d.unwrap())
-        .collect();
+    let all: Vec<String> = ds.docs(Split::Train).chain(ds.docs(Split::Val)).map(|d| d.unwrap()).collect();
     assert_eq!(all, docs);
     assert_eq!(ds.split_docs(Split::Val), 6);
 
@@ -293,10 +224,7 @@ fn jsonl_and_delimited_txt_with_val_fraction() {
         std::fs::write(tdir.join(&format!("{i}.txt")), d).unwrap();
     }
     let ds = Dataset::open(&DataConfig::new(tdir.path())).unwrap();
-    assert_eq!(
-        ds.docs(Split::Val).map(|d| d.unwrap()).collect::<Vec<_>>(),
-        vec![docs[3].clone()]
-    );
+    assert_eq!(ds.docs(Split::Val).map(|d| d.unwrap()).collect::<Vec<_>>(), vec![docs[3].clone()]);
 }
 
 /// Snapshot of every file under `dir` (name -> bytes), to prove nothing was modified.
@@ -319,36 +247,20 @@ fn bad_datasets_are_clear_errors_and_nothing_is_modified() {
     let dir = Scratch::new("ds-bad");
     // Missing and empty directories.
     let e = open_err(&DataConfig::new(dir.join("missing")));
-    assert!(
-        e.contains("missing") && e.contains("wgpt data download"),
-        "{e}"
-    );
+    assert!(e.contains("missing") && e.contains("wgpt data download"), "{e}");
     let e = open_err(&DataConfig::new(dir.path()));
-    assert!(
-        e.contains("holds no .parquet, .jsonl or .txt files") && e.contains("HINT"),
-        "{e}"
-    );
+    assert!(e.contains("holds no .parquet, .jsonl or .txt files") && e.contains("HINT"), "{e}");
 
     // A corrupt shard beside a good one.
     synthetic_shards(dir.path(), 3);
-    std::fs::write(
-        dir.join("shard_00001.parquet"),
-        b"PAR1 this is not parquet at all PAR1",
-    )
-    .unwrap();
+    std::fs::write(dir.join("shard_00001.parquet"), b"PAR1 this is not parquet at all PAR1").unwrap();
     let before = snapshot(dir.path());
     let e = open_err(&DataConfig::new(dir.path()));
     assert!(
-        e.contains("shard_00001.parquet")
-            && e.contains("not a readable parquet file")
-            && e.contains("HINT"),
+        e.contains("shard_00001.parquet") && e.contains("not a readable parquet file") && e.contains("HINT"),
         "{e}"
     );
-    assert_eq!(
-        snapshot(dir.path()),
-        before,
-        "a failed open must not touch the data"
-    );
+    assert_eq!(snapshot(dir.path()), before, "a failed open must not touch the data");
 
     // A truncated shard (an interrupted copy).
     synthetic_shards(dir.path(), 3);
@@ -356,10 +268,7 @@ fn bad_datasets_are_clear_errors_and_nothing_is_modified() {
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
     let e = open_err(&DataConfig::new(dir.path()));
-    assert!(
-        e.contains("shard_00002.parquet") && e.contains("corrupt or truncated"),
-        "{e}"
-    );
+    assert!(e.contains("shard_00002.parquet") && e.contains("corrupt or truncated"), "{e}");
 
     // A shard without a `text` column.
     let odir = Scratch::new("ds-bad-column");
@@ -374,15 +283,7 @@ fn bad_datasets_are_clear_errors_and_nothing_is_modified() {
     );
     let mut cfg = DataConfig::new(odir.path());
     cfg.text_field = "content".into();
-    assert_eq!(
-        Dataset::open(&cfg)
-            .unwrap()
-            .docs(Split::Val)
-            .next()
-            .unwrap()
-            .unwrap(),
-        "doc in another column"
-    );
+    assert_eq!(Dataset::open(&cfg).unwrap().docs(Split::Val).next().unwrap().unwrap(), "doc in another column");
 
     // Non-UTF-8 text.
     let tdir = Scratch::new("ds-bad-txt");
@@ -390,13 +291,7 @@ fn bad_datasets_are_clear_errors_and_nothing_is_modified() {
     let mut cfg = DataConfig::new(tdir.join("latin1.txt"));
     cfg.val_fraction = Some(0.5);
     let e = open_err(&cfg);
-    assert!(
-        e.contains("latin1.txt")
-            && e.contains("not UTF-8")
-            && e.contains("byte 3")
-            && e.contains("iconv"),
-        "{e}"
-    );
+    assert!(e.contains("latin1.txt") && e.contains("not UTF-8") && e.contains("byte 3") && e.contains("iconv"), "{e}");
 
     // A single file needs --val-fraction; a single document cannot be split; bad fractions.
     std::fs::write(tdir.join("latin1.txt"), "one document only").unwrap();
@@ -418,43 +313,22 @@ fn bad_datasets_are_clear_errors_and_nothing_is_modified() {
     assert!(open_err(&cfg).contains("single document"));
 
     // A jsonl line without the field fails when read, naming file and line.
-    std::fs::write(
-        tdir.join("x.jsonl"),
-        "{\"text\": \"a\"}\n{\"txt\": \"b\"}\n",
-    )
-    .unwrap();
+    std::fs::write(tdir.join("x.jsonl"), "{\"text\": \"a\"}\n{\"txt\": \"b\"}\n").unwrap();
     let ds = Dataset::open(&cfg).unwrap();
-    let e = ds
-        .docs(Split::Val)
-        .find_map(|d| d.err())
-        .unwrap()
-        .to_string();
-    assert!(
-        e.contains("x.jsonl") && e.contains("line 2 has no field `text`"),
-        "{e}"
-    );
+    let e = ds.docs(Split::Val).find_map(|d| d.err()).unwrap().to_string();
+    assert!(e.contains("x.jsonl") && e.contains("line 2 has no field `text`"), "{e}");
 }
 
 fn write_other_column(path: &Path) {
     use parquet::data_type::{ByteArray, ByteArrayType};
     use parquet::file::writer::SerializedFileWriter;
     let schema = Arc::new(
-        parquet::schema::parser::parse_message_type(
-            "message m { REQUIRED BYTE_ARRAY content (UTF8); }",
-        )
-        .unwrap(),
+        parquet::schema::parser::parse_message_type("message m { REQUIRED BYTE_ARRAY content (UTF8); }").unwrap(),
     );
-    let mut w = SerializedFileWriter::new(
-        std::fs::File::create(path).unwrap(),
-        schema,
-        Default::default(),
-    )
-    .unwrap();
+    let mut w = SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema, Default::default()).unwrap();
     let mut rg = w.next_row_group().unwrap();
     let mut col = rg.next_column().unwrap().unwrap();
-    col.typed::<ByteArrayType>()
-        .write_batch(&[ByteArray::from("doc in another column")], None, None)
-        .unwrap();
+    col.typed::<ByteArrayType>().write_batch(&[ByteArray::from("doc in another column")], None, None).unwrap();
     col.close().unwrap();
     rg.close().unwrap();
     w.close().unwrap();
@@ -484,15 +358,9 @@ fn loader_matches_the_reference_and_invariants_on_generated_shards() {
         let docs = all_docs_tokens(&ds, &tok, split);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             check_invariants(g, &docs, bos);
-            assert!(
-                g == w,
-                "{split} {o:?}: batch {i} differs from the reference"
-            );
+            assert!(g == w, "{split} {o:?}: batch {i} differs from the reference");
         }
-        assert!(
-            loader.state().epoch > 1,
-            "the test should run past one epoch"
-        );
+        assert!(loader.state().epoch > 1, "the test should run past one epoch");
     }
 }
 
@@ -501,27 +369,14 @@ fn loader_on_fineweb_satisfies_the_spec() {
     let Some(root) = test_data("loader_on_fineweb_satisfies_the_spec") else {
         return;
     };
-    let ds = Arc::new(
-        Dataset::open(&DataConfig::new(root.join("fineweb-edu/nanochat_shards"))).unwrap(),
-    );
+    let ds = Arc::new(Dataset::open(&DataConfig::new(root.join("fineweb-edu/nanochat_shards"))).unwrap());
     let tok = Arc::new(
-        train(
-            ds.docs(Split::Train),
-            &TrainOptions {
-                vocab_size: 4096,
-                ..TrainOptions::default()
-            },
-        )
-        .unwrap()
-        .0,
+        train(ds.docs(Split::Train), &TrainOptions { vocab_size: 4096, ..TrainOptions::default() }).unwrap().0,
     );
     let bos = tok.bos_id().unwrap();
     // nanochat's defaults (groups of 128, buffer 1000) at T = 512.
     for split in [Split::Train, Split::Val] {
-        let o = LoaderOptions {
-            prefetch: 2,
-            ..LoaderOptions::new(4, 512)
-        };
+        let o = LoaderOptions { prefetch: 2, ..LoaderOptions::new(4, 512) };
         let want = reference_batches(&ds, &tok, split, &o, 20);
         let mut loader = Loader::new(ds.clone(), tok.clone(), split, o, None).unwrap();
         let docs = all_docs_tokens(&ds, &tok, split);
@@ -529,10 +384,7 @@ fn loader_on_fineweb_satisfies_the_spec() {
         for (i, w) in want.iter().enumerate() {
             let g = loader.next_batch().unwrap();
             check_invariants(&g, &docs, bos);
-            assert!(
-                g == *w,
-                "{split}: batch {i} differs from the reconstruction of spec §5.3"
-            );
+            assert!(g == *w, "{split}: batch {i} differs from the reconstruction of spec §5.3");
             whole_docs += g.inputs.iter().filter(|&&x| x == bos as i32).count();
         }
         assert!(whole_docs > 20, "rows should pack several documents");
@@ -546,23 +398,12 @@ fn best_fit_ties_go_to_the_earliest_document() {
     // the tie rule (earliest in the buffer) decides every row.
     let tok = tokenizer_for(&["ab".to_string()], 265);
     let dir = Scratch::new("ld-ties");
-    let docs: Vec<String> = (0..90)
-        .map(|i| format!("{i:03}{}", "xyz".repeat([1, 4, 9][i % 3])))
-        .collect();
-    write_shards(
-        dir.path(),
-        &[
-            docs[..60].chunks(20).map(<[String]>::to_vec).collect(),
-            vec![docs[60..].to_vec()],
-        ],
-    );
+    let docs: Vec<String> = (0..90).map(|i| format!("{i:03}{}", "xyz".repeat([1, 4, 9][i % 3]))).collect();
+    write_shards(dir.path(), &[docs[..60].chunks(20).map(<[String]>::to_vec).collect(), vec![docs[60..].to_vec()]]);
     let ds = Arc::new(Dataset::open(&DataConfig::new(dir.path())).unwrap());
     for o in [opts(4, 40, 4, 10, 2), opts(2, 25, 3, 7, 1)] {
         let want = reference_batches(&ds, &tok, Split::Train, &o, 30);
-        let got = batches(
-            &mut Loader::new(ds.clone(), tok.clone(), Split::Train, o.clone(), None).unwrap(),
-            30,
-        );
+        let got = batches(&mut Loader::new(ds.clone(), tok.clone(), Split::Train, o.clone(), None).unwrap(), 30);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(g == w, "{o:?}: batch {i} differs from the reference");
         }
@@ -586,19 +427,11 @@ fn check_resume(
     let json = serde_json::to_string(&first.state()).unwrap();
     drop(first);
     let state: LoaderState = serde_json::from_str(&json).unwrap();
-    assert!(
-        json.len() < 20_000,
-        "the state should stay small: {} bytes",
-        json.len()
-    );
+    assert!(json.len() < 20_000, "the state should stay small: {} bytes", json.len());
     let mut resumed = Loader::new(ds.clone(), tok.clone(), split, o, Some(state.clone())).unwrap();
     let got = batches(&mut resumed, n2);
     for (i, (g, w)) in got.iter().zip(&want[n1..]).enumerate() {
-        assert!(
-            g == w,
-            "{split}: batch {} after resuming differs from the uninterrupted run",
-            n1 + i
-        );
+        assert!(g == w, "{split}: batch {} after resuming differs from the uninterrupted run", n1 + i);
     }
     state
 }
@@ -619,54 +452,23 @@ fn resumed_loader_continues_with_the_same_batches() {
     assert!(st.epoch >= 2, "{st:?}");
 
     // A state belongs to one split, dataset and tokenizer.
-    let mut l = Loader::new(
-        ds.clone(),
-        tok.clone(),
-        Split::Train,
-        opts(2, 48, 6, 15, 1),
-        None,
-    )
-    .unwrap();
+    let mut l = Loader::new(ds.clone(), tok.clone(), Split::Train, opts(2, 48, 6, 15, 1), None).unwrap();
     l.next_batch().unwrap();
     let state = l.state();
-    let e = Loader::new(
-        ds.clone(),
-        tok.clone(),
-        Split::Val,
-        opts(2, 48, 6, 15, 1),
-        Some(state.clone()),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let e = Loader::new(ds.clone(), tok.clone(), Split::Val, opts(2, 48, 6, 15, 1), Some(state.clone()))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("train split"), "{e}");
     let other_tok = tokenizer_for(&all, 410);
-    let e = Loader::new(
-        ds.clone(),
-        other_tok,
-        Split::Train,
-        opts(2, 48, 6, 15, 1),
-        Some(state.clone()),
-    )
-    .err()
-    .unwrap()
-    .to_string();
-    assert!(
-        e.contains("different tokenizer") && e.contains("HINT"),
-        "{e}"
-    );
+    let e = Loader::new(ds.clone(), other_tok, Split::Train, opts(2, 48, 6, 15, 1), Some(state.clone()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("different tokenizer") && e.contains("HINT"), "{e}");
     write_text_parquet(&dir.join("shard_00003.parquet"), &[vec!["new".into()]]).unwrap();
     let ds2 = Arc::new(Dataset::open(&DataConfig::new(dir.path())).unwrap());
-    let e = Loader::new(
-        ds2,
-        tok.clone(),
-        Split::Train,
-        opts(2, 48, 6, 15, 1),
-        Some(state),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let e = Loader::new(ds2, tok.clone(), Split::Train, opts(2, 48, 6, 15, 1), Some(state)).err().unwrap().to_string();
     assert!(e.contains("different dataset layout"), "{e}");
 }
 
@@ -675,29 +477,13 @@ fn resume_on_fineweb() {
     let Some(root) = test_data("resume_on_fineweb") else {
         return;
     };
-    let ds = Arc::new(
-        Dataset::open(&DataConfig::new(root.join("fineweb-edu/nanochat_shards"))).unwrap(),
-    );
+    let ds = Arc::new(Dataset::open(&DataConfig::new(root.join("fineweb-edu/nanochat_shards"))).unwrap());
     let tok = Arc::new(
-        train(
-            ds.docs(Split::Train),
-            &TrainOptions {
-                vocab_size: 4096,
-                ..TrainOptions::default()
-            },
-        )
-        .unwrap()
-        .0,
+        train(ds.docs(Split::Train), &TrainOptions { vocab_size: 4096, ..TrainOptions::default() }).unwrap().0,
     );
-    let o = LoaderOptions {
-        prefetch: 2,
-        ..LoaderOptions::new(4, 512)
-    };
+    let o = LoaderOptions { prefetch: 2, ..LoaderOptions::new(4, 512) };
     let st = check_resume(&ds, &tok, Split::Train, o, 9, 6);
-    println!(
-        "loader state after 9 batches: {}",
-        serde_json::to_string(&st).unwrap()
-    );
+    println!("loader state after 9 batches: {}", serde_json::to_string(&st).unwrap());
 }
 
 #[test]
@@ -705,10 +491,7 @@ fn loader_reads_jsonl_and_txt_and_reports_all_empty_splits() {
     let dir = Scratch::new("ld-text");
     let docs = synthetic_docs(6, 80);
     let tok = tokenizer_for(&docs, 350);
-    let jsonl: String = docs
-        .iter()
-        .map(|d| serde_json::json!({ "text": d }).to_string() + "\n")
-        .collect();
+    let jsonl: String = docs.iter().map(|d| serde_json::json!({ "text": d }).to_string() + "\n").collect();
     std::fs::write(dir.join("c.jsonl"), jsonl).unwrap();
     std::fs::write(dir.join("c.txt"), docs.join("\u{1e}")).unwrap();
     let mut j = DataConfig::new(dir.join("c.jsonl"));
@@ -716,23 +499,11 @@ fn loader_reads_jsonl_and_txt_and_reports_all_empty_splits() {
     let mut t = DataConfig::new(dir.join("c.txt"));
     t.val_fraction = Some(0.25);
     t.txt_delimiter = Some("\u{1e}".into());
-    let (dj, dt) = (
-        Arc::new(Dataset::open(&j).unwrap()),
-        Arc::new(Dataset::open(&t).unwrap()),
-    );
+    let (dj, dt) = (Arc::new(Dataset::open(&j).unwrap()), Arc::new(Dataset::open(&t).unwrap()));
     let o = opts(2, 96, 16, 40, 2);
-    let a = batches(
-        &mut Loader::new(dj.clone(), tok.clone(), Split::Train, o.clone(), None).unwrap(),
-        5,
-    );
-    let b = batches(
-        &mut Loader::new(dt.clone(), tok.clone(), Split::Train, o.clone(), None).unwrap(),
-        5,
-    );
-    assert!(
-        a == b,
-        "the same documents as jsonl and txt must load identically"
-    );
+    let a = batches(&mut Loader::new(dj.clone(), tok.clone(), Split::Train, o.clone(), None).unwrap(), 5);
+    let b = batches(&mut Loader::new(dt.clone(), tok.clone(), Split::Train, o.clone(), None).unwrap(), 5);
+    assert!(a == b, "the same documents as jsonl and txt must load identically");
     assert!(a == reference_batches(&dj, &tok, Split::Train, &o, 5));
 
     // Every document empty: an error, not a hang.
@@ -740,15 +511,8 @@ fn loader_reads_jsonl_and_txt_and_reports_all_empty_splits() {
     let mut e = DataConfig::new(dir.join("e.jsonl"));
     e.val_fraction = Some(0.5);
     let de = Arc::new(Dataset::open(&e).unwrap());
-    let err = Loader::new(de, tok.clone(), Split::Train, o, None)
-        .unwrap()
-        .next_batch()
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("every document of this split is empty"),
-        "{err}"
-    );
+    let err = Loader::new(de, tok.clone(), Split::Train, o, None).unwrap().next_batch().unwrap_err().to_string();
+    assert!(err.contains("every document of this split is empty"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -785,10 +549,7 @@ impl Server {
     fn start(files: HashMap<String, Vec<u8>>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(Mutex::new(ServerState {
-            files,
-            ..Default::default()
-        }));
+        let state = Arc::new(Mutex::new(ServerState { files, ..Default::default() }));
         let st = state.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
@@ -802,22 +563,11 @@ impl Server {
     }
 
     fn script(&self, path: &str, acts: &[Act]) {
-        self.state
-            .lock()
-            .unwrap()
-            .script
-            .insert(path.to_string(), acts.iter().cloned().collect());
+        self.state.lock().unwrap().script.insert(path.to_string(), acts.iter().cloned().collect());
     }
 
     fn requests(&self, path: &str) -> Vec<Option<u64>> {
-        self.state
-            .lock()
-            .unwrap()
-            .log
-            .iter()
-            .filter(|r| r.0 == path)
-            .map(|r| r.1)
-            .collect()
+        self.state.lock().unwrap().log.iter().filter(|r| r.0 == path).map(|r| r.1).collect()
     }
 }
 
@@ -825,12 +575,7 @@ fn serve(conn: TcpStream, st: &Mutex<ServerState>) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    let path = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .trim_start_matches('/')
-        .to_string();
+    let path = line.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
     let mut range = None;
     loop {
         let mut h = String::new();
@@ -844,37 +589,32 @@ fn serve(conn: TcpStream, st: &Mutex<ServerState>) -> std::io::Result<()> {
     let (act, file) = {
         let mut s = st.lock().unwrap();
         s.log.push((path.clone(), range));
-        let act = s
-            .script
-            .get_mut(&path)
-            .and_then(VecDeque::pop_front)
-            .unwrap_or(Act::Ok);
+        let act = s.script.get_mut(&path).and_then(VecDeque::pop_front).unwrap_or(Act::Ok);
         (act, s.files.get(&path).cloned())
     };
     let mut out = conn;
     let Some(file) = file else {
-        return write!(
-            out,
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
+        return write!(out, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     };
     let n = file.len() as u64;
     let (status, start) = match (&act, range) {
-        (Act::Status(code), _) => return write!(out, "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        (Act::Status(code), _) => {
+            return write!(out, "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        }
         (Act::IgnoreRange, _) | (_, None) => (200, 0),
-        (_, Some(s)) if s >= n => return write!(out, "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{n}\r\nConnection: close\r\n\r\n"),
+        (_, Some(s)) if s >= n => {
+            return write!(
+                out,
+                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{n}\r\nConnection: close\r\n\r\n"
+            )
+        }
         (_, Some(s)) => (206, s),
     };
     let mut body = file[start as usize..].to_vec();
     if let Act::Garbage = act {
-        body.iter_mut()
-            .enumerate()
-            .for_each(|(i, b)| *b = (i * 7 + 3) as u8);
+        body.iter_mut().enumerate().for_each(|(i, b)| *b = (i * 7 + 3) as u8);
     }
-    let mut head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
+    let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     if status == 206 {
         head += &format!("Content-Range: bytes {start}-{}/{n}\r\n", n - 1);
     }
@@ -894,11 +634,7 @@ fn remote_shards() -> HashMap<String, Vec<u8>> {
     for (k, i) in [0usize, 1, 2, 7].into_iter().enumerate() {
         let docs = synthetic_docs(100 + k as u64, 60);
         let name = format!("shard_{i:05}.parquet");
-        write_text_parquet(
-            &src.join(&name),
-            &[docs[..30].to_vec(), docs[30..].to_vec()],
-        )
-        .unwrap();
+        write_text_parquet(&src.join(&name), &[docs[..30].to_vec(), docs[30..].to_vec()]).unwrap();
         files.insert(name.clone(), std::fs::read(src.join(&name)).unwrap());
     }
     files
@@ -934,11 +670,7 @@ fn download_retries_resumes_verifies_and_skips_complete_shards() {
     assert_eq!(report.fetched.len(), 4);
     assert!(report.retries >= 5, "{report:?}");
     for (name, bytes) in &files {
-        assert_eq!(
-            &std::fs::read(dir.join(name)).unwrap(),
-            bytes,
-            "{name} differs from the served file"
-        );
+        assert_eq!(&std::fs::read(dir.join(name)).unwrap(), bytes, "{name} differs from the served file");
     }
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -952,21 +684,11 @@ fn download_retries_resumes_verifies_and_skips_complete_shards() {
         "shard 0 must resume where it was cut"
     );
     assert_eq!(server.requests("shard_00001.parquet").len(), 3);
-    assert_eq!(
-        server.requests("shard_00002.parquet"),
-        vec![None, Some(100)]
-    );
-    assert_eq!(
-        server.requests("shard_00007.parquet"),
-        vec![None, None],
-        "a corrupt file restarts from zero"
-    );
+    assert_eq!(server.requests("shard_00002.parquet"), vec![None, Some(100)]);
+    assert_eq!(server.requests("shard_00007.parquet"), vec![None, None], "a corrupt file restarts from zero");
     // The downloaded directory is a dataset whose last shard is validation.
     let ds = Dataset::open(&DataConfig::new(dir.path())).unwrap();
-    assert_eq!(
-        (ds.split_docs(Split::Train), ds.split_docs(Split::Val)),
-        (180, 60)
-    );
+    assert_eq!((ds.split_docs(Split::Train), ds.split_docs(Split::Val)), (180, 60));
 
     // A second run verifies and skips everything without a single request.
     let before = server.state.lock().unwrap().log.len();
@@ -987,55 +709,31 @@ fn interrupted_download_resumes_in_a_later_run_and_failures_are_clear() {
     server.script("shard_00000.parquet", &[Act::Cut(n / 4), Act::Cut(n / 4)]);
     let e = download(&o, &|_| {}).unwrap_err().to_string();
     assert!(
-        e.contains("shard_00000.parquet")
-            && e.contains("giving up after 2 attempts")
-            && e.contains("rerun"),
+        e.contains("shard_00000.parquet") && e.contains("giving up after 2 attempts") && e.contains("rerun"),
         "{e}"
     );
-    assert!(
-        !dir.join("shard_00000.parquet").exists(),
-        "an incomplete shard must never appear under its final name"
-    );
-    let kept = std::fs::metadata(dir.join("shard_00000.parquet.partial"))
-        .unwrap()
-        .len() as usize;
+    assert!(!dir.join("shard_00000.parquet").exists(), "an incomplete shard must never appear under its final name");
+    let kept = std::fs::metadata(dir.join("shard_00000.parquet.partial")).unwrap().len() as usize;
     assert_eq!(kept, 2 * (n / 4));
     // Run 2 continues from the kept bytes.
     download(&dl_opts(&server, dir.path(), 1), &|_| {}).unwrap();
-    assert_eq!(
-        std::fs::read(dir.join("shard_00000.parquet")).unwrap(),
-        files["shard_00000.parquet"]
-    );
-    assert_eq!(
-        server.requests("shard_00000.parquet").last().unwrap(),
-        &Some(kept as u64)
-    );
+    assert_eq!(std::fs::read(dir.join("shard_00000.parquet")).unwrap(), files["shard_00000.parquet"]);
+    assert_eq!(server.requests("shard_00000.parquet").last().unwrap(), &Some(kept as u64));
 
     // A missing shard is not retried, and the message says what to check.
     let dir = Scratch::new("dl-404");
     let mut o = dl_opts(&server, dir.path(), 1);
     o.max_shard = 9;
     let e = download(&o, &|_| {}).unwrap_err().to_string();
-    assert!(
-        e.contains("shard_00009.parquet") && e.contains("404") && e.contains("--base-url"),
-        "{e}"
-    );
+    assert!(e.contains("shard_00009.parquet") && e.contains("404") && e.contains("--base-url"), "{e}");
     assert_eq!(server.requests("shard_00009.parquet").len(), 1);
 
     // A corrupt shard already on disk is reported, not replaced.
     let dir = Scratch::new("dl-corrupt");
     std::fs::write(dir.join("shard_00007.parquet"), b"not parquet").unwrap();
-    let e = download(&dl_opts(&server, dir.path(), 0), &|_| {})
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("shard_00007.parquet") && e.contains("delete it"),
-        "{e}"
-    );
-    assert_eq!(
-        std::fs::read(dir.join("shard_00007.parquet")).unwrap(),
-        b"not parquet"
-    );
+    let e = download(&dl_opts(&server, dir.path(), 0), &|_| {}).unwrap_err().to_string();
+    assert!(e.contains("shard_00007.parquet") && e.contains("delete it"), "{e}");
+    assert_eq!(std::fs::read(dir.join("shard_00007.parquet")).unwrap(), b"not parquet");
 }
 
 #[test]
@@ -1061,24 +759,15 @@ fn cli_download_and_info() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("3 fetched") && stdout.contains("1 retried"),
-        "{stdout}"
-    );
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("3 fetched") && stdout.contains("1 retried"), "{stdout}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgpt"))
         .args(["data", "info", "--verify", "--data", d.to_str().unwrap()])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success()
-            && stdout.contains("val: 60 documents")
-            && stdout.contains("verified: 2 row group(s)"),
+        out.status.success() && stdout.contains("val: 60 documents") && stdout.contains("verified: 2 row group(s)"),
         "{stdout}"
     );
     assert_eq!(RemoteDataset::parse("climbmix").unwrap().max_shard(), 6542);

@@ -9,10 +9,7 @@ use wgpt::data::{DataConfig, Dataset, Split};
 use wgpt::tokenizer::{load_token_bytes, train, Tokenizer, TrainOptions, SPECIAL_TOKENS};
 
 fn train_on(docs: &[String], vocab_size: usize) -> Tokenizer {
-    let opts = TrainOptions {
-        vocab_size,
-        ..TrainOptions::default()
-    };
+    let opts = TrainOptions { vocab_size, ..TrainOptions::default() };
     train(docs.iter().cloned().map(Ok), &opts).unwrap().0
 }
 
@@ -33,10 +30,7 @@ fn hf_ids(t: &tokenizers::Tokenizer, text: &str) -> Vec<u32> {
 fn check_against(tok: &Tokenizer, docs: &[String], dir: &std::path::Path) {
     let (tok_path, bytes_path) = tok.save(dir).unwrap();
     let back = Tokenizer::from_file(&tok_path).unwrap();
-    assert!(
-        back.is_native(),
-        "our own tokenizer.json must load natively"
-    );
+    assert!(back.is_native(), "our own tokenizer.json must load natively");
     assert_eq!(back.vocab_size(), tok.vocab_size());
     assert_eq!(back.specials(), tok.specials());
     let theirs = hf(&std::fs::read_to_string(&tok_path).unwrap());
@@ -44,30 +38,11 @@ fn check_against(tok: &Tokenizer, docs: &[String], dir: &std::path::Path) {
     let first_special = tok.vocab_size() as u32 - SPECIAL_TOKENS.len() as u32;
     let encoded = tok.encode_batch(docs).unwrap();
     for (i, (doc, ids)) in docs.iter().zip(&encoded).enumerate() {
-        assert_eq!(
-            tok.decode(ids).unwrap(),
-            *doc,
-            "document {i} does not round-trip"
-        );
-        assert!(
-            ids.iter().all(|&id| id < first_special),
-            "document {i} encoded to a special id"
-        );
-        assert_eq!(
-            &back.encode(doc).unwrap(),
-            ids,
-            "document {i}: reloaded tokenizer encodes differently"
-        );
-        assert_eq!(
-            &hf_ids(&theirs, doc),
-            ids,
-            "document {i}: the tokenizers crate encodes differently"
-        );
-        assert_eq!(
-            theirs.decode(ids, false).unwrap(),
-            *doc,
-            "document {i}: the tokenizers crate decodes differently"
-        );
+        assert_eq!(tok.decode(ids).unwrap(), *doc, "document {i} does not round-trip");
+        assert!(ids.iter().all(|&id| id < first_special), "document {i} encoded to a special id");
+        assert_eq!(&back.encode(doc).unwrap(), ids, "document {i}: reloaded tokenizer encodes differently");
+        assert_eq!(&hf_ids(&theirs, doc), ids, "document {i}: the tokenizers crate encodes differently");
+        assert_eq!(theirs.decode(ids, false).unwrap(), *doc, "document {i}: the tokenizers crate decodes differently");
     }
     // token_bytes: raw byte length per id, 0 for the specials; the file matches.
     let tb = load_token_bytes(&bytes_path, &back).unwrap();
@@ -76,11 +51,7 @@ fn check_against(tok: &Tokenizer, docs: &[String], dir: &std::path::Path) {
         if id as u32 >= first_special {
             assert_eq!(n, 0, "special {id} must count 0 bytes");
         } else {
-            assert_eq!(
-                n as usize,
-                tok.decode_bytes(&[id as u32]).unwrap().len(),
-                "token {id}"
-            );
+            assert_eq!(n as usize, tok.decode_bytes(&[id as u32]).unwrap().len(), "token {id}");
         }
     }
 }
@@ -91,25 +62,13 @@ fn fineweb_vocab_4096_trains_saves_reloads_and_round_trips() {
         return;
     };
     let ds = Dataset::open(&DataConfig::new(root.join("fineweb-edu/nanochat_shards"))).unwrap();
-    let (tok, summary) = train(
-        ds.docs(Split::Train),
-        &TrainOptions {
-            vocab_size: 4096,
-            ..TrainOptions::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(
-        summary.docs, 120,
-        "shard 0 holds the 120 training documents"
-    );
+    let (tok, summary) =
+        train(ds.docs(Split::Train), &TrainOptions { vocab_size: 4096, ..TrainOptions::default() }).unwrap();
+    assert_eq!(summary.docs, 120, "shard 0 holds the 120 training documents");
     assert_eq!(summary.merges, 4096 - 256 - 9);
     // nanochat's ids for vocab 4096: the nine specials at 4087..=4095, in its order.
-    let want: Vec<(String, u32)> = SPECIAL_TOKENS
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.to_string(), 4087 + i as u32))
-        .collect();
+    let want: Vec<(String, u32)> =
+        SPECIAL_TOKENS.iter().enumerate().map(|(i, s)| (s.to_string(), 4087 + i as u32)).collect();
     assert_eq!(tok.specials(), want.as_slice());
     assert_eq!(tok.bos_id().unwrap(), 4087);
     assert_eq!(tok.duplicate_tokens(), 0);
@@ -125,10 +84,7 @@ fn fineweb_vocab_4096_trains_saves_reloads_and_round_trips() {
     let tokens: usize = tok.encode_batch(&val).unwrap().iter().map(Vec::len).sum();
     let bpt = bytes as f64 / tokens as f64;
     println!("bytes per token on the validation shard (vocab 4096): {bytes} / {tokens} = {bpt:.3}");
-    assert!(
-        (2.5..6.0).contains(&bpt),
-        "bytes/token {bpt} is implausible for English at vocab 4096"
-    );
+    assert!((2.5..6.0).contains(&bpt), "bytes/token {bpt} is implausible for English at vocab 4096");
 }
 
 #[test]
@@ -177,10 +133,7 @@ fn special_token_text_in_documents_stays_text() {
     let text = "before <|bos|> middle <|assistant_start|>after<|output_end|>";
     let ids = tok.encode(text).unwrap();
     for (name, id) in tok.specials() {
-        assert!(
-            !ids.contains(id),
-            "{name} ({id}) was produced from plain text"
-        );
+        assert!(!ids.contains(id), "{name} ({id}) was produced from plain text");
     }
     assert_eq!(tok.decode(&ids).unwrap(), text);
     // Decoding a special id gives its text (as tiktoken's decode does).
@@ -191,10 +144,8 @@ fn special_token_text_in_documents_stays_text() {
 #[test]
 fn numbers_split_into_pairs_of_digits() {
     // nanochat's pattern: \p{N}{1,2}, so no token spans more than two digits.
-    let docs: Vec<String> = synthetic_docs(4, 200)
-        .into_iter()
-        .map(|d| d + " 12345 678 9 1234 12 12 12 34 34 9999")
-        .collect();
+    let docs: Vec<String> =
+        synthetic_docs(4, 200).into_iter().map(|d| d + " 12345 678 9 1234 12 12 12 34 34 9999").collect();
     let tok = train_on(&docs, 600);
     for id in tok.encode("1234567").unwrap() {
         let s = tok.decode(&[id]).unwrap();
@@ -206,26 +157,14 @@ fn numbers_split_into_pairs_of_digits() {
 fn too_little_text_for_the_vocab_is_a_clear_error() {
     let err = train(
         ["abab abab".to_string()].into_iter().map(Ok),
-        &TrainOptions {
-            vocab_size: 4096,
-            ..TrainOptions::default()
-        },
+        &TrainOptions { vocab_size: 4096, ..TrainOptions::default() },
     )
     .unwrap_err()
     .to_string();
-    assert!(
-        err.contains("ran out of pairs") && err.contains("HINT") && err.contains("--vocab-size"),
-        "{err}"
-    );
-    let err = train(
-        std::iter::empty(),
-        &TrainOptions {
-            vocab_size: 100,
-            ..TrainOptions::default()
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    assert!(err.contains("ran out of pairs") && err.contains("HINT") && err.contains("--vocab-size"), "{err}");
+    let err = train(std::iter::empty(), &TrainOptions { vocab_size: 100, ..TrainOptions::default() })
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("at least 265"), "{err}");
 }
 
@@ -233,23 +172,13 @@ fn too_little_text_for_the_vocab_is_a_clear_error() {
 fn documents_are_cropped_and_the_character_budget_stops_training() {
     // 10 documents of 1,000 characters: a 2,500-character budget stops after the third
     // (nanochat checks the budget after yielding the document).
-    let docs: Vec<String> = (0..10)
-        .map(|i| format!("{i} {}", "ab cd ".repeat(200))[..1000].to_string())
-        .collect();
-    let opts = TrainOptions {
-        vocab_size: 267,
-        doc_cap: 10_000,
-        max_chars: 2_500,
-    };
+    let docs: Vec<String> = (0..10).map(|i| format!("{i} {}", "ab cd ".repeat(200))[..1000].to_string()).collect();
+    let opts = TrainOptions { vocab_size: 267, doc_cap: 10_000, max_chars: 2_500 };
     let (_, s) = train(docs.iter().cloned().map(Ok), &opts).unwrap();
     assert_eq!((s.docs, s.chars), (3, 3000));
     // A doc cap of 100 characters (not bytes: "é" is 2 bytes) crops each document.
     let docs = vec!["é".repeat(500); 4];
-    let opts = TrainOptions {
-        vocab_size: 266,
-        doc_cap: 100,
-        max_chars: 1_000_000,
-    };
+    let opts = TrainOptions { vocab_size: 266, doc_cap: 100, max_chars: 1_000_000 };
     let (_, s) = train(docs.iter().cloned().map(Ok), &opts).unwrap();
     assert_eq!((s.docs, s.chars), (4, 400));
 }
@@ -261,16 +190,10 @@ fn gpt2_tokenizer_json_loads_and_encodes_like_openai() {
     };
     let path = root.join("tokenizers/gpt2_tokenizer.json");
     let tok = Tokenizer::from_file(&path).unwrap();
-    assert!(
-        tok.is_native(),
-        "GPT-2's byte-level BPE should run on the native encoder"
-    );
+    assert!(tok.is_native(), "GPT-2's byte-level BPE should run on the native encoder");
     assert_eq!(tok.vocab_size(), 50257);
     assert_eq!(tok.encode("Hello world").unwrap(), vec![15496, 995]);
-    assert_eq!(
-        tok.encode("naïve café 🤖").unwrap(),
-        vec![2616, 38776, 40304, 12520, 97, 244]
-    );
+    assert_eq!(tok.encode("naïve café 🤖").unwrap(), vec![2616, 38776, 40304, 12520, 97, 244]);
     assert_eq!(tok.bos_id().unwrap(), 50256);
     // <|endoftext|> inside a document is text, not id 50256 (the tokenizers crate with special
     // matching on gives [262, 2068, 7586, 21831, 50256]).
@@ -282,14 +205,10 @@ fn gpt2_tokenizer_json_loads_and_encodes_like_openai() {
     assert_eq!(tok.token_bytes()[50256], 0);
     assert_eq!(tok.token_bytes()[15496], 5); // "Hello"
                                              // The file truncates at 50 tokens; documents must not be truncated.
-    let long = std::fs::read_to_string(root.join("text/tinyshakespeare.txt")).unwrap()[..20_000]
-        .to_string();
+    let long = std::fs::read_to_string(root.join("text/tinyshakespeare.txt")).unwrap()[..20_000].to_string();
     let ids = tok.encode(&long).unwrap();
     assert!(ids.len() > 4000);
-    assert_eq!(
-        ids,
-        hf_ids(&hf(&std::fs::read_to_string(&path).unwrap()), &long)
-    );
+    assert_eq!(ids, hf_ids(&hf(&std::fs::read_to_string(&path).unwrap()), &long));
     assert_eq!(tok.decode(&ids).unwrap(), long);
 }
 
@@ -307,17 +226,11 @@ fn other_tokenizer_json_kinds_run_through_the_tokenizers_crate() {
     assert!(!tok.is_native());
     assert_eq!(tok.vocab_size(), 4);
     // Truncation (max_length 2) is switched off for whole documents.
-    assert_eq!(
-        tok.encode("hello world hello oops").unwrap(),
-        vec![1, 2, 1, 0]
-    );
+    assert_eq!(tok.encode("hello world hello oops").unwrap(), vec![1, 2, 1, 0]);
     assert_eq!(tok.token_bytes()[0], 0, "[UNK] is special");
     assert_eq!(tok.token_bytes()[1], 5);
     let err = tok.bos_id().unwrap_err().to_string();
-    assert!(
-        err.contains("tokenizer.json") && err.contains("<|bos|>"),
-        "{err}"
-    );
+    assert!(err.contains("tokenizer.json") && err.contains("<|bos|>"), "{err}");
 }
 
 #[test]
@@ -325,10 +238,7 @@ fn bad_tokenizer_files_are_clear_errors_and_vocab_mismatch_is_caught() {
     let dir = Scratch::new("tok-bad");
     let missing = dir.join("nope/tokenizer.json");
     let err = Tokenizer::from_file(&missing).unwrap_err().to_string();
-    assert!(
-        err.contains("nope/tokenizer.json") && err.contains("HINT"),
-        "{err}"
-    );
+    assert!(err.contains("nope/tokenizer.json") && err.contains("HINT"), "{err}");
 
     let tok = train_on(&synthetic_docs(9, 100), 400);
     tok.save(dir.path()).unwrap();
@@ -336,19 +246,13 @@ fn bad_tokenizer_files_are_clear_errors_and_vocab_mismatch_is_caught() {
     let cut = dir.join("cut.json");
     std::fs::write(&cut, &good[..good.len() / 2]).unwrap();
     let err = Tokenizer::from_file(&cut).unwrap_err().to_string();
-    assert!(
-        err.contains("cut.json") && err.contains("not valid JSON"),
-        "{err}"
-    );
+    assert!(err.contains("cut.json") && err.contains("not valid JSON"), "{err}");
 
     // A merge whose result is missing from the vocab: not loadable natively; the tokenizers
     // crate rejects it too, and the error names the file.
     let v: serde_json::Value = serde_json::from_str(&good).unwrap();
     let mut broken = v.clone();
-    broken["model"]["vocab"]
-        .as_object_mut()
-        .unwrap()
-        .retain(|_, id| id.as_u64() != Some(300));
+    broken["model"]["vocab"].as_object_mut().unwrap().retain(|_, id| id.as_u64() != Some(300));
     let bad = dir.join("broken.json");
     std::fs::write(&bad, serde_json::to_string(&broken).unwrap()).unwrap();
     let err = Tokenizer::from_file(&bad).unwrap_err().to_string();
@@ -357,18 +261,13 @@ fn bad_tokenizer_files_are_clear_errors_and_vocab_mismatch_is_caught() {
     let loaded = Tokenizer::from_file(dir.path()).unwrap(); // a directory works too
     loaded.check_vocab_size(400).unwrap();
     let err = loaded.check_vocab_size(32768).unwrap_err().to_string();
-    assert!(
-        err.contains("400 token ids") && err.contains("vocab_size = 32768") && err.contains("HINT"),
-        "{err}"
-    );
+    assert!(err.contains("400 token ids") && err.contains("vocab_size = 32768") && err.contains("HINT"), "{err}");
 
     // token_bytes.json from another tokenizer is rejected.
     let other = train_on(&synthetic_docs(10, 100), 410);
     let odir = Scratch::new("tok-bad-other");
     let (_, other_bytes) = other.save(odir.path()).unwrap();
-    let err = load_token_bytes(&other_bytes, &loaded)
-        .unwrap_err()
-        .to_string();
+    let err = load_token_bytes(&other_bytes, &loaded).unwrap_err().to_string();
     assert!(err.contains("does not belong"), "{err}");
 }
 
@@ -408,29 +307,15 @@ fn cli_trains_encodes_decodes_and_never_overwrites_silently() {
     ];
     let (ok, stdout, stderr) = run(&train_args);
     assert!(ok, "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("<|bos|>=503") && stdout.contains("bytes/token"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("<|bos|>=503") && stdout.contains("bytes/token"), "{stdout}");
 
     // A second run must not replace the tokenizer without --force; the file is untouched.
     let before = std::fs::read(out.join("tokenizer.json")).unwrap();
     let (ok, _, stderr) = run(&train_args);
-    assert!(
-        !ok && stderr.contains("already there") && stderr.contains("--force"),
-        "{stderr}"
-    );
+    assert!(!ok && stderr.contains("already there") && stderr.contains("--force"), "{stderr}");
     assert_eq!(std::fs::read(out.join("tokenizer.json")).unwrap(), before);
 
-    let (ok, ids, stderr) = run(&[
-        "tokenizer",
-        "encode",
-        "-t",
-        o,
-        "--bos",
-        "--text",
-        "Hello <|bos|> world",
-    ]);
+    let (ok, ids, stderr) = run(&["tokenizer", "encode", "-t", o, "--bos", "--text", "Hello <|bos|> world"]);
     assert!(ok, "{stderr}");
     assert!(ids.starts_with("503 "), "{ids}");
     let (ok, text, stderr) = run(&["tokenizer", "decode", "-t", o, ids.trim()]);
@@ -452,8 +337,5 @@ fn cli_trains_encodes_decodes_and_never_overwrites_silently() {
         "--val-fraction",
         "0.1",
     ]);
-    assert!(
-        ok && stdout.contains("bytes/token") && stdout.contains("token_bytes.json matches"),
-        "{stdout}{stderr}"
-    );
+    assert!(ok && stdout.contains("bytes/token") && stdout.contains("token_bytes.json matches"), "{stdout}{stderr}");
 }

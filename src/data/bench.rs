@@ -65,42 +65,21 @@ fn corpora(a: &DataBenchArgs) -> Result<Vec<Corpus>> {
     shakespeare.txt_delimiter = Some("\n\n".into());
     shakespeare.val_fraction = Some(0.1);
     let mut list = vec![
-        (
-            "fineweb-edu sample".to_string(),
-            fineweb,
-            a.vocab_size,
-            true,
-        ),
-        (
-            "tinyshakespeare".to_string(),
-            shakespeare,
-            a.vocab_size,
-            true,
-        ),
+        ("fineweb-edu sample".to_string(), fineweb, a.vocab_size, true),
+        ("tinyshakespeare".to_string(), shakespeare, a.vocab_size, true),
     ];
     if let Some(p) = &a.extra_data {
         let mut cfg = DataConfig::new(p);
         cfg.txt_delimiter = a.extra_txt_delimiter.as_deref().map(super::cli::unescape);
-        let name = p
-            .file_name()
-            .map_or("extra".into(), |n| n.to_string_lossy().into_owned());
+        let name = p.file_name().map_or("extra".into(), |n| n.to_string_lossy().into_owned());
         list.push((name, cfg, a.extra_vocab_size, false));
     }
     let mut out = Vec::new();
     for (name, cfg, vocab, both) in list {
         let ds = Dataset::open(&cfg)?;
-        let mut docs: Vec<String> = if both {
-            ds.docs(Split::Train).collect::<Result<_>>()?
-        } else {
-            Vec::new()
-        };
+        let mut docs: Vec<String> = if both { ds.docs(Split::Train).collect::<Result<_>>()? } else { Vec::new() };
         docs.extend(ds.docs(Split::Val).collect::<Result<Vec<_>>>()?);
-        out.push(Corpus {
-            name,
-            dataset: Arc::new(ds),
-            vocab,
-            docs,
-        });
+        out.push(Corpus { name, dataset: Arc::new(ds), vocab, docs });
     }
     Ok(out)
 }
@@ -127,31 +106,19 @@ fn hf_clear(hf: &tokenizers::Tokenizer) {
 
 /// Our encoder and the tokenizers crate on the same documents: tokens/s on one thread and on all
 /// cores, and whether the ids agree.
-fn encode_rows(
-    tok: &Tokenizer,
-    label: &str,
-    corpus: &Corpus,
-    secs: f64,
-    out: &mut dyn FnMut(&str),
-) -> Result<f64> {
+fn encode_rows(tok: &Tokenizer, label: &str, corpus: &Corpus, secs: f64, out: &mut dyn FnMut(&str)) -> Result<f64> {
     let docs = &corpus.docs;
     let bytes: usize = docs.iter().map(String::len).sum();
     let ours = tok.encode_batch(docs)?;
     let n_tokens: usize = ours.iter().map(Vec::len).sum();
-    let mut hf: tokenizers::Tokenizer = tok.to_json().parse().map_err(|e| Error::File {
-        path: label.into(),
-        message: format!("tokenizers crate: {e}"),
-    })?;
-    hf.with_truncation(None).map_err(|e| Error::File {
-        path: label.into(),
-        message: format!("{e}"),
-    })?;
+    let mut hf: tokenizers::Tokenizer = tok
+        .to_json()
+        .parse()
+        .map_err(|e| Error::File { path: label.into(), message: format!("tokenizers crate: {e}") })?;
+    hf.with_truncation(None).map_err(|e| Error::File { path: label.into(), message: format!("{e}") })?;
     hf.with_padding(None);
     hf.set_encode_special_tokens(true);
-    let hf_err = |e: tokenizers::Error| Error::File {
-        path: label.into(),
-        message: format!("tokenizers crate: {e}"),
-    };
+    let hf_err = |e: tokenizers::Error| Error::File { path: label.into(), message: format!("tokenizers crate: {e}") };
     let theirs: Vec<Vec<u32>> = hf
         .encode_batch_fast(docs.iter().map(String::as_str).collect::<Vec<_>>(), false)
         .map_err(hf_err)?
@@ -180,9 +147,7 @@ fn encode_rows(
     })?;
     let hf_all = rate(secs, n, || {
         hf_clear(&hf);
-        hf.encode_batch_fast(docs.iter().map(String::as_str).collect::<Vec<_>>(), false)
-            .map(|_| ())
-            .map_err(hf_err)
+        hf.encode_batch_fast(docs.iter().map(String::as_str).collect::<Vec<_>>(), false).map(|_| ()).map_err(hf_err)
     })?;
     out(&format!(
         "{:<20} {:<26} {:>9} {:>7.3} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>6.2}x {:>6.2}x  {}",
@@ -209,22 +174,11 @@ fn encode_rows(
 
 /// Loader throughput: time to the first batch, then tokens/s delivered with nobody waiting, then
 /// how long a consumer eating at the seed run's 55.7k tok/s waits in `next_batch`.
-fn loader_row(
-    corpus: &Corpus,
-    tok: &Arc<Tokenizer>,
-    a: &DataBenchArgs,
-    out: &mut dyn FnMut(&str),
-) -> Result<()> {
+fn loader_row(corpus: &Corpus, tok: &Arc<Tokenizer>, a: &DataBenchArgs, out: &mut dyn FnMut(&str)) -> Result<()> {
     let opts = LoaderOptions::new(a.batch_size, a.seq_len);
     let per_batch = (a.batch_size * a.seq_len) as f64;
     let t0 = Instant::now();
-    let mut loader = Loader::new(
-        corpus.dataset.clone(),
-        tok.clone(),
-        Split::Train,
-        opts.clone(),
-        None,
-    )?;
+    let mut loader = Loader::new(corpus.dataset.clone(), tok.clone(), Split::Train, opts.clone(), None)?;
     loader.next_batch()?;
     let first = t0.elapsed().as_secs_f64();
     let start = Instant::now();
@@ -237,13 +191,7 @@ fn loader_row(
     drop(loader);
 
     // A consumer at the GPU's pace: after a warm-up batch, the time spent blocked in next_batch.
-    let mut loader = Loader::new(
-        corpus.dataset.clone(),
-        tok.clone(),
-        Split::Train,
-        opts.clone(),
-        None,
-    )?;
+    let mut loader = Loader::new(corpus.dataset.clone(), tok.clone(), Split::Train, opts.clone(), None)?;
     loader.next_batch()?;
     let step = Duration::from_secs_f64(per_batch / SEED_TOKENS_PER_SEC);
     let n = ((a.seconds / step.as_secs_f64()).ceil() as usize).clamp(3, 50);
@@ -280,23 +228,15 @@ pub fn run(a: &DataBenchArgs, out: &mut dyn FnMut(&str)) -> Result<()> {
         });
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    out(&format!(
-        "data benchmarks on {cores} core(s); every throughput is a median over >= {:.1} s\n",
-        a.seconds
-    ));
+    out(&format!("data benchmarks on {cores} core(s); every throughput is a median over >= {:.1} s\n", a.seconds));
     let corpora = corpora(a)?;
 
     out("tokenizer training (nanochat rules, train split):");
     let mut trained = Vec::new();
     for c in &corpora {
         let t0 = Instant::now();
-        let (tok, s) = train(
-            c.dataset.docs(Split::Train),
-            &TrainOptions {
-                vocab_size: c.vocab,
-                ..TrainOptions::default()
-            },
-        )?;
+        let (tok, s) =
+            train(c.dataset.docs(Split::Train), &TrainOptions { vocab_size: c.vocab, ..TrainOptions::default() })?;
         out(&format!(
             "  {:<20} vocab {:>5}: {:>8} docs {:>9} chars: {:.2} s total ({:.2} s split+count = {:.1} M chars/s, {:.2} s for {} merges)",
             c.name,
@@ -315,27 +255,12 @@ pub fn run(a: &DataBenchArgs, out: &mut dyn FnMut(&str)) -> Result<()> {
     out("\nencoding throughput, tokens/s (ours vs the tokenizers crate's BPE on the same tokenizer.json; ratio = ours / theirs):");
     out(&format!(
         "{:<20} {:<26} {:>9} {:>7} {:>12} {:>12} {:>12} {:>12} {:>7} {:>7}  {}",
-        "corpus",
-        "tokenizer",
-        "tokens",
-        "B/tok",
-        "ours 1 thr",
-        "ours all",
-        "hf 1 thr",
-        "hf all",
-        "1 thr",
-        "all",
-        "ids"
+        "corpus", "tokenizer", "tokens", "B/tok", "ours 1 thr", "ours all", "hf 1 thr", "hf all", "1 thr", "all", "ids"
     ));
-    let gpt2 = Arc::new(Tokenizer::from_file(
-        &root.join("tokenizers/gpt2_tokenizer.json"),
-    )?);
+    let gpt2 = Arc::new(Tokenizer::from_file(&root.join("tokenizers/gpt2_tokenizer.json"))?);
     let mut worst_all = f64::INFINITY;
     for (c, own) in corpora.iter().zip(&trained) {
-        for (label, tok) in [
-            (format!("own-trained {}", c.vocab), own),
-            ("gpt2 (50257)".to_string(), &gpt2),
-        ] {
+        for (label, tok) in [(format!("own-trained {}", c.vocab), own), ("gpt2 (50257)".to_string(), &gpt2)] {
             worst_all = worst_all.min(encode_rows(tok, &label, c, a.seconds, out)?);
         }
     }
@@ -353,12 +278,8 @@ pub fn run(a: &DataBenchArgs, out: &mut dyn FnMut(&str)) -> Result<()> {
 
     out("\nbytes per token on the validation split:");
     for (c, own) in corpora.iter().zip(&trained) {
-        for (label, tok) in [
-            (format!("own-trained {}", c.vocab), own),
-            ("gpt2".to_string(), &gpt2),
-        ] {
-            let (bytes, tokens) =
-                crate::tokenizer::cli::bytes_per_token(tok, &c.dataset, Split::Val)?;
+        for (label, tok) in [(format!("own-trained {}", c.vocab), own), ("gpt2".to_string(), &gpt2)] {
+            let (bytes, tokens) = crate::tokenizer::cli::bytes_per_token(tok, &c.dataset, Split::Val)?;
             out(&format!(
                 "  {:<20} {:<22} {bytes:>9} bytes / {tokens:>8} tokens = {:.3}",
                 c.name,

@@ -137,10 +137,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<i32> {
     match cmd {
         DataCommand::Download(a) => {
             let ds = RemoteDataset::parse(&a.dataset)?;
-            let dir = a
-                .dir
-                .clone()
-                .unwrap_or_else(|| super::base_dir().join(ds.dir_name()));
+            let dir = a.dir.clone().unwrap_or_else(|| super::base_dir().join(ds.dir_name()));
             let mut opts = DownloadOptions::new(ds, a.shards, dir);
             if let Some(u) = a.base_url {
                 opts.base_url = u;
@@ -174,9 +171,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<i32> {
             let ds = Dataset::open(&data.config()?)?;
             println!("{}", ds.describe());
             for (i, f) in ds.files().iter().enumerate() {
-                let role = if ds.units(Split::Val).iter().any(|u| u.file == i)
-                    && data.val_fraction.is_none()
-                {
+                let role = if ds.units(Split::Val).iter().any(|u| u.file == i) && data.val_fraction.is_none() {
                     "  (val)"
                 } else {
                     ""
@@ -190,12 +185,8 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<i32> {
                     f.docs()
                 );
                 if verify && f.format == Format::Parquet {
-                    let s = check_parquet_shard(&f.path)
-                        .with_context(|| format!("verifying {}", f.path.display()))?;
-                    println!(
-                        "        verified: {} row group(s), {} row(s)",
-                        s.row_groups, s.rows
-                    );
+                    let s = check_parquet_shard(&f.path).with_context(|| format!("verifying {}", f.path.display()))?;
+                    println!("        verified: {} row group(s), {} row(s)", s.row_groups, s.rows);
                 }
             }
             Ok(0)

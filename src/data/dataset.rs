@@ -131,38 +131,26 @@ pub struct Dataset {
 }
 
 fn err(path: &Path, message: String) -> Error {
-    Error::File {
-        path: path.to_path_buf(),
-        message,
-    }
+    Error::File { path: path.to_path_buf(), message }
 }
 
-const DOWNLOAD_HINT: &str = "HINT: fetch nanochat's shards with `wgpt data download --shards 8 --dir <dir>`, or point --data at a \
+const DOWNLOAD_HINT: &str =
+    "HINT: fetch nanochat's shards with `wgpt data download --shards 8 --dir <dir>`, or point --data at a \
                              directory or file of .parquet, .jsonl or .txt documents";
 
 impl Dataset {
     /// Find, check and index the files, and work out the splits.
     pub fn open(config: &DataConfig) -> Result<Dataset> {
         let root = &config.path;
-        let meta = std::fs::metadata(root).map_err(|e| {
-            err(
-                root,
-                format!("cannot read the data path: {e}\n  {DOWNLOAD_HINT}"),
-            )
-        })?;
+        let meta = std::fs::metadata(root)
+            .map_err(|e| err(root, format!("cannot read the data path: {e}\n  {DOWNLOAD_HINT}")))?;
         let mut paths: Vec<(PathBuf, Format)> = Vec::new();
         if meta.is_dir() {
-            let entries =
-                std::fs::read_dir(root).map_err(|e| err(root, format!("cannot list: {e}")))?;
+            let entries = std::fs::read_dir(root).map_err(|e| err(root, format!("cannot list: {e}")))?;
             let mut found: Vec<(PathBuf, Format)> = Vec::new();
             for entry in entries {
-                let p = entry
-                    .map_err(|e| err(root, format!("cannot list: {e}")))?
-                    .path();
-                let hidden = p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_none_or(|n| n.starts_with('.'));
+                let p = entry.map_err(|e| err(root, format!("cannot list: {e}")))?.path();
+                let hidden = p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
                 if hidden || !p.is_file() {
                     continue;
                 }
@@ -179,28 +167,19 @@ impl Dataset {
                 (Some(f), _) => f,
                 (None, [one]) => *one,
                 (None, []) => {
-                    return Err(err(
-                        root,
-                        format!("holds no .parquet, .jsonl or .txt files\n  {DOWNLOAD_HINT}"),
-                    ))
+                    return Err(err(root, format!("holds no .parquet, .jsonl or .txt files\n  {DOWNLOAD_HINT}")))
                 }
                 (None, many) => {
                     let names: Vec<&str> = many.iter().map(|k| k.ext()).collect();
                     return Err(err(
                         root,
-                        format!(
-                            "mixes {} files\n  HINT: pass --format to choose one",
-                            names.join(" and ")
-                        ),
+                        format!("mixes {} files\n  HINT: pass --format to choose one", names.join(" and ")),
                     ));
                 }
             };
             paths = found.into_iter().filter(|f| f.1 == chosen).collect();
             if paths.is_empty() {
-                return Err(err(
-                    root,
-                    format!("holds no {} files\n  {DOWNLOAD_HINT}", chosen.ext()),
-                ));
+                return Err(err(root, format!("holds no {} files\n  {DOWNLOAD_HINT}", chosen.ext())));
             }
             // Name order is shard order (`shard_NNNNN` is zero-padded), so the last file is the
             // highest shard: nanochat's validation split.
@@ -220,41 +199,23 @@ impl Dataset {
 
         // Every file is checked now (parquet footer and column, a full UTF-8 scan of text files),
         // so a bad file fails here, before training starts; the scans run across cores.
-        let files: Vec<DataFile> = paths
-            .par_iter()
-            .map(|(p, f)| index_file(p, *f, config))
-            .collect::<Result<_>>()?;
+        let files: Vec<DataFile> = paths.par_iter().map(|(p, f)| index_file(p, *f, config)).collect::<Result<_>>()?;
         let (train, val) = split_units(root, &files, config)?;
         // The fingerprint covers what stream positions depend on (file names, documents per
         // chunk, split settings), not the text: hashing content would mean reading every shard.
         let mut key = Vec::new();
         for f in &files {
-            key.extend_from_slice(
-                f.path
-                    .file_name()
-                    .map(|n| n.as_encoded_bytes())
-                    .unwrap_or_default(),
-            );
+            key.extend_from_slice(f.path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
             for d in &f.chunk_docs {
                 key.extend_from_slice(&d.to_le_bytes());
             }
             key.push(0);
         }
         key.extend_from_slice(
-            format!(
-                "{:?}{:?}{:?}",
-                config.val_fraction, config.txt_delimiter, config.text_field
-            )
-            .as_bytes(),
+            format!("{:?}{:?}{:?}", config.val_fraction, config.txt_delimiter, config.text_field).as_bytes(),
         );
         let fingerprint = fnv1a(&key);
-        Ok(Dataset {
-            config: config.clone(),
-            files,
-            train,
-            val,
-            fingerprint,
-        })
+        Ok(Dataset { config: config.clone(), files, train, val, fingerprint })
     }
 
     pub fn config(&self) -> &DataConfig {
@@ -280,19 +241,11 @@ impl Dataset {
 
     /// Documents in a split (empty ones included).
     pub fn split_docs(&self, split: Split) -> u64 {
-        self.units(split)
-            .iter()
-            .map(|u| (u.docs.end - u.docs.start) as u64)
-            .sum()
+        self.units(split).iter().map(|u| (u.docs.end - u.docs.start) as u64).sum()
     }
 
     /// Read every document of one chunk.
-    pub fn read_chunk(
-        &self,
-        reader: &mut DocReader,
-        file: usize,
-        chunk: usize,
-    ) -> Result<Vec<String>> {
+    pub fn read_chunk(&self, reader: &mut DocReader, file: usize, chunk: usize) -> Result<Vec<String>> {
         let f = &self.files[file];
         match f.format {
             Format::Parquet => {
@@ -302,23 +255,19 @@ impl Dataset {
                 }
                 let docs = reader.shard.as_ref().unwrap().read_row_group(chunk)?;
                 if docs.len() != f.chunk_docs[chunk] as usize {
-                    return Err(err(&f.path, format!("row group {chunk} changed size since the dataset was opened\n  HINT: restart")));
+                    return Err(err(
+                        &f.path,
+                        format!("row group {chunk} changed size since the dataset was opened\n  HINT: restart"),
+                    ));
                 }
                 Ok(docs)
             }
-            Format::Txt => text_io::read_text_chunk(
-                &f.path,
-                &f.text_chunks[chunk],
-                self.config.txt_delimiter.as_deref(),
-            ),
+            Format::Txt => {
+                text_io::read_text_chunk(&f.path, &f.text_chunks[chunk], self.config.txt_delimiter.as_deref())
+            }
             Format::Jsonl => {
                 let first_line = 1 + f.chunk_docs[..chunk].iter().map(|&d| d as u64).sum::<u64>();
-                text_io::read_jsonl_chunk(
-                    &f.path,
-                    &f.text_chunks[chunk],
-                    &self.config.text_field,
-                    first_line,
-                )
+                text_io::read_jsonl_chunk(&f.path, &f.text_chunks[chunk], &self.config.text_field, first_line)
             }
         }
     }
@@ -334,21 +283,15 @@ impl Dataset {
     /// Every document of a split once, in order (tokenizer training, evaluation).
     pub fn docs(&self, split: Split) -> impl Iterator<Item = Result<String>> + '_ {
         let mut reader = DocReader::default();
-        self.units(split)
-            .iter()
-            .flat_map(move |u| match self.read_unit(&mut reader, u) {
-                Ok(docs) => docs.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
-            })
+        self.units(split).iter().flat_map(move |u| match self.read_unit(&mut reader, u) {
+            Ok(docs) => docs.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        })
     }
 
     /// One line per file for logs and `wgpt data info`.
     pub fn describe(&self) -> String {
-        let mut s = format!(
-            "{} ({} file(s))",
-            self.config.path.display(),
-            self.files.len()
-        );
+        let mut s = format!("{} ({} file(s))", self.config.path.display(), self.files.len());
         for split in [Split::Train, Split::Val] {
             let units = self.units(split);
             let files: std::collections::BTreeSet<usize> = units.iter().map(|u| u.file).collect();
@@ -373,11 +316,7 @@ fn index_file(path: &Path, format: Format, config: &DataConfig) -> Result<DataFi
     let (chunk_docs, text_chunks) = match format {
         Format::Parquet => {
             let shard = ShardFile::open(path, &config.text_field)?;
-            let docs = shard
-                .row_groups
-                .iter()
-                .map(|&r| u32::try_from(r).unwrap_or(u32::MAX))
-                .collect();
+            let docs = shard.row_groups.iter().map(|&r| u32::try_from(r).unwrap_or(u32::MAX)).collect();
             (docs, Vec::new())
         }
         Format::Jsonl => {
@@ -385,20 +324,12 @@ fn index_file(path: &Path, format: Format, config: &DataConfig) -> Result<DataFi
             (chunks.iter().map(|c| c.docs).collect(), chunks)
         }
         Format::Txt => {
-            let chunks = text_io::index_text(
-                path,
-                config.txt_delimiter.as_deref().map(str::as_bytes),
-                TEXT_CHUNK_DOCS,
-            )?;
+            let chunks =
+                text_io::index_text(path, config.txt_delimiter.as_deref().map(str::as_bytes), TEXT_CHUNK_DOCS)?;
             (chunks.iter().map(|c| c.docs).collect(), chunks)
         }
     };
-    Ok(DataFile {
-        path: path.to_path_buf(),
-        format,
-        chunk_docs,
-        text_chunks,
-    })
+    Ok(DataFile { path: path.to_path_buf(), format, chunk_docs, text_chunks })
 }
 
 /// Every chunk of `files[range]` as whole units.
@@ -407,28 +338,17 @@ fn whole_units(files: &[DataFile], range: std::ops::Range<usize>) -> Vec<Unit> {
     for fi in range {
         for (ci, &d) in files[fi].chunk_docs.iter().enumerate() {
             if d > 0 {
-                units.push(Unit {
-                    file: fi,
-                    chunk: ci,
-                    docs: 0..d,
-                });
+                units.push(Unit { file: fi, chunk: ci, docs: 0..d });
             }
         }
     }
     units
 }
 
-fn split_units(
-    root: &Path,
-    files: &[DataFile],
-    config: &DataConfig,
-) -> Result<(Vec<Unit>, Vec<Unit>)> {
+fn split_units(root: &Path, files: &[DataFile], config: &DataConfig) -> Result<(Vec<Unit>, Vec<Unit>)> {
     let total: u64 = files.iter().map(DataFile::docs).sum();
     if total == 0 {
-        return Err(err(
-            root,
-            format!("holds no documents (every file is empty)\n  {DOWNLOAD_HINT}"),
-        ));
+        return Err(err(root, format!("holds no documents (every file is empty)\n  {DOWNLOAD_HINT}")));
     }
     let Some(frac) = config.val_fraction else {
         if files.len() < 2 {
@@ -443,16 +363,10 @@ fn split_units(
         let n = files.len();
         let (train, val) = (whole_units(files, 0..n - 1), whole_units(files, n - 1..n));
         if train.is_empty() || val.is_empty() {
-            let which = if train.is_empty() {
-                "train"
-            } else {
-                "validation"
-            };
+            let which = if train.is_empty() { "train" } else { "validation" };
             return Err(err(
                 root,
-                format!(
-                    "the {which} split holds no documents (its files are empty)\n  {DOWNLOAD_HINT}"
-                ),
+                format!("the {which} split holds no documents (its files are empty)\n  {DOWNLOAD_HINT}"),
             ));
         }
         return Ok((train, val));
@@ -482,29 +396,13 @@ fn split_units(
             let (lo, hi) = (seen, seen + d as u64);
             seen = hi;
             if hi <= cut {
-                train.push(Unit {
-                    file: fi,
-                    chunk: ci,
-                    docs: 0..d,
-                });
+                train.push(Unit { file: fi, chunk: ci, docs: 0..d });
             } else if lo >= cut {
-                val.push(Unit {
-                    file: fi,
-                    chunk: ci,
-                    docs: 0..d,
-                });
+                val.push(Unit { file: fi, chunk: ci, docs: 0..d });
             } else {
                 let at = (cut - lo) as u32;
-                train.push(Unit {
-                    file: fi,
-                    chunk: ci,
-                    docs: 0..at,
-                });
-                val.push(Unit {
-                    file: fi,
-                    chunk: ci,
-                    docs: at..d,
-                });
+                train.push(Unit { file: fi, chunk: ci, docs: 0..at });
+                val.push(Unit { file: fi, chunk: ci, docs: at..d });
             }
         }
     }

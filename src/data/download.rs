@@ -44,9 +44,7 @@ impl RemoteDataset {
             RemoteDataset::FinewebEdu => {
                 "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main"
             }
-            RemoteDataset::Climbmix => {
-                "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main"
-            }
+            RemoteDataset::Climbmix => "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main",
         }
     }
 
@@ -127,10 +125,7 @@ pub struct DownloadReport {
 }
 
 fn file_err(path: &Path, message: String) -> Error {
-    Error::File {
-        path: path.to_path_buf(),
-        message,
-    }
+    Error::File { path: path.to_path_buf(), message }
 }
 
 /// Why one attempt failed, and whether another attempt can help.
@@ -140,23 +135,14 @@ struct AttemptError {
 }
 
 fn retryable(message: String) -> AttemptError {
-    AttemptError {
-        message,
-        retry: true,
-    }
+    AttemptError { message, retry: true }
 }
 
 /// Download the shards; fails (after every worker finishes) if any shard could not be fetched.
 /// `log_line` receives progress lines.
-pub fn download(
-    opts: &DownloadOptions,
-    log_line: &(dyn Fn(&str) + Sync),
-) -> Result<DownloadReport> {
+pub fn download(opts: &DownloadOptions, log_line: &(dyn Fn(&str) + Sync)) -> Result<DownloadReport> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| {
-        file_err(
-            &opts.dir,
-            format!("cannot create the download directory: {e}\n  HINT: pass a writable --dir"),
-        )
+        file_err(&opts.dir, format!("cannot create the download directory: {e}\n  HINT: pass a writable --dir"))
     })?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -220,7 +206,12 @@ fn fetch_shard(
     let partial = opts.dir.join(format!("{name}.partial"));
     if path.exists() {
         check_parquet_shard(&path).map_err(|e| {
-            file_err(&path, format!("is on disk but fails the integrity check ({e})\n  HINT: delete it and rerun to fetch it again"))
+            file_err(
+                &path,
+                format!(
+                    "is on disk but fails the integrity check ({e})\n  HINT: delete it and rerun to fetch it again"
+                ),
+            )
         })?;
         log_line(&format!("{name}: already present"));
         return Ok((path, 0, false));
@@ -254,12 +245,8 @@ fn fetch_shard(
             let _ = std::fs::remove_file(&partial); // bad bytes cannot be resumed; start over
             continue;
         }
-        std::fs::rename(&partial, &path).map_err(|e| {
-            file_err(
-                &path,
-                format!("cannot rename the finished download into place: {e}"),
-            )
-        })?;
+        std::fs::rename(&partial, &path)
+            .map_err(|e| file_err(&path, format!("cannot rename the finished download into place: {e}")))?;
         if let Ok(d) = File::open(&opts.dir) {
             let _ = d.sync_all(); // persist the rename
         }
@@ -267,21 +254,9 @@ fn fetch_shard(
         return Ok((path, received, true));
     }
     let kept = std::fs::metadata(&partial).map_or(0, |m| m.len());
-    let kept = if kept > 0 {
-        format!(
-            "; {kept} bytes kept in {} for the next run",
-            partial.display()
-        )
-    } else {
-        String::new()
-    };
-    Err(file_err(
-        &path,
-        format!(
-            "{url}: giving up after {} attempts (last: {last}){kept}",
-            opts.attempts
-        ),
-    ))
+    let kept =
+        if kept > 0 { format!("; {kept} bytes kept in {} for the next run", partial.display()) } else { String::new() };
+    Err(file_err(&path, format!("{url}: giving up after {} attempts (last: {last}){kept}", opts.attempts)))
 }
 
 /// One request: continue `partial` from its current size. Ok when the server says the file is
@@ -297,9 +272,7 @@ fn attempt_once(
     if have > 0 {
         req = req.header("Range", format!("bytes={have}-"));
     }
-    let mut resp = req
-        .call()
-        .map_err(|e| retryable(format!("request failed: {e}")))?;
+    let mut resp = req.call().map_err(|e| retryable(format!("request failed: {e}")))?;
     let status = resp.status().as_u16();
     let total: Option<u64>;
     let append = match status {
@@ -339,10 +312,7 @@ fn attempt_once(
         .append(append)
         .truncate(!append)
         .open(partial)
-        .map_err(|e| AttemptError {
-            message: format!("cannot write {}: {e}", partial.display()),
-            retry: false,
-        })?;
+        .map_err(|e| AttemptError { message: format!("cannot write {}: {e}", partial.display()), retry: false })?;
     let mut reader = resp.body_mut().as_reader();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = if append { have } else { 0 };
@@ -353,27 +323,19 @@ fn attempt_once(
             Err(e) => {
                 // Keep what arrived; the next attempt resumes after it.
                 let _ = file.sync_data();
-                return Err(retryable(format!(
-                    "connection lost after {size} bytes: {e}"
-                )));
+                return Err(retryable(format!("connection lost after {size} bytes: {e}")));
             }
         };
-        file.write_all(&buf[..n]).map_err(|e| AttemptError {
-            message: format!("cannot write {}: {e}", partial.display()),
-            retry: false,
-        })?;
+        file.write_all(&buf[..n])
+            .map_err(|e| AttemptError { message: format!("cannot write {}: {e}", partial.display()), retry: false })?;
         size += n as u64;
         *received += n as u64;
     }
-    file.sync_all().map_err(|e| AttemptError {
-        message: format!("cannot sync {}: {e}", partial.display()),
-        retry: false,
-    })?;
+    file.sync_all()
+        .map_err(|e| AttemptError { message: format!("cannot sync {}: {e}", partial.display()), retry: false })?;
     if let Some(t) = total {
         if size != t {
-            return Err(retryable(format!(
-                "connection closed at {size} of {t} bytes"
-            )));
+            return Err(retryable(format!("connection closed at {size} of {t} bytes")));
         }
     }
     Ok(())

@@ -50,14 +50,7 @@ pub struct LoaderOptions {
 impl LoaderOptions {
     pub fn new(batch_size: usize, seq_len: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        LoaderOptions {
-            batch_size,
-            seq_len,
-            threads: cores.min(4),
-            group_docs: 128,
-            buffer_docs: 1000,
-            prefetch: 4,
-        }
+        LoaderOptions { batch_size, seq_len, threads: cores.min(4), group_docs: 128, buffer_docs: 1000, prefetch: 4 }
     }
 
     fn check(&self) -> Result<()> {
@@ -70,10 +63,7 @@ impl LoaderOptions {
             ("prefetch", self.prefetch),
         ];
         match fields.iter().find(|f| f.1 == 0) {
-            Some((what, _)) => Err(Error::Shape {
-                op: "loader",
-                message: format!("{what} must be at least 1"),
-            }),
+            Some((what, _)) => Err(Error::Shape { op: "loader", message: format!("{what} must be at least 1") }),
             None => Ok(()),
         }
     }
@@ -139,12 +129,7 @@ impl Stream {
             unit_start.push(n);
             n += (u.docs.end - u.docs.start) as u64;
         }
-        Stream {
-            units: units.to_vec(),
-            unit_start,
-            epoch_docs: n,
-            group_docs: group_docs as u64,
-        }
+        Stream { units: units.to_vec(), unit_start, epoch_docs: n, group_docs: group_docs as u64 }
     }
 
     /// (epoch from 1, unit index, offset inside the unit) of ordinal `o`.
@@ -158,12 +143,7 @@ impl Stream {
     fn group_at(&self, o: u64) -> Group {
         let (_, unit, offset) = self.locate(o);
         let len = (self.units[unit].docs.end - self.units[unit].docs.start - offset) as u64;
-        Group {
-            first: o,
-            end: o + len.min(self.group_docs),
-            unit,
-            offset,
-        }
+        Group { first: o, end: o + len.min(self.group_docs), unit, offset }
     }
 
     fn is_group_start(&self, o: u64) -> bool {
@@ -206,10 +186,7 @@ fn hex(x: u64) -> String {
 }
 
 fn state_err(message: String) -> Error {
-    Error::File {
-        path: PathBuf::from("loader state"),
-        message,
-    }
+    Error::File { path: PathBuf::from("loader state"), message }
 }
 
 impl Loader {
@@ -235,25 +212,12 @@ impl Loader {
             None => (0, Vec::new()),
             Some(s) => {
                 check_state(s, split, &dataset_fp, &tokenizer_fp, &stream)?;
-                (
-                    s.next_doc,
-                    s.buffer
-                        .iter()
-                        .flat_map(|&[first, n]| first..first + n)
-                        .collect::<Vec<u64>>(),
-                )
+                (s.next_doc, s.buffer.iter().flat_map(|&[first, n]| first..first + n).collect::<Vec<u64>>())
             }
         };
         let initial = match state {
             Some(s) => s,
-            None => make_state(
-                &stream,
-                split,
-                0,
-                std::iter::empty(),
-                &dataset_fp,
-                &tokenizer_fp,
-            ),
+            None => make_state(&stream, split, 0, std::iter::empty(), &dataset_fp, &tokenizer_fp),
         };
 
         // Channel bounds give backpressure: the reader runs at most a few groups ahead of the
@@ -271,19 +235,11 @@ impl Loader {
                     background_priority();
                     f()
                 })
-                .map_err(|e| Error::Shape {
-                    op: "loader",
-                    message: format!("cannot start a thread: {e}"),
-                })
+                .map_err(|e| Error::Shape { op: "loader", message: format!("cannot start a thread: {e}") })
         };
         let n_restore_jobs = restore.len().div_ceil(opts.group_docs);
         {
-            let (ds, stream, stop, group) = (
-                dataset.clone(),
-                stream.clone(),
-                stop.clone(),
-                opts.group_docs,
-            );
+            let (ds, stream, stop, group) = (dataset.clone(), stream.clone(), stop.clone(), opts.group_docs);
             threads.push(spawn(
                 format!("loader-read-{split}"),
                 Box::new(move || read_loop(&ds, &stream, &restore, group, start, &job_tx, &stop)),
@@ -291,10 +247,8 @@ impl Loader {
         }
         for i in 0..opts.threads {
             let (tok, job_rx, done_tx) = (tokenizer.clone(), job_rx.clone(), done_tx.clone());
-            threads.push(spawn(
-                format!("loader-tok-{i}"),
-                Box::new(move || tokenize_loop(&tok, bos, &job_rx, &done_tx)),
-            )?);
+            threads
+                .push(spawn(format!("loader-tok-{i}"), Box::new(move || tokenize_loop(&tok, bos, &job_rx, &done_tx)))?);
         }
         drop((job_rx, done_tx));
         {
@@ -314,21 +268,13 @@ impl Loader {
                 Box::new(move || packer.run(&ds, n_restore_jobs, &done_rx, &batch_tx, &stop)),
             )?);
         }
-        Ok(Loader {
-            rx: Some(batch_rx),
-            state: initial,
-            stop,
-            threads,
-            failed: None,
-        })
+        Ok(Loader { rx: Some(batch_rx), state: initial, stop, threads, failed: None })
     }
 
     /// The next batch. Blocks only while the pipeline is cold or slower than the consumer.
     pub fn next_batch(&mut self) -> Result<Batch> {
         if let Some(e) = &self.failed {
-            return Err(state_err(format!(
-                "the loader stopped after an earlier error: {e}"
-            )));
+            return Err(state_err(format!("the loader stopped after an earlier error: {e}")));
         }
         let rx = self.rx.as_ref().expect("receiver lives until drop");
         match rx.recv() {
@@ -342,9 +288,7 @@ impl Loader {
             }
             Err(_) => {
                 self.failed = Some("its threads exited".into());
-                Err(state_err(
-                    "the loader's threads exited unexpectedly (a panic; see the log above)".into(),
-                ))
+                Err(state_err("the loader's threads exited unexpectedly (a panic; see the log above)".into()))
             }
         }
     }
@@ -381,13 +325,7 @@ fn background_priority() {
     }
 }
 
-fn check_state(
-    s: &LoaderState,
-    split: Split,
-    dataset_fp: &str,
-    tokenizer_fp: &str,
-    stream: &Stream,
-) -> Result<()> {
+fn check_state(s: &LoaderState, split: Split, dataset_fp: &str, tokenizer_fp: &str, stream: &Stream) -> Result<()> {
     let fresh = "HINT: resume with the same data and tokenizer, or start the loader without a state (the run then \
                  restarts the data stream from the beginning)";
     if s.version != STATE_VERSION {
@@ -492,14 +430,7 @@ fn read_loop(
     // Sends a job; false once the loader is shutting down or after an error was sent.
     let mut send = |restore: bool, payload: Result<(Vec<u64>, Vec<String>, u64)>| {
         let failed = payload.is_err();
-        let ok = !stop.load(Ordering::Relaxed)
-            && tx
-                .send(Job {
-                    seq,
-                    restore,
-                    payload,
-                })
-                .is_ok();
+        let ok = !stop.load(Ordering::Relaxed) && tx.send(Job { seq, restore, payload }).is_ok();
         seq += 1;
         ok && !failed
     };
@@ -534,10 +465,7 @@ fn read_loop(
         let unit_file = stream.units[g.unit].file;
         if unit_file != file {
             if empty_in_file > 0 && reported.insert(file) {
-                log::info!(
-                    "data {:?}: skipped {empty_in_file} empty document(s)",
-                    ds.files()[file].path
-                );
+                log::info!("data {:?}: skipped {empty_in_file} empty document(s)", ds.files()[file].path);
             }
             file = unit_file;
             empty_in_file = 0;
@@ -588,20 +516,9 @@ fn tokenize_loop(tok: &Tokenizer, bos: u32, rx: &Receiver<Job>, tx: &Sender<Done
                 enc.encode_into(t, &mut ids)?;
                 tokens.push(ids);
             }
-            Ok(Tokenised {
-                ordinals,
-                tokens,
-                next,
-            })
+            Ok(Tokenised { ordinals, tokens, next })
         });
-        if tx
-            .send(Done {
-                seq: job.seq,
-                restore: job.restore,
-                payload,
-            })
-            .is_err()
-        {
+        if tx.send(Done { seq: job.seq, restore: job.restore, payload }).is_err() {
             return;
         }
     }
@@ -637,9 +554,8 @@ impl Reorder<'_> {
                 self.next += 1;
                 return Ok(d);
             }
-            let d = self.rx.recv().map_err(|_| {
-                state_err("the loader's tokenizer threads exited unexpectedly".into())
-            })?;
+            let d =
+                self.rx.recv().map_err(|_| state_err("the loader's tokenizer threads exited unexpectedly".into()))?;
             self.pending.insert(d.seq, d);
         }
     }
@@ -654,11 +570,7 @@ impl Packer {
         tx: &Sender<Result<(Batch, LoaderState)>>,
         stop: &AtomicBool,
     ) {
-        let mut reorder = Reorder {
-            rx,
-            pending: BTreeMap::new(),
-            next: 0,
-        };
+        let mut reorder = Reorder { rx, pending: BTreeMap::new(), next: 0 };
         let result = (|| -> Result<()> {
             for _ in 0..n_restore_jobs {
                 let d = reorder.next()?;
@@ -757,12 +669,7 @@ impl Packer {
             inputs.extend(row[..t].iter().map(|&x| x as i32));
             targets.extend(row[1..].iter().map(|&x| x as i32));
         }
-        Ok(Batch {
-            inputs,
-            targets,
-            batch_size: b,
-            seq_len: t,
-        })
+        Ok(Batch { inputs, targets, batch_size: b, seq_len: t })
     }
 }
 
@@ -772,18 +679,7 @@ mod tests {
 
     #[test]
     fn stream_locates_groups_inside_units() {
-        let units = vec![
-            Unit {
-                file: 0,
-                chunk: 0,
-                docs: 0..300,
-            },
-            Unit {
-                file: 1,
-                chunk: 0,
-                docs: 5..10,
-            },
-        ];
+        let units = vec![Unit { file: 0, chunk: 0, docs: 0..300 }, Unit { file: 1, chunk: 0, docs: 5..10 }];
         let s = Stream::new(&units, 128);
         assert_eq!(s.epoch_docs, 305);
         let g = s.group_at(256);
@@ -797,20 +693,9 @@ mod tests {
 
     #[test]
     fn state_buffer_is_stored_as_runs() {
-        let units = vec![Unit {
-            file: 0,
-            chunk: 0,
-            docs: 0..1000,
-        }];
+        let units = vec![Unit { file: 0, chunk: 0, docs: 0..1000 }];
         let s = Stream::new(&units, 128);
-        let st = make_state(
-            &s,
-            Split::Train,
-            256,
-            [1u64, 2, 3, 7, 9, 10].iter(),
-            "d",
-            "t",
-        );
+        let st = make_state(&s, Split::Train, 256, [1u64, 2, 3, 7, 9, 10].iter(), "d", "t");
         assert_eq!(st.buffer, vec![[1, 3], [7, 1], [9, 2]]);
         assert_eq!((st.epoch, st.shard, st.row_group), (1, 0, 0));
     }

@@ -51,8 +51,6 @@ pub fn base_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("WGPT_BASE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("wgpt")
 }

@@ -16,13 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 fn file_err(path: &Path, message: String) -> Error {
-    Error::File {
-        path: path.to_path_buf(),
-        message,
-    }
+    Error::File { path: path.to_path_buf(), message }
 }
 
-const REDOWNLOAD_HINT: &str = "HINT: the file is corrupt or truncated (an interrupted copy or download?); delete it and fetch it \
+const REDOWNLOAD_HINT: &str =
+    "HINT: the file is corrupt or truncated (an interrupted copy or download?); delete it and fetch it \
                                again (`wgpt data download` skips shards that are already complete)";
 
 /// An open shard: the reader, which column holds the text, and the rows per row group.
@@ -36,12 +34,8 @@ pub(crate) struct ShardFile {
 impl ShardFile {
     pub fn open(path: &Path, text_field: &str) -> Result<Self> {
         let file = File::open(path).map_err(|e| file_err(path, format!("cannot open: {e}")))?;
-        let reader = SerializedFileReader::new(file).map_err(|e| {
-            file_err(
-                path,
-                format!("is not a readable parquet file ({e})\n  {REDOWNLOAD_HINT}"),
-            )
-        })?;
+        let reader = SerializedFileReader::new(file)
+            .map_err(|e| file_err(path, format!("is not a readable parquet file ({e})\n  {REDOWNLOAD_HINT}")))?;
         let meta = reader.metadata();
         let schema = meta.file_metadata().schema_descr();
         let names: Vec<String> = schema.columns().iter().map(|c| c.path().string()).collect();
@@ -68,40 +62,18 @@ impl ShardFile {
         }
         // Row counts come from the footer: a dataset's chunk layout (and so every loader
         // position) is known without decoding any data.
-        let row_groups = meta
-            .row_groups()
-            .iter()
-            .map(|rg| rg.num_rows().max(0) as u64)
-            .collect();
-        Ok(ShardFile {
-            path: path.to_path_buf(),
-            reader,
-            column,
-            row_groups,
-        })
+        let row_groups = meta.row_groups().iter().map(|rg| rg.num_rows().max(0) as u64).collect();
+        Ok(ShardFile { path: path.to_path_buf(), reader, column, row_groups })
     }
 
     /// The documents of row group `rg`, in row order; a null is an empty document.
     pub fn read_row_group(&self, rg: usize) -> Result<Vec<String>> {
-        let err = |what: String| {
-            file_err(
-                &self.path,
-                format!("row group {rg}: {what}\n  {REDOWNLOAD_HINT}"),
-            )
-        };
-        let group = self
-            .reader
-            .get_row_group(rg)
-            .map_err(|e| err(format!("cannot read ({e})")))?;
+        let err = |what: String| file_err(&self.path, format!("row group {rg}: {what}\n  {REDOWNLOAD_HINT}"));
+        let group = self.reader.get_row_group(rg).map_err(|e| err(format!("cannot read ({e})")))?;
         let rows = group.metadata().num_rows().max(0) as usize;
-        let max_def = group
-            .metadata()
-            .column(self.column)
-            .column_descr()
-            .max_def_level();
-        let ColumnReader::ByteArrayColumnReader(mut col) = group
-            .get_column_reader(self.column)
-            .map_err(|e| err(format!("cannot read the text column ({e})")))?
+        let max_def = group.metadata().column(self.column).column_descr().max_def_level();
+        let ColumnReader::ByteArrayColumnReader(mut col) =
+            group.get_column_reader(self.column).map_err(|e| err(format!("cannot read the text column ({e})")))?
         else {
             return Err(err("text column is not a byte array".into()));
         };
@@ -115,15 +87,12 @@ impl ShardFile {
                 .read_records(rows - records, def, None, &mut values)
                 .map_err(|e| err(format!("cannot decode ({e})")))?;
             if r == 0 {
-                return Err(err(format!(
-                    "holds {records} rows but its metadata says {rows}"
-                )));
+                return Err(err(format!("holds {records} rows but its metadata says {rows}")));
             }
             records += r;
         }
         let to_string = |v: ByteArray| {
-            String::from_utf8(v.data().to_vec())
-                .map_err(|e| err(format!("a document is not UTF-8 ({e})")))
+            String::from_utf8(v.data().to_vec()).map_err(|e| err(format!("a document is not UTF-8 ({e})")))
         };
         if max_def == 0 {
             return values.into_iter().map(to_string).collect();
@@ -133,8 +102,7 @@ impl ShardFile {
         defs.iter()
             .map(|&d| {
                 if d == max_def {
-                    it.next()
-                        .map_or_else(|| Err(err("fewer values than levels".into())), to_string)
+                    it.next().map_or_else(|| Err(err("fewer values than levels".into())), to_string)
                 } else {
                     Ok(String::new())
                 }
@@ -158,10 +126,7 @@ pub fn check_parquet_shard(path: &Path) -> Result<ShardSummary> {
     for rg in 0..shard.row_groups.len() {
         rows += shard.read_row_group(rg)?.len() as u64;
     }
-    Ok(ShardSummary {
-        row_groups: shard.row_groups.len(),
-        rows,
-    })
+    Ok(ShardSummary { row_groups: shard.row_groups.len(), rows })
 }
 
 /// Write `row_groups` (each a list of documents) as a shard in nanochat's layout: one required
@@ -169,11 +134,8 @@ pub fn check_parquet_shard(path: &Path) -> Result<ShardSummary> {
 /// sibling and renamed, so `path` is never half-written.
 pub fn write_text_parquet(path: &Path, row_groups: &[Vec<String>]) -> Result<()> {
     let io = |e: std::io::Error| file_err(path, format!("cannot write: {e}"));
-    let pq =
-        |e: parquet::errors::ParquetError| file_err(path, format!("cannot write parquet: {e}"));
-    let schema = Arc::new(
-        parse_message_type("message schema { REQUIRED BYTE_ARRAY text (UTF8); }").map_err(pq)?,
-    );
+    let pq = |e: parquet::errors::ParquetError| file_err(path, format!("cannot write parquet: {e}"));
+    let schema = Arc::new(parse_message_type("message schema { REQUIRED BYTE_ARRAY text (UTF8); }").map_err(pq)?);
     let props = Arc::new(
         WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(pq)?))
@@ -181,10 +143,7 @@ pub fn write_text_parquet(path: &Path, row_groups: &[Vec<String>]) -> Result<()>
             .set_statistics_enabled(EnabledStatistics::None)
             .build(),
     );
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("shard");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
@@ -194,13 +153,8 @@ pub fn write_text_parquet(path: &Path, row_groups: &[Vec<String>]) -> Result<()>
         for docs in row_groups {
             let mut rg = writer.next_row_group().map_err(pq)?;
             if let Some(mut col) = rg.next_column().map_err(pq)? {
-                let values: Vec<ByteArray> = docs
-                    .iter()
-                    .map(|d| ByteArray::from(d.as_bytes().to_vec()))
-                    .collect();
-                col.typed::<ByteArrayType>()
-                    .write_batch(&values, None, None)
-                    .map_err(pq)?;
+                let values: Vec<ByteArray> = docs.iter().map(|d| ByteArray::from(d.as_bytes().to_vec())).collect();
+                col.typed::<ByteArrayType>().write_batch(&values, None, None).map_err(pq)?;
                 col.close().map_err(pq)?;
             }
             rg.close().map_err(pq)?;

@@ -23,10 +23,7 @@ pub(crate) struct TextChunk {
 }
 
 fn file_err(path: &Path, message: String) -> Error {
-    Error::File {
-        path: path.to_path_buf(),
-        message,
-    }
+    Error::File { path: path.to_path_buf(), message }
 }
 
 fn count_newlines(b: &[u8]) -> u64 {
@@ -36,11 +33,7 @@ fn count_newlines(b: &[u8]) -> u64 {
 /// Index a text file whose records are separated by `delim` (`None`: the whole file is one
 /// record). A trailing delimiter does not start another record. Errors name the byte offset and
 /// line of the first invalid UTF-8.
-pub(crate) fn index_text(
-    path: &Path,
-    delim: Option<&[u8]>,
-    chunk_docs: usize,
-) -> Result<Vec<TextChunk>> {
+pub(crate) fn index_text(path: &Path, delim: Option<&[u8]>, chunk_docs: usize) -> Result<Vec<TextChunk>> {
     let mut file = File::open(path).map_err(|e| file_err(path, format!("cannot open: {e}")))?;
     let dl = delim.map_or(0, |d| d.len());
     let finder = delim.map(memchr::memmem::Finder::new);
@@ -57,9 +50,7 @@ pub(crate) fn index_text(
     let mut chunk_docs_so_far = 0u32;
     let mut chunks = Vec::new();
     loop {
-        let n = file
-            .read(&mut block)
-            .map_err(|e| file_err(path, format!("cannot read: {e}")))?;
+        let n = file.read(&mut block).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
         if n == 0 {
             break;
         }
@@ -84,21 +75,14 @@ pub(crate) fn index_text(
                 next_doc_start = abs + dl as u64;
                 chunk_docs_so_far += 1;
                 if chunk_docs_so_far as usize == chunk_docs {
-                    chunks.push(TextChunk {
-                        start: chunk_start,
-                        end: abs,
-                        docs: chunk_docs_so_far,
-                    });
+                    chunks.push(TextChunk { start: chunk_start, end: abs, docs: chunk_docs_so_far });
                     chunk_start = next_doc_start;
                     chunk_docs_so_far = 0;
                 }
             }
         }
         // Keep what a straddling delimiter or character could still need.
-        let keep_from = buf
-            .len()
-            .saturating_sub(dl.saturating_sub(1))
-            .min(utf8_from);
+        let keep_from = buf.len().saturating_sub(dl.saturating_sub(1)).min(utf8_from);
         lines_before_buf += count_newlines(&buf[..keep_from]);
         buf.drain(..keep_from);
         buf_start += keep_from as u64;
@@ -114,11 +98,7 @@ pub(crate) fn index_text(
         chunk_docs_so_far += 1; // the last record has no delimiter after it
     }
     if chunk_docs_so_far > 0 {
-        chunks.push(TextChunk {
-            start: chunk_start,
-            end: len,
-            docs: chunk_docs_so_far,
-        });
+        chunks.push(TextChunk { start: chunk_start, end: len, docs: chunk_docs_so_far });
     }
     Ok(chunks)
 }
@@ -138,11 +118,20 @@ fn not_utf8(path: &Path, offset: u64, line: u64) -> Error {
 fn read_range(path: &Path, c: &TextChunk) -> Result<String> {
     let mut f = File::open(path).map_err(|e| file_err(path, format!("cannot open: {e}")))?;
     let mut bytes = vec![0u8; (c.end - c.start) as usize];
-    f.seek(SeekFrom::Start(c.start))
-        .and_then(|_| f.read_exact(&mut bytes))
-        .map_err(|e| file_err(path, format!("cannot read bytes {}..{}: {e}\n  HINT: the file shrank since it was indexed; restart", c.start, c.end)))?;
+    f.seek(SeekFrom::Start(c.start)).and_then(|_| f.read_exact(&mut bytes)).map_err(|e| {
+        file_err(
+            path,
+            format!(
+                "cannot read bytes {}..{}: {e}\n  HINT: the file shrank since it was indexed; restart",
+                c.start, c.end
+            ),
+        )
+    })?;
     String::from_utf8(bytes).map_err(|e| {
-        file_err(path, format!("is not UTF-8 near byte {} ({e})\n  HINT: the file changed since it was indexed; restart", c.start))
+        file_err(
+            path,
+            format!("is not UTF-8 near byte {} ({e})\n  HINT: the file changed since it was indexed; restart", c.start),
+        )
     })
 }
 
@@ -151,11 +140,7 @@ fn changed(path: &Path, what: &str) -> Error {
 }
 
 /// The documents of one chunk of a delimited (or whole-file) `.txt`.
-pub(crate) fn read_text_chunk(
-    path: &Path,
-    c: &TextChunk,
-    delim: Option<&str>,
-) -> Result<Vec<String>> {
+pub(crate) fn read_text_chunk(path: &Path, c: &TextChunk, delim: Option<&str>) -> Result<Vec<String>> {
     let text = read_range(path, c)?;
     let Some(d) = delim else {
         return Ok(vec![text]);
@@ -167,13 +152,7 @@ pub(crate) fn read_text_chunk(
     if docs.len() != c.docs as usize {
         return Err(changed(
             path,
-            &format!(
-                "bytes {}..{} hold {} documents, the index says {}",
-                c.start,
-                c.end,
-                docs.len(),
-                c.docs
-            ),
+            &format!("bytes {}..{} hold {} documents, the index says {}", c.start, c.end, docs.len(), c.docs),
         ));
     }
     Ok(docs)
@@ -181,12 +160,7 @@ pub(crate) fn read_text_chunk(
 
 /// The documents of one chunk of a `.jsonl`: field `field` of each line; blank lines are empty
 /// documents. `first_line` numbers the chunk's first line for error messages.
-pub(crate) fn read_jsonl_chunk(
-    path: &Path,
-    c: &TextChunk,
-    field: &str,
-    first_line: u64,
-) -> Result<Vec<String>> {
+pub(crate) fn read_jsonl_chunk(path: &Path, c: &TextChunk, field: &str, first_line: u64) -> Result<Vec<String>> {
     let text = read_range(path, c)?;
     let mut docs = Vec::with_capacity(c.docs as usize);
     for (i, line) in text.split('\n').enumerate() {
@@ -194,10 +168,7 @@ pub(crate) fn read_jsonl_chunk(
             if line.is_empty() {
                 break; // the file's final newline
             }
-            return Err(changed(
-                path,
-                &format!("line {} is beyond the indexed chunk", first_line + i as u64),
-            ));
+            return Err(changed(path, &format!("line {} is beyond the indexed chunk", first_line + i as u64)));
         }
         let line_no = first_line + i as u64;
         let line = line.trim_end_matches('\r');
@@ -212,10 +183,8 @@ pub(crate) fn read_jsonl_chunk(
             Some(serde_json::Value::String(s)) => docs.push(s.clone()),
             Some(serde_json::Value::Null) => docs.push(String::new()),
             other => {
-                let keys = value
-                    .as_object()
-                    .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
-                    .unwrap_or_default();
+                let keys =
+                    value.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default();
                 let what = if other.is_some() {
                     format!("field `{field}` is not a string")
                 } else {
@@ -231,13 +200,7 @@ pub(crate) fn read_jsonl_chunk(
     if docs.len() != c.docs as usize {
         return Err(changed(
             path,
-            &format!(
-                "bytes {}..{} hold {} lines, the index says {}",
-                c.start,
-                c.end,
-                docs.len(),
-                c.docs
-            ),
+            &format!("bytes {}..{} hold {} lines, the index says {}", c.start, c.end, docs.len(), c.docs),
         ));
     }
     Ok(docs)
@@ -257,23 +220,13 @@ mod tests {
 
     fn all_docs(p: &Path, delim: &str, chunk: usize) -> Vec<String> {
         let idx = index_text(p, Some(delim.as_bytes()), chunk).unwrap();
-        idx.iter()
-            .flat_map(|c| read_text_chunk(p, c, Some(delim)).unwrap())
-            .collect()
+        idx.iter().flat_map(|c| read_text_chunk(p, c, Some(delim)).unwrap()).collect()
     }
 
     #[test]
     fn delimited_index_matches_str_split() {
         // Every chunking of these texts must reproduce `str::split` (minus a trailing empty piece).
-        let cases = [
-            "a\n\nb\n\nc",
-            "a\n\nb\n\n",
-            "\n\n\n\nx",
-            "one doc",
-            "",
-            "a\n\n\nb",
-            "x\n\n\n\n\ny",
-        ];
+        let cases = ["a\n\nb\n\nc", "a\n\nb\n\n", "\n\n\n\nx", "one doc", "", "a\n\n\nb", "x\n\n\n\n\ny"];
         for (i, text) in cases.iter().enumerate() {
             let p = tmp(&format!("d{i}.txt"), text.as_bytes());
             let mut want: Vec<String> = text.split("\n\n").map(str::to_string).collect();
@@ -281,11 +234,7 @@ mod tests {
                 want.pop();
             }
             for chunk in [1, 2, 3, 1024] {
-                assert_eq!(
-                    all_docs(&p, "\n\n", chunk),
-                    want,
-                    "text {text:?} chunk {chunk}"
-                );
+                assert_eq!(all_docs(&p, "\n\n", chunk), want, "text {text:?} chunk {chunk}");
             }
         }
     }
@@ -305,13 +254,7 @@ mod tests {
     fn invalid_utf8_names_offset_and_line() {
         let p = tmp("bad.txt", b"fine\nalso fine\nbad \xff here\n");
         let e = index_text(&p, Some(b"\n"), 4).unwrap_err().to_string();
-        assert!(
-            e.contains("byte 19")
-                && e.contains("line 3")
-                && e.contains("bad.txt")
-                && e.contains("HINT"),
-            "{e}"
-        );
+        assert!(e.contains("byte 19") && e.contains("line 3") && e.contains("bad.txt") && e.contains("HINT"), "{e}");
         // A file cut inside a multi-byte character.
         let p = tmp("cut.txt", "abc é".as_bytes().split_last().unwrap().1);
         let e = index_text(&p, None, 4).unwrap_err().to_string();
@@ -323,16 +266,8 @@ mod tests {
         let p = tmp("x.jsonl", b"{\"text\": \"a\"}\n\n{\"body\": \"b\"}\n");
         let idx = index_text(&p, Some(b"\n"), 1024).unwrap();
         assert_eq!(idx[0].docs, 3);
-        let e = read_jsonl_chunk(&p, &idx[0], "text", 1)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("line 3 has no field `text` (fields: body)") && e.contains("--text-field"),
-            "{e}"
-        );
-        assert!(read_jsonl_chunk(&p, &idx[0], "body", 1)
-            .unwrap_err()
-            .to_string()
-            .contains("line 1"));
+        let e = read_jsonl_chunk(&p, &idx[0], "text", 1).unwrap_err().to_string();
+        assert!(e.contains("line 3 has no field `text` (fields: body)") && e.contains("--text-field"), "{e}");
+        assert!(read_jsonl_chunk(&p, &idx[0], "body", 1).unwrap_err().to_string().contains("line 1"));
     }
 }

@@ -85,8 +85,11 @@ impl GptConfig {
         if spec.depth == 0 {
             return bad("model.depth must be >= 1".into());
         }
-        if spec.head_dim == 0 || spec.head_dim % 2 != 0 {
-            return bad(format!("model.head_dim must be a positive even number (RoPE rotates pairs), got {}", spec.head_dim));
+        if spec.head_dim == 0 || !spec.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "model.head_dim must be a positive even number (RoPE rotates pairs), got {}",
+                spec.head_dim
+            ));
         }
         if spec.aspect_ratio == 0 {
             return bad("model.aspect_ratio must be >= 1".into());
@@ -110,30 +113,38 @@ impl GptConfig {
     ) -> Result<Self> {
         let bad = |message: String| Err(Error::Config { message });
         if n_layer == 0 || n_head == 0 || n_kv_head == 0 || n_embd == 0 {
-            return bad(format!("n_layer {n_layer}, n_head {n_head}, n_kv_head {n_kv_head}, n_embd {n_embd} must all be >= 1"));
+            return bad(format!(
+                "n_layer {n_layer}, n_head {n_head}, n_kv_head {n_kv_head}, n_embd {n_embd} must all be >= 1"
+            ));
         }
-        if n_embd % n_head != 0 {
+        if !n_embd.is_multiple_of(n_head) {
             return bad(format!("n_embd {n_embd} is not a multiple of n_head {n_head}"));
         }
-        if n_head % n_kv_head != 0 {
+        if !n_head.is_multiple_of(n_kv_head) {
             return bad(format!("n_kv_head {n_kv_head} must divide n_head {n_head} (grouped-query attention)"));
         }
         let head_dim = n_embd / n_head;
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return bad(format!("head dim {head_dim} must be even (RoPE rotates pairs)"));
         }
         if n_embd < SMEAR_CHANNELS || n_embd < VE_GATE_CHANNELS {
-            return bad(format!("n_embd {n_embd} must be at least {SMEAR_CHANNELS} (the smear gate reads 24 channels)"));
+            return bad(format!(
+                "n_embd {n_embd} must be at least {SMEAR_CHANNELS} (the smear gate reads 24 channels)"
+            ));
         }
         if vocab_size < 2 {
             return bad(format!("vocab_size {vocab_size} must be >= 2"));
         }
         if sequence_len < 2 {
-            return bad(format!("sequence_len {sequence_len} must be >= 2 (smear mixes each token with the previous one)"));
+            return bad(format!(
+                "sequence_len {sequence_len} must be >= 2 (smear mixes each token with the previous one)"
+            ));
         }
         let pattern = window_pattern.trim().to_ascii_uppercase();
         if pattern.is_empty() || !pattern.chars().all(|c| c == 'L' || c == 'S') {
-            return bad(format!("window_pattern `{window_pattern}` must be a non-empty string of L and S, e.g. \"L\" or \"SSSL\""));
+            return bad(format!(
+                "window_pattern `{window_pattern}` must be a non-empty string of L and S, e.g. \"L\" or \"SSSL\""
+            ));
         }
         let long = sequence_len;
         // Quarter context rounded up to a multiple of 128 (nanochat: 2048 -> 512).
@@ -197,9 +208,10 @@ impl GptConfig {
     /// patches old checkpoints).
     pub fn from_nanochat_json(v: &serde_json::Value) -> Result<Self> {
         let get = |k: &str| -> Result<usize> {
-            v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize).ok_or_else(|| Error::Config {
-                message: format!("model_config is missing the integer field `{k}`"),
-            })
+            v.get(k)
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .ok_or_else(|| Error::Config { message: format!("model_config is missing the integer field `{k}`") })
         };
         let pattern = v.get("window_pattern").and_then(|x| x.as_str()).unwrap_or("L");
         Self::new(
@@ -217,11 +229,8 @@ impl GptConfig {
     /// 6 · (elements of every Linear weight) + Σ_layers 12 · H · D · min(w, T).
     pub fn flops_per_token(&self) -> u64 {
         let counts = super::params::ParamCounts::of(self);
-        let attn: u64 = self
-            .windows
-            .iter()
-            .map(|&w| 12 * (self.n_head * self.head_dim * w.min(self.sequence_len)) as u64)
-            .sum();
+        let attn: u64 =
+            self.windows.iter().map(|&w| 12 * (self.n_head * self.head_dim * w.min(self.sequence_len)) as u64).sum();
         6 * counts.matmul as u64 + attn
     }
 }

@@ -48,11 +48,19 @@ impl OptGroup {
 /// How a tensor is initialised (nanochat `init_weights`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub enum Init {
-    Normal { std: f32 },
-    Uniform { lo: f32, hi: f32 },
+    Normal {
+        std: f32,
+    },
+    Uniform {
+        lo: f32,
+        hi: f32,
+    },
     Zeros,
     /// Element i of an (L,) vector: start + (end − start) · i / max(L − 1, 1).
-    Linear { start: f32, end: f32 },
+    Linear {
+        start: f32,
+        end: f32,
+    },
     Constant(f32),
 }
 

@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// nanochat's split pattern: GPT-4's cl100k pattern with `\p{N}{1,2}` instead of `{1,3}`. The
 /// possessive quantifiers (`?+`, `++`) and the lookahead `(?!\S)` are why this needs fancy-regex.
-pub const NANOCHAT_PATTERN: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+";
+pub const NANOCHAT_PATTERN: &str =
+    r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+";
 
 /// GPT-2's pattern, which the `tokenizers` crate's `ByteLevel { use_regex: true }` pre-tokenizer
 /// applies.
-pub const GPT2_PATTERN: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
 /// Rank value meaning "this pair does not merge".
 const NO_MERGE: u32 = u32::MAX;
@@ -69,9 +69,7 @@ pub fn split_chunks<'t>(regex: &Regex, text: &'t str, mut f: impl FnMut(&'t str)
             }
             Err(e) => {
                 if !SPLIT_ERROR_LOGGED.swap(true, Ordering::Relaxed) {
-                    log::warn!(
-                        "split pattern failed at byte {last} ({e}); encoding the rest as one chunk"
-                    );
+                    log::warn!("split pattern failed at byte {last} ({e}); encoding the rest as one chunk");
                 }
                 break;
             }
@@ -104,11 +102,7 @@ impl BpeModel {
     /// - `tokens[id]`: the bytes of token `id`, or `None` for ids that are not byte tokens
     ///   (specials); every single byte must be some token.
     /// - `merges`: `(left, right, result)` in rank order; `result`'s bytes must be left's + right's.
-    pub fn new(
-        pattern: &str,
-        tokens: &[Option<Vec<u8>>],
-        merges: &[(u32, u32, u32)],
-    ) -> Result<Self, String> {
+    pub fn new(pattern: &str, tokens: &[Option<Vec<u8>>], merges: &[(u32, u32, u32)]) -> Result<Self, String> {
         let regex = compile_pattern(pattern)?;
         let n = tokens.len();
         let mut byte_ids = [u32::MAX; 256];
@@ -127,8 +121,7 @@ impl BpeModel {
                 token_data.extend_from_slice(b);
             }
             has_bytes.push(t.is_some());
-            let end = u32::try_from(token_data.len())
-                .map_err(|_| "token table larger than 4 GiB".to_string())?;
+            let end = u32::try_from(token_data.len()).map_err(|_| "token table larger than 4 GiB".to_string())?;
             token_offsets.push(end);
         }
         if let Some(b) = byte_ids.iter().position(|&id| id == u32::MAX) {
@@ -150,15 +143,12 @@ impl BpeModel {
         for (rank, &(a, b, id)) in merges.iter().enumerate() {
             let (ta, tb, tid) = match (model.token(a), model.token(b), model.token(id)) {
                 (Some(ta), Some(tb), Some(tid)) => (ta, tb, tid),
-                _ => {
-                    return Err(format!(
-                        "merge #{rank} ({a}, {b}) -> {id} refers to a token that has no bytes"
-                    ))
-                }
+                _ => return Err(format!("merge #{rank} ({a}, {b}) -> {id} refers to a token that has no bytes")),
             };
-            if tid.len() != ta.len() + tb.len() || &tid[..ta.len()] != ta || &tid[ta.len()..] != tb
-            {
-                return Err(format!("merge #{rank} ({a}, {b}) -> {id}: token {id}'s bytes are not token {a}'s followed by token {b}'s"));
+            if tid.len() != ta.len() + tb.len() || &tid[..ta.len()] != ta || &tid[ta.len()..] != tb {
+                return Err(format!(
+                    "merge #{rank} ({a}, {b}) -> {id}: token {id}'s bytes are not token {a}'s followed by token {b}'s"
+                ));
             }
             let prev = model.merges.insert(pair_key(a, b), rank as u32);
             if prev.is_some() {
@@ -187,10 +177,7 @@ impl BpeModel {
     pub fn token(&self, id: u32) -> Option<&[u8]> {
         let i = id as usize;
         if i < self.has_bytes.len() && self.has_bytes[i] {
-            Some(
-                &self.token_data
-                    [self.token_offsets[i] as usize..self.token_offsets[i + 1] as usize],
-            )
+            Some(&self.token_data[self.token_offsets[i] as usize..self.token_offsets[i + 1] as usize])
         } else {
             None
         }
@@ -223,10 +210,7 @@ impl BpeModel {
 
     #[inline]
     fn rank(&self, a: u32, b: u32) -> u32 {
-        self.merges
-            .get(&pair_key(a, b))
-            .copied()
-            .unwrap_or(NO_MERGE)
+        self.merges.get(&pair_key(a, b)).copied().unwrap_or(NO_MERGE)
     }
 
     /// Apply the merges to one chunk's bytes, writing token ids into `parts`.
@@ -323,11 +307,7 @@ impl BpeModel {
 
     /// Concatenate the bytes of `ids`; `special` supplies the text of ids without bytes. Errors
     /// name the first id that is neither.
-    pub fn decode_bytes(
-        &self,
-        ids: &[u32],
-        special: impl Fn(u32) -> Option<String>,
-    ) -> Result<Vec<u8>, u32> {
+    pub fn decode_bytes(&self, ids: &[u32], special: impl Fn(u32) -> Option<String>) -> Result<Vec<u8>, u32> {
         let mut out = Vec::with_capacity(ids.len() * 4);
         for &id in ids {
             match self.token(id) {
@@ -350,20 +330,13 @@ pub struct Encoder<'m> {
 
 impl<'m> Encoder<'m> {
     pub fn new(model: &'m BpeModel) -> Self {
-        Encoder {
-            model,
-            cache: FxHashMap::default(),
-            parts: Vec::new(),
-            ranks: Vec::new(),
-        }
+        Encoder { model, cache: FxHashMap::default(), parts: Vec::new(), ranks: Vec::new() }
     }
 
     /// Append the tokens of `text` to `out`. Special-token text is ordinary text here.
     pub fn encode_into(&mut self, text: &str, out: &mut Vec<u32>) {
         let model = self.model;
-        split_chunks(&model.regex, text, |chunk| {
-            self.encode_chunk(chunk.as_bytes(), out)
-        });
+        split_chunks(&model.regex, text, |chunk| self.encode_chunk(chunk.as_bytes(), out));
     }
 
     fn encode_chunk(&mut self, bytes: &[u8], out: &mut Vec<u32>) {
@@ -378,15 +351,13 @@ impl<'m> Encoder<'m> {
                 return;
             }
         }
-        self.model
-            .merge_chunk(bytes, &mut self.parts, &mut self.ranks);
+        self.model.merge_chunk(bytes, &mut self.parts, &mut self.ranks);
         out.extend_from_slice(&self.parts);
         if cacheable {
             if self.cache.len() >= CACHE_MAX_ENTRIES {
                 self.cache.clear();
             }
-            self.cache
-                .insert(bytes.into(), self.parts.as_slice().into());
+            self.cache.insert(bytes.into(), self.parts.as_slice().into());
         }
     }
 }
@@ -426,26 +397,12 @@ mod tests {
         let (mut parts, mut ranks) = (Vec::new(), Vec::new());
         for len in [2usize, 3, 5, 17, 64, 127, 128] {
             for _ in 0..50 {
-                let s: Vec<u8> = (0..len)
-                    .map(|_| {
-                        if rng.next_u64().is_multiple_of(3) {
-                            b'b'
-                        } else {
-                            b'a'
-                        }
-                    })
-                    .collect();
+                let s: Vec<u8> = (0..len).map(|_| if rng.next_u64().is_multiple_of(3) { b'b' } else { b'a' }).collect();
                 m.merge_chunk(&s, &mut parts, &mut ranks);
-                let mut long = s
-                    .iter()
-                    .map(|&b| m.byte_ids[b as usize])
-                    .collect::<Vec<_>>();
+                let mut long = s.iter().map(|&b| m.byte_ids[b as usize]).collect::<Vec<_>>();
                 m.merge_long(&mut long);
                 assert_eq!(parts, long, "chunk {:?}", String::from_utf8_lossy(&s));
-                let back: Vec<u8> = parts
-                    .iter()
-                    .flat_map(|&id| m.token(id).unwrap().to_vec())
-                    .collect();
+                let back: Vec<u8> = parts.iter().flat_map(|&id| m.token(id).unwrap().to_vec()).collect();
                 assert_eq!(back, s);
             }
         }
@@ -460,24 +417,13 @@ mod tests {
         assert_eq!(m.token(parts[0]), Some(&b"aaa"[..]));
         // "aaaa": leftmost (a,a) first -> [aa, a, a]; then (a,a) again (rank 0) -> [aa, aa]; no (aa,aa) merge.
         m.merge_chunk(b"aaaa", &mut parts, &mut ranks);
-        assert_eq!(
-            parts
-                .iter()
-                .map(|&i| m.token(i).unwrap())
-                .collect::<Vec<_>>(),
-            vec![&b"aa"[..], b"aa"]
-        );
+        assert_eq!(parts.iter().map(|&i| m.token(i).unwrap()).collect::<Vec<_>>(), vec![&b"aa"[..], b"aa"]);
     }
 
     #[test]
     fn rejects_inconsistent_merges() {
-        let tokens: Vec<Option<Vec<u8>>> = (0..=255u8)
-            .map(|b| Some(vec![b]))
-            .chain([Some(b"xy".to_vec())])
-            .collect();
-        let err = BpeModel::new(r"\S+", &tokens, &[(b'x' as u32, b'z' as u32, 256)])
-            .err()
-            .unwrap();
+        let tokens: Vec<Option<Vec<u8>>> = (0..=255u8).map(|b| Some(vec![b])).chain([Some(b"xy".to_vec())]).collect();
+        let err = BpeModel::new(r"\S+", &tokens, &[(b'x' as u32, b'z' as u32, 256)]).err().unwrap();
         assert!(err.contains("not token"), "{err}");
         let missing: Vec<Option<Vec<u8>>> = (0..=254u8).map(|b| Some(vec![b])).collect();
         let err = BpeModel::new(r"\S+", &missing, &[]).err().unwrap();
@@ -491,10 +437,7 @@ mod tests {
         let mut pieces = Vec::new();
         split_chunks(&re, text, |c| pieces.push(c));
         assert_eq!(pieces.concat(), text);
-        assert!(
-            pieces.contains(&"12") && pieces.contains(&"34") && pieces.contains(&"5"),
-            "{pieces:?}"
-        );
+        assert!(pieces.contains(&"12") && pieces.contains(&"34") && pieces.contains(&"5"), "{pieces:?}");
         assert!(pieces.contains(&"'s"), "{pieces:?}");
         // A gap the pattern does not match is still a chunk.
         let digits = compile_pattern(r"\d+").unwrap();

@@ -34,9 +34,7 @@ fn parse_count(s: &str) -> Result<u64, String> {
     }
     match clean.parse::<f64>() {
         Ok(v) if v >= 0.0 && v.fract() == 0.0 && v < 1.8e19 => Ok(v as u64),
-        _ => Err(format!(
-            "`{s}` is not a whole number (e.g. 2e9 or 2000000000)"
-        )),
+        _ => Err(format!("`{s}` is not a whole number (e.g. 2e9 or 2000000000)")),
     }
 }
 
@@ -123,11 +121,7 @@ pub fn bytes_per_token(tok: &Tokenizer, ds: &Dataset, split: Split) -> crate::Re
     for unit in ds.units(split) {
         let docs = ds.read_unit(&mut reader, unit)?;
         bytes += docs.iter().map(|d| d.len() as u64).sum::<u64>();
-        tokens += tok
-            .encode_batch(&docs)?
-            .iter()
-            .map(|t| t.len() as u64)
-            .sum::<u64>();
+        tokens += tok.encode_batch(&docs)?.iter().map(|t| t.len() as u64).sum::<u64>();
     }
     Ok((bytes, tokens))
 }
@@ -139,43 +133,28 @@ pub fn run(cmd: TokenizerCommand) -> anyhow::Result<i32> {
             let tok = a.tokenizer.load()?;
             let text = match (&a.text, &a.file) {
                 (Some(t), _) => t.clone(),
-                (None, Some(f)) => std::fs::read_to_string(f)
-                    .with_context(|| format!("reading {}", f.display()))?,
+                (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
                 (None, None) => {
                     let mut s = String::new();
-                    std::io::stdin()
-                        .read_to_string(&mut s)
-                        .context("reading stdin")?;
+                    std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
                     s
                 }
             };
-            let mut ids = if a.bos {
-                vec![tok.bos_id()?]
-            } else {
-                Vec::new()
-            };
+            let mut ids = if a.bos { vec![tok.bos_id()?] } else { Vec::new() };
             ids.extend(tok.encode(&text)?);
-            println!(
-                "{}",
-                ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
-            );
+            println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
             Ok(0)
         }
         TokenizerCommand::Decode(a) => {
             let tok = a.tokenizer.load()?;
             let mut raw = a.ids.join(" ");
             if a.ids.is_empty() {
-                std::io::stdin()
-                    .read_to_string(&mut raw)
-                    .context("reading stdin")?;
+                std::io::stdin().read_to_string(&mut raw).context("reading stdin")?;
             }
             let ids = raw
                 .split(|c: char| c == ',' || c.is_whitespace())
                 .filter(|s| !s.is_empty())
-                .map(|s| {
-                    s.parse::<u32>()
-                        .with_context(|| format!("`{s}` is not a token id"))
-                })
+                .map(|s| s.parse::<u32>().with_context(|| format!("`{s}` is not a token id")))
                 .collect::<anyhow::Result<Vec<u32>>>()?;
             print!("{}", tok.decode(&ids)?);
             Ok(0)
@@ -188,31 +167,15 @@ fn describe(tok: &Tokenizer) -> String {
     let tb = tok.token_bytes();
     let nonzero: Vec<u32> = tb.iter().copied().filter(|&b| b > 0).collect();
     let mean = nonzero.iter().map(|&b| b as f64).sum::<f64>() / nonzero.len().max(1) as f64;
-    let mut s = format!(
-        "tokenizer {}\n  engine: {}\n  vocab size: {}",
-        tok.origin(),
-        tok.engine(),
-        tok.vocab_size()
-    );
+    let mut s = format!("tokenizer {}\n  engine: {}\n  vocab size: {}", tok.origin(), tok.engine(), tok.vocab_size());
     if let Some(m) = tok.n_merges() {
         s += &format!("\n  merges: {m}");
     }
     if let Some(p) = tok.pattern() {
         s += &format!("\n  split pattern: {p}");
     }
-    let sp: Vec<String> = tok
-        .specials()
-        .iter()
-        .map(|(n, id)| format!("{n}={id}"))
-        .collect();
-    s += &format!(
-        "\n  special tokens: {}",
-        if sp.is_empty() {
-            "none".into()
-        } else {
-            sp.join(" ")
-        }
-    );
+    let sp: Vec<String> = tok.specials().iter().map(|(n, id)| format!("{n}={id}")).collect();
+    s += &format!("\n  special tokens: {}", if sp.is_empty() { "none".into() } else { sp.join(" ") });
     s += &format!(
         "\n  token bytes: min {} max {} mean {:.2} (over {} non-special tokens)",
         nonzero.iter().min().unwrap_or(&0),
@@ -232,7 +195,10 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<i32> {
     // until the tokenizer is complete.
     let out = a.out.clone().unwrap_or_else(default_tokenizer_dir);
     if out.is_file() {
-        bail!("{}: --out must be a directory, and this is a file\n  HINT: pass a directory, e.g. --out tokenizer", out.display());
+        bail!(
+            "{}: --out must be a directory, and this is a file\n  HINT: pass a directory, e.g. --out tokenizer",
+            out.display()
+        );
     }
     let existing = out.join(TOKENIZER_FILE);
     if existing.exists() && !a.force {
@@ -241,27 +207,13 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<i32> {
             existing.display()
         );
     }
-    let opts = TrainOptions {
-        vocab_size: a.vocab_size,
-        doc_cap: a.doc_cap,
-        max_chars: a.max_chars,
-    };
+    let opts = TrainOptions { vocab_size: a.vocab_size, doc_cap: a.doc_cap, max_chars: a.max_chars };
     if opts.vocab_size < 256 + super::SPECIAL_TOKENS.len() {
-        bail!(
-            "--vocab-size {} is too small: 256 byte tokens + 9 specials need at least 265",
-            opts.vocab_size
-        );
+        bail!("--vocab-size {} is too small: 256 byte tokens + 9 specials need at least 265", opts.vocab_size);
     }
     let ds = a.data.open()?;
-    println!(
-        "training a {}-token tokenizer on the train split of {}",
-        opts.vocab_size,
-        ds.config().path.display()
-    );
-    println!(
-        "  max chars {}, doc cap {} chars",
-        opts.max_chars, opts.doc_cap
-    );
+    println!("training a {}-token tokenizer on the train split of {}", opts.vocab_size, ds.config().path.display());
+    println!("  max chars {}, doc cap {} chars", opts.max_chars, opts.doc_cap);
     let t0 = Instant::now();
     let (tok, summary) = train(ds.docs(Split::Train), &opts)?;
     let secs = t0.elapsed().as_secs_f64();
@@ -275,10 +227,7 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<i32> {
     // Round-trip check on the first documents before anything is written (all of them would
     // cost as much as the training run on a 2e9-character budget).
     let (tok_path, bytes_path) = {
-        let docs: Vec<String> = ds
-            .docs(Split::Train)
-            .take(10_000)
-            .collect::<crate::Result<_>>()?;
+        let docs: Vec<String> = ds.docs(Split::Train).take(10_000).collect::<crate::Result<_>>()?;
         let encoded = tok.encode_batch(&docs)?;
         for (d, ids) in docs.iter().zip(&encoded) {
             if tok.decode_bytes(ids)? != d.as_bytes() {
@@ -302,10 +251,7 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<i32> {
 fn info_cmd(a: InfoArgs) -> anyhow::Result<i32> {
     let tok = a.tokenizer.load()?;
     println!("{}", describe(&tok));
-    let dir = Path::new(tok.origin())
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = Path::new(tok.origin()).parent().map(Path::to_path_buf).unwrap_or_default();
     let tb_path = dir.join(TOKEN_BYTES_FILE);
     if a.write_token_bytes {
         let p = tok.save_token_bytes(&dir)?;

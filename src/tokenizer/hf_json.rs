@@ -17,9 +17,7 @@ use std::fmt::Write as _;
 /// GPT-2's reversible byte -> char map: printable Latin-1 bytes map to themselves, the other 68
 /// bytes to U+0100 and up, in byte order.
 pub fn byte_to_char() -> [char; 256] {
-    let printable = |b: u32| {
-        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
-    };
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
     let mut map = ['\0'; 256];
     let mut next = 256u32;
     for b in 0..256u32 {
@@ -79,11 +77,8 @@ pub fn write_json(model: &BpeModel, specials: &[(String, u32)]) -> String {
     // and every version of the tokenizers library reads this form.
     for (i, &(a, b, _)) in model.merges().iter().enumerate() {
         let sep = if i == 0 { "" } else { "," };
-        let pair = format!(
-            "{} {}",
-            token_string(&map, model.token(a).unwrap()),
-            token_string(&map, model.token(b).unwrap())
-        );
+        let pair =
+            format!("{} {}", token_string(&map, model.token(a).unwrap()), token_string(&map, model.token(b).unwrap()));
         let _ = write!(out, "{sep}\n      {}", js(&pair));
     }
     out.push_str("\n    ]\n  }\n}\n");
@@ -125,16 +120,11 @@ fn split_pattern(pre: Option<&Value>) -> Result<String, NotNative> {
     match ty {
         "ByteLevel" if byte_level_ok(pre, true) => Ok(GPT2_PATTERN.to_string()),
         "Sequence" => {
-            let list = pre
-                .get("pretokenizers")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
+            let list = pre.get("pretokenizers").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
             match list {
                 [split, bl] if byte_level_ok(bl, false) => {
                     let regex = split.pointer("/pattern/Regex").and_then(Value::as_str);
-                    let isolated =
-                        split.get("behavior").and_then(Value::as_str) == Some("Isolated");
+                    let isolated = split.get("behavior").and_then(Value::as_str) == Some("Isolated");
                     let plain = split.get("type").and_then(Value::as_str) == Some("Split")
                         && is_false_or_absent(split, "invert");
                     match regex {
@@ -152,9 +142,7 @@ fn split_pattern(pre: Option<&Value>) -> Result<String, NotNative> {
 /// Read a `tokenizer.json` as a native byte-level BPE if it is one.
 pub fn parse_native(json: &Value) -> Result<Parsed, NotNative> {
     let no = |why: String| Err(NotNative(why));
-    let model = json
-        .get("model")
-        .ok_or_else(|| NotNative("it has no model".into()))?;
+    let model = json.get("model").ok_or_else(|| NotNative("it has no model".into()))?;
     if model.get("type").and_then(Value::as_str) != Some("BPE") {
         return no("its model is not BPE".into());
     }
@@ -163,20 +151,14 @@ pub fn parse_native(json: &Value) -> Result<Parsed, NotNative> {
     }
     let pattern = split_pattern(field(json, "pre_tokenizer"))?;
     for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
-        if field(model, key)
-            .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
-        {
+        if field(model, key).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
             return no(format!("its BPE model sets {key}"));
         }
     }
     if !is_false_or_absent(model, "ignore_merges") {
         return no("its BPE model sets ignore_merges".into());
     }
-    if field(model, "dropout")
-        .and_then(Value::as_f64)
-        .is_some_and(|d| d > 0.0)
-    {
+    if field(model, "dropout").and_then(Value::as_f64).is_some_and(|d| d > 0.0) {
         return no("its BPE model uses dropout".into());
     }
     if let Some(dec) = field(json, "decoder") {
@@ -189,40 +171,26 @@ pub fn parse_native(json: &Value) -> Result<Parsed, NotNative> {
     // non-special added tokens would be matched in text by the tokenizers crate, so leave those
     // files to it.
     let mut specials = Vec::new();
-    for t in json
-        .get("added_tokens")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-    {
+    for t in json.get("added_tokens").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]) {
         let id = t.get("id").and_then(Value::as_u64);
         let content = t.get("content").and_then(Value::as_str);
         let (Some(id), Some(content)) = (id, content) else {
             return no("an added token lacks id or content".into());
         };
         if !t.get("special").and_then(Value::as_bool).unwrap_or(false) {
-            return no(format!(
-                "added token {content:?} is not special, so the text form would be matched"
-            ));
+            return no(format!("added token {content:?} is not special, so the text form would be matched"));
         }
         specials.push((content.to_string(), id as u32));
     }
     specials.sort_by_key(|s| s.1);
 
-    let vocab = model
-        .get("vocab")
-        .and_then(Value::as_object)
-        .ok_or_else(|| NotNative("its BPE model has no vocab".into()))?;
+    let vocab =
+        model.get("vocab").and_then(Value::as_object).ok_or_else(|| NotNative("its BPE model has no vocab".into()))?;
     let mut char_to_byte = rustc_hash::FxHashMap::default();
     for (b, c) in byte_to_char().iter().enumerate() {
         char_to_byte.insert(*c, b as u8);
     }
-    let max_id = vocab
-        .values()
-        .filter_map(Value::as_u64)
-        .chain(specials.iter().map(|s| s.1 as u64))
-        .max()
-        .unwrap_or(0);
+    let max_id = vocab.values().filter_map(Value::as_u64).chain(specials.iter().map(|s| s.1 as u64)).max().unwrap_or(0);
     let n = max_id as usize + 1;
     let mut tokens: Vec<Option<Vec<u8>>> = vec![None; n];
     for (s, id) in vocab {
@@ -231,9 +199,7 @@ pub fn parse_native(json: &Value) -> Result<Parsed, NotNative> {
         };
         let bytes: Option<Vec<u8>> = s.chars().map(|c| char_to_byte.get(&c).copied()).collect();
         let Some(bytes) = bytes else {
-            return no(format!(
-                "vocab entry {s:?} is not in the byte-level alphabet"
-            ));
+            return no(format!("vocab entry {s:?} is not in the byte-level alphabet"));
         };
         tokens[id as usize] = Some(bytes);
     }
@@ -243,40 +209,24 @@ pub fn parse_native(json: &Value) -> Result<Parsed, NotNative> {
     }
     let lookup = |s: &str| vocab.get(s).and_then(Value::as_u64).map(|v| v as u32);
     let mut merges = Vec::new();
-    for (i, m) in model
-        .get("merges")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-        .iter()
-        .enumerate()
-    {
+    for (i, m) in model.get("merges").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
         let (a, b) = match m {
             Value::String(s) => match s.split_once(' ') {
                 Some((a, b)) if !b.contains(' ') => (a.to_string(), b.to_string()),
                 _ => return no(format!("merge #{i} {s:?} is not two tokens")),
             },
-            Value::Array(v) if v.len() == 2 && v.iter().all(Value::is_string) => (
-                v[0].as_str().unwrap().to_string(),
-                v[1].as_str().unwrap().to_string(),
-            ),
+            Value::Array(v) if v.len() == 2 && v.iter().all(Value::is_string) => {
+                (v[0].as_str().unwrap().to_string(), v[1].as_str().unwrap().to_string())
+            }
             _ => return no(format!("merge #{i} is neither \"a b\" nor [a, b]")),
         };
         match (lookup(&a), lookup(&b), lookup(&format!("{a}{b}"))) {
             (Some(ia), Some(ib), Some(ir)) => merges.push((ia, ib, ir)),
-            _ => {
-                return no(format!(
-                    "merge #{i} ({a:?}, {b:?}) refers to tokens missing from the vocab"
-                ))
-            }
+            _ => return no(format!("merge #{i} ({a:?}, {b:?}) refers to tokens missing from the vocab")),
         }
     }
     let model = BpeModel::new(&pattern, &tokens, &merges).map_err(NotNative)?;
-    Ok(Parsed {
-        model,
-        specials,
-        vocab_size: n,
-    })
+    Ok(Parsed { model, specials, vocab_size: n })
 }
 
 #[cfg(test)]

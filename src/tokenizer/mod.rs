@@ -84,13 +84,7 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Tokenizer({}, vocab {}, {})",
-            self.origin,
-            self.vocab_size,
-            self.engine()
-        )
+        write!(f, "Tokenizer({}, vocab {}, {})", self.origin, self.vocab_size, self.engine())
     }
 }
 
@@ -100,10 +94,7 @@ impl Tokenizer {
         let mut tokens: Vec<Option<Vec<u8>>> = (0..=255u8).map(|b| Some(vec![b])).collect();
         let mut triples = Vec::with_capacity(merges.len());
         for (i, &(a, b)) in merges.iter().enumerate() {
-            let (ta, tb) = (
-                tokens.get(a as usize).cloned().flatten(),
-                tokens.get(b as usize).cloned().flatten(),
-            );
+            let (ta, tb) = (tokens.get(a as usize).cloned().flatten(), tokens.get(b as usize).cloned().flatten());
             let (Some(mut t), Some(tb)) = (ta, tb) else {
                 return Err(invalid(
                     "trained merges",
@@ -115,31 +106,15 @@ impl Tokenizer {
             triples.push((a, b, 256 + i as u32));
         }
         let first_special = tokens.len() as u32;
-        let specials: Vec<(String, u32)> = SPECIAL_TOKENS
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.to_string(), first_special + i as u32))
-            .collect();
+        let specials: Vec<(String, u32)> =
+            SPECIAL_TOKENS.iter().enumerate().map(|(i, s)| (s.to_string(), first_special + i as u32)).collect();
         tokens.extend(std::iter::repeat_n(None, specials.len()));
-        let model =
-            BpeModel::new(pattern, &tokens, &triples).map_err(|m| invalid("trained merges", m))?;
+        let model = BpeModel::new(pattern, &tokens, &triples).map_err(|m| invalid("trained merges", m))?;
         let json = hf_json::write_json(&model, &specials);
-        Ok(Self::native(
-            model,
-            specials,
-            tokens.len(),
-            "trained".into(),
-            json,
-        ))
+        Ok(Self::native(model, specials, tokens.len(), "trained".into(), json))
     }
 
-    fn native(
-        model: BpeModel,
-        specials: Vec<(String, u32)>,
-        vocab_size: usize,
-        origin: String,
-        json: String,
-    ) -> Self {
+    fn native(model: BpeModel, specials: Vec<(String, u32)>, vocab_size: usize, origin: String, json: String) -> Self {
         let mut token_bytes = vec![0u32; vocab_size];
         for (id, tb) in token_bytes.iter_mut().enumerate() {
             *tb = model.token(id as u32).map_or(0, |b| b.len() as u32);
@@ -147,23 +122,12 @@ impl Tokenizer {
         for (_, id) in &specials {
             token_bytes[*id as usize] = 0;
         }
-        Tokenizer {
-            inner: Inner::Native(Box::new(model)),
-            specials,
-            vocab_size,
-            token_bytes,
-            origin,
-            json,
-        }
+        Tokenizer { inner: Inner::Native(Box::new(model)), specials, vocab_size, token_bytes, origin, json }
     }
 
     /// Load a `tokenizer.json`, or a directory holding one.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let file = if path.is_dir() {
-            path.join(TOKENIZER_FILE)
-        } else {
-            path.to_path_buf()
-        };
+        let file = if path.is_dir() { path.join(TOKENIZER_FILE) } else { path.to_path_buf() };
         let json = std::fs::read_to_string(&file).map_err(|e| Error::File {
             path: file.clone(),
             message: format!(
@@ -180,13 +144,7 @@ impl Tokenizer {
             invalid(origin, format!("is not valid JSON ({e})\n  HINT: a tokenizer.json from `wgpt tokenizer train` or the Hugging Face hub is expected"))
         })?;
         match hf_json::parse_native(&value) {
-            Ok(p) => Ok(Self::native(
-                p.model,
-                p.specials,
-                p.vocab_size,
-                origin.to_string(),
-                json.to_string(),
-            )),
+            Ok(p) => Ok(Self::native(p.model, p.specials, p.vocab_size, origin.to_string(), json.to_string())),
             Err(hf_json::NotNative(why)) => {
                 log::info!("{origin}: using the tokenizers crate to encode ({why})");
                 Self::from_hf(json, origin)
@@ -196,12 +154,16 @@ impl Tokenizer {
 
     fn from_hf(json: &str, origin: &str) -> Result<Self> {
         let mut tk: tokenizers::Tokenizer = json.parse().map_err(|e| {
-            invalid(origin, format!("the tokenizers crate cannot load it: {e}\n  HINT: check the file is a complete tokenizer.json"))
+            invalid(
+                origin,
+                format!(
+                    "the tokenizers crate cannot load it: {e}\n  HINT: check the file is a complete tokenizer.json"
+                ),
+            )
         })?;
         // Whole documents, as plain text: no truncation (GPT-2's file truncates at 50 tokens),
         // no padding, and special-token text inside a document stays text.
-        tk.with_truncation(None)
-            .map_err(|e| invalid(origin, format!("cannot disable truncation: {e}")))?;
+        tk.with_truncation(None).map_err(|e| invalid(origin, format!("cannot disable truncation: {e}")))?;
         tk.with_padding(None);
         tk.set_encode_special_tokens(true);
         let mut specials: Vec<(String, u32)> = tk
@@ -211,9 +173,7 @@ impl Tokenizer {
             .map(|(id, t)| (t.content, id))
             .collect();
         specials.sort_by_key(|s| s.1);
-        let vocab_size = tk
-            .get_vocab_size(true)
-            .max(specials.iter().map(|s| s.1 as usize + 1).max().unwrap_or(0));
+        let vocab_size = tk.get_vocab_size(true).max(specials.iter().map(|s| s.1 as usize + 1).max().unwrap_or(0));
         // Byte lengths from decoding each token alone: exact for whole-character tokens; a token
         // that is part of a character decodes to U+FFFD and counts 3 bytes (nanochat's report era
         // did the same).
@@ -337,10 +297,7 @@ impl Tokenizer {
     /// Encode many texts on all cores. The texts are cut into a few slices per thread, each
     /// encoded by one encoder, so chunk caches stay warm (per-text encoders would start cold).
     pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
-        let slice = texts
-            .len()
-            .div_ceil(4 * rayon::current_num_threads())
-            .max(1);
+        let slice = texts.len().div_ceil(4 * rayon::current_num_threads()).max(1);
         let parts: Vec<Vec<Vec<u32>>> = texts
             .par_chunks(slice)
             .map(|part| {
@@ -360,12 +317,7 @@ impl Tokenizer {
     pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
         match &self.inner {
             Inner::Native(m) => m
-                .decode_bytes(ids, |id| {
-                    self.specials
-                        .iter()
-                        .find(|s| s.1 == id)
-                        .map(|s| s.0.clone())
-                })
+                .decode_bytes(ids, |id| self.specials.iter().find(|s| s.1 == id).map(|s| s.0.clone()))
                 .map_err(|id| self.unknown_id(id)),
             Inner::Hf(t) => {
                 if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
@@ -384,13 +336,7 @@ impl Tokenizer {
     }
 
     fn unknown_id(&self, id: u32) -> Error {
-        invalid(
-            &self.origin,
-            format!(
-                "token id {id} is outside the vocabulary (size {})",
-                self.vocab_size
-            ),
-        )
+        invalid(&self.origin, format!("token id {id} is outside the vocabulary (size {})", self.vocab_size))
     }
 
     /// Check the tokenizer matches the model's `vocab_size`.
@@ -442,10 +388,7 @@ impl Tokenizer {
 
 fn write_err(p: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let p = p.to_path_buf();
-    move |e| Error::File {
-        path: p,
-        message: format!("cannot write: {e}\n  HINT: check the directory is writable"),
-    }
+    move |e| Error::File { path: p, message: format!("cannot write: {e}\n  HINT: check the directory is writable") }
 }
 
 /// On-disk bits-per-byte table (`token_bytes.json`).
@@ -459,17 +402,11 @@ pub struct TokenBytesFile {
 
 /// Read a `token_bytes.json` and check it against `tok`.
 pub fn load_token_bytes(path: &Path, tok: &Tokenizer) -> Result<Vec<u32>> {
-    let err = |m: String| Error::File {
-        path: path.to_path_buf(),
-        message: m,
-    };
+    let err = |m: String| Error::File { path: path.to_path_buf(), message: m };
     let text = std::fs::read_to_string(path).map_err(|e| {
-        err(format!(
-            "cannot read: {e}\n  HINT: `wgpt tokenizer train` writes it next to tokenizer.json"
-        ))
+        err(format!("cannot read: {e}\n  HINT: `wgpt tokenizer train` writes it next to tokenizer.json"))
     })?;
-    let f: TokenBytesFile =
-        serde_json::from_str(&text).map_err(|e| err(format!("not a token_bytes.json ({e})")))?;
+    let f: TokenBytesFile = serde_json::from_str(&text).map_err(|e| err(format!("not a token_bytes.json ({e})")))?;
     if f.token_bytes.len() != f.vocab_size || f.token_bytes.as_slice() != tok.token_bytes() {
         return Err(err(format!(
             "does not belong to the tokenizer {} ({} entries, tokenizer has {})\n  HINT: rerun `wgpt tokenizer info --write-token-bytes` \
@@ -502,9 +439,8 @@ impl TextEncoder<'_> {
                 Ok(())
             }
             EncInner::Hf(t) => {
-                let enc = t
-                    .encode_fast(text, false)
-                    .map_err(|e| invalid(self.origin, format!("cannot encode: {e}")))?;
+                let enc =
+                    t.encode_fast(text, false).map_err(|e| invalid(self.origin, format!("cannot encode: {e}")))?;
                 out.extend_from_slice(enc.get_ids());
                 Ok(())
             }
@@ -513,10 +449,7 @@ impl TextEncoder<'_> {
 }
 
 fn invalid(origin: &str, message: String) -> Error {
-    Error::File {
-        path: PathBuf::from(origin),
-        message,
-    }
+    Error::File { path: PathBuf::from(origin), message }
 }
 
 /// Training settings (nanochat `tok_train.py` defaults).
@@ -532,11 +465,7 @@ pub struct TrainOptions {
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        TrainOptions {
-            vocab_size: DEFAULT_VOCAB_SIZE,
-            doc_cap: DEFAULT_DOC_CAP,
-            max_chars: DEFAULT_MAX_CHARS,
-        }
+        TrainOptions { vocab_size: DEFAULT_VOCAB_SIZE, doc_cap: DEFAULT_DOC_CAP, max_chars: DEFAULT_MAX_CHARS }
     }
 }
 
@@ -556,22 +485,13 @@ pub struct TrainSummary {
 const COUNT_BATCH: usize = 8192;
 
 /// Train nanochat's tokenizer on a stream of documents (the train split, in order).
-pub fn train(
-    docs: impl Iterator<Item = Result<String>>,
-    opts: &TrainOptions,
-) -> Result<(Tokenizer, TrainSummary)> {
-    let n_merges = opts
-        .vocab_size
-        .checked_sub(256 + SPECIAL_TOKENS.len())
-        .ok_or_else(|| {
-            invalid(
-                "--vocab-size",
-                format!(
-                    "{} is too small: 256 byte tokens + 9 specials need at least 265",
-                    opts.vocab_size
-                ),
-            )
-        })?;
+pub fn train(docs: impl Iterator<Item = Result<String>>, opts: &TrainOptions) -> Result<(Tokenizer, TrainSummary)> {
+    let n_merges = opts.vocab_size.checked_sub(256 + SPECIAL_TOKENS.len()).ok_or_else(|| {
+        invalid(
+            "--vocab-size",
+            format!("{} is too small: 256 byte tokens + 9 specials need at least 265", opts.vocab_size),
+        )
+    })?;
     let regex = bpe::compile_pattern(NANOCHAT_PATTERN).map_err(|m| invalid("pattern", m))?;
     let mut counter = train::ChunkCounter::new(regex);
     let mut summary = TrainSummary::default();

@@ -30,10 +30,7 @@ pub struct ChunkCounter {
 
 impl ChunkCounter {
     pub fn new(regex: Regex) -> Self {
-        ChunkCounter {
-            regex,
-            counts: FxHashMap::default(),
-        }
+        ChunkCounter { regex, counts: FxHashMap::default() }
     }
 
     /// Split and count a batch of documents on all cores.
@@ -78,10 +75,7 @@ impl ChunkCounter {
         let mut entries: Vec<(Box<str>, i64)> = self.counts.into_iter().collect();
         entries.sort_unstable();
         let counts: Vec<i64> = entries.iter().map(|e| e.1).collect();
-        let mut words: Vec<Vec<u32>> = entries
-            .iter()
-            .map(|e| e.0.bytes().map(u32::from).collect())
-            .collect();
+        let mut words: Vec<Vec<u32>> = entries.iter().map(|e| e.0.bytes().map(u32::from).collect()).collect();
         drop(entries);
         train_words(&mut words, &counts, n_merges, &mut progress)
     }
@@ -109,9 +103,7 @@ impl PartialOrd for Job {
 impl Ord for Job {
     /// Max-heap on count; on a tie the smaller pair is "greater" so it pops first.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.count
-            .cmp(&other.count)
-            .then_with(|| other.pair.cmp(&self.pair))
+        self.count.cmp(&other.count).then_with(|| other.pair.cmp(&self.pair))
     }
 }
 
@@ -155,12 +147,7 @@ fn train_words(
         .par_iter()
         .enumerate()
         .fold(
-            || {
-                (
-                    FxHashMap::<Pair, i64>::default(),
-                    FxHashMap::<Pair, Vec<u32>>::default(),
-                )
-            },
+            || (FxHashMap::<Pair, i64>::default(), FxHashMap::<Pair, Vec<u32>>::default()),
             |(mut pc, mut wtu), (i, w)| {
                 for p in w.windows(2) {
                     let pair = (p[0], p[1]);
@@ -248,10 +235,7 @@ mod tests {
     fn most_frequent_pair_first_ties_to_smaller_pair() {
         // "ab" x3 and "cd" x3 tie on count; (a,b) < (c,d) so it merges first.
         let m = train_text(&["cd ab cd ab cd ab"], 2);
-        assert_eq!(
-            m,
-            vec![(b'a' as u32, b'b' as u32), (b'c' as u32, b'd' as u32)]
-        );
+        assert_eq!(m, vec![(b'a' as u32, b'b' as u32), (b'c' as u32, b'd' as u32)]);
         // (c,d) now more frequent than (a,b).
         let m = train_text(&["cd ab cd cd"], 1);
         assert_eq!(m, vec![(b'c' as u32, b'd' as u32)]);
@@ -271,12 +255,7 @@ mod tests {
 
     #[test]
     fn order_of_documents_does_not_matter() {
-        let docs = [
-            "the cat sat on the mat",
-            "then the hat",
-            "that thin theme",
-            "mat hat cat that",
-        ];
+        let docs = ["the cat sat on the mat", "then the hat", "that thin theme", "mat hat cat that"];
         let a = train_text(&docs, 20);
         let rev: Vec<&str> = docs.iter().rev().copied().collect();
         assert_eq!(a, train_text(&rev, 20));

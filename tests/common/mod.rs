@@ -58,12 +58,10 @@ impl Drop for Scratch {
 }
 
 const SYLLABLES: [&str; 24] = [
-    "ka", "to", "ri", "the", "an", "ing", "st", "qu", "ze", "lo", "mi", "pr", "é", "ü", "ño", "你",
-    "好", "th", "er", "on", "ly", "ed", "Α", "ω",
+    "ka", "to", "ri", "the", "an", "ing", "st", "qu", "ze", "lo", "mi", "pr", "é", "ü", "ño", "你", "好", "th", "er",
+    "on", "ly", "ed", "Α", "ω",
 ];
-const PUNCT: [&str; 14] = [
-    ", ", ". ", "! ", "? ", "; ", " - ", "\n", "\n\n", " (", ") ", "'s ", "'ll ", " 🌍 ", "\t",
-];
+const PUNCT: [&str; 14] = [", ", ". ", "! ", "? ", "; ", " - ", "\n", "\n\n", " (", ") ", "'s ", "'ll ", " 🌍 ", "\t"];
 
 /// A document of about `words` words: made-up words, numbers, punctuation, contractions,
 /// whitespace runs, non-ASCII text, and now and then special-token text.
@@ -83,11 +81,7 @@ pub fn synthetic_doc(rng: &mut Rng, words: usize) -> String {
             }
         }
         if i + 1 < words {
-            s += if r.is_multiple_of(7) {
-                PUNCT[(rng.next_u64() % PUNCT.len() as u64) as usize]
-            } else {
-                " "
-            };
+            s += if r.is_multiple_of(7) { PUNCT[(rng.next_u64() % PUNCT.len() as u64) as usize] } else { " " };
         }
     }
     s
