@@ -395,6 +395,22 @@ impl GpuContext {
         Ok(t)
     }
 
+    /// Allocate a tensor holding i32 values (token ids, targets): the same 4-byte storage, bound
+    /// as `array<i32>` by the kernels that read it.
+    pub fn upload_i32(&self, label: &str, data: &[i32]) -> Result<GpuTensor> {
+        let t = self.tensor(label, data.len())?;
+        self.write_i32(&t, data)?;
+        Ok(t)
+    }
+
+    pub fn write_i32(&self, t: &GpuTensor, data: &[i32]) -> Result<()> {
+        self.write(t, bytemuck::cast_slice(data))
+    }
+
+    pub fn read_i32(&self, t: &GpuTensor) -> Result<Vec<i32>> {
+        Ok(bytemuck::cast_slice(&self.read(t)?).to_vec())
+    }
+
     /// Copy host data into a tensor (ordered before any later submission).
     pub fn write(&self, t: &GpuTensor, data: &[f32]) -> Result<()> {
         if data.len() != t.len() {

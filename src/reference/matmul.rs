@@ -1,19 +1,20 @@
 //! Reference for `kernels::matmul`: C = α·op(A)·op(B) + β·C over a batch, f64 accumulation.
 
+use super::Real;
 use crate::kernels::matmul::Gemm;
 
 /// Same contract as the GPU kernel, including β = 0 never reading C (so NaN in C is overwritten).
 /// Rows of C are spread over the machine's cores with scoped threads: the loops stay plain, but
 /// checking a 2048×3072×768 product takes seconds instead of a minute.
-pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], g: &Gemm, alpha: f32, beta: f32) {
+pub fn matmul<R: Real>(c: &mut [R], a: &[R], b: &[R], g: &Gemm, alpha: f32, beta: f32) {
     g.check(a.len(), b.len(), c.len()).expect("reference matmul: bad shape");
     let at = |bat: usize, m: usize, k: usize| {
         let i = bat * g.stride_a + if g.trans_a { k * g.lda + m } else { m * g.lda + k };
-        a[i] as f64
+        a[i].f()
     };
     let bt = |bat: usize, k: usize, n: usize| {
         let i = bat * g.stride_b + if g.trans_b { n * g.ldb + k } else { k * g.ldb + n };
-        b[i] as f64
+        b[i].f()
     };
     // Compute every output row in parallel into owned buffers, then write them back.
     let rows: Vec<(usize, usize)> = (0..g.batch).flat_map(|bat| (0..g.m).map(move |m| (bat, m))).collect();
@@ -45,9 +46,9 @@ pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], g: &Gemm, alpha: f32, beta: f
             let i = bat * g.stride_c + m * g.ldc + n;
             let mut v = alpha as f64 * acc;
             if beta != 0.0 {
-                v += beta as f64 * c[i] as f64;
+                v += beta as f64 * c[i].f();
             }
-            c[i] = v as f32;
+            c[i] = R::of(v);
         }
     }
 }

@@ -69,23 +69,35 @@ pub fn format_row(r: &Row) -> String {
     )
 }
 
-struct Runner<'a> {
-    opts: &'a SuiteOptions,
+/// Collects rows; kernel families' case functions (here and in sibling modules) feed it.
+pub(crate) struct Runner<'a> {
+    pub(crate) opts: &'a SuiteOptions,
     rows: Vec<Row>,
     on_row: &'a mut dyn FnMut(&Row),
 }
 
 impl Runner<'_> {
-    fn wants(&self, kernel: &str) -> bool {
+    pub(crate) fn wants(&self, kernel: &str) -> bool {
         self.opts.filter.as_deref().is_none_or(|f| kernel.contains(f))
     }
 
-    fn rng(&self, case: &str) -> Rng {
+    /// A generator seeded from the run seed and the case name.
+    pub(crate) fn rng(&self, case: &str) -> Rng {
         Rng::new(self.opts.seed ^ fnv1a(case.as_bytes()))
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn record(&mut self, kernel: &str, variant: &str, shape: &str, got: &[f32], want: &[f32], tol: Tol, secs: f64) {
+    /// Compare and add a row (also printed through the callback).
+    pub(crate) fn record(
+        &mut self,
+        kernel: &str,
+        variant: &str,
+        shape: &str,
+        got: &[f32],
+        want: &[f32],
+        tol: Tol,
+        secs: f64,
+    ) {
         let (stats, pass) = match compare(got, want, tol) {
             Ok(s) => (s, true),
             Err(s) => (s, false),
@@ -124,7 +136,7 @@ pub fn run(ctx: &GpuContext, opts: &SuiteOptions, on_row: &mut dyn FnMut(&Row)) 
 }
 
 /// Upload, allowing a view that starts `pad` elements into its buffer (to test odd offsets).
-fn upload_at(ctx: &GpuContext, label: &str, data: &[f32], pad: usize) -> Result<GpuTensor> {
+pub(crate) fn upload_at(ctx: &GpuContext, label: &str, data: &[f32], pad: usize) -> Result<GpuTensor> {
     let t = ctx.tensor(label, data.len() + pad)?;
     let v = t.view(pad, data.len());
     ctx.write(&v, data)?;

@@ -1,0 +1,142 @@
+//! Reference for `kernels::attention`: causal self-attention with a sliding window and grouped
+//! KV heads, in the flash formulation (the backward recomputes probabilities from the saved
+//! log-sum-exp instead of keeping a T×T matrix).
+//!
+//! Layouts (row n = b·T + t): q and out (B, T, H, D); k and v (B, T, Hkv, D); lse (B, T, H).
+//! Query head h reads KV head h / (H / Hkv). Query t sees keys j with t − window ≤ j ≤ t
+//! (window + 1 keys, itself included; window ≥ T − 1 is plain causal attention).
+
+use super::Real;
+
+struct Dims {
+    t: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    window: usize,
+}
+
+impl Dims {
+    fn q(&self, b: usize, t: usize, h: usize) -> usize {
+        ((b * self.t + t) * self.h + h) * self.d
+    }
+    fn kv(&self, b: usize, t: usize, h: usize) -> usize {
+        ((b * self.t + t) * self.hkv + h / (self.h / self.hkv)) * self.d
+    }
+    fn keys(&self, t: usize) -> std::ops::RangeInclusive<usize> {
+        t.saturating_sub(self.window)..=t
+    }
+}
+
+fn dot<R: Real>(a: &[R], b: &[R]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x.f() * y.f()).sum()
+}
+
+/// out[b,t,h] = Σ_j softmax_j(scale · q[b,t,h]·k[b,j]) v[b,j];  lse[b,t,h] = ln Σ_j exp(scale · q·k_j)
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward<R: Real>(
+    out: &mut [R],
+    lse: &mut [R],
+    q: &[R],
+    k: &[R],
+    v: &[R],
+    b: usize,
+    t: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    window: usize,
+    scale: f32,
+) {
+    let dm = Dims { t, h, hkv, d, window };
+    let scale = scale as f64;
+    for bi in 0..b {
+        for ti in 0..t {
+            for hi in 0..h {
+                let qo = dm.q(bi, ti, hi);
+                let qv = &q[qo..qo + d];
+                let scores: Vec<f64> = dm
+                    .keys(ti)
+                    .map(|j| {
+                        let ko = dm.kv(bi, j, hi);
+                        scale * dot(qv, &k[ko..ko + d])
+                    })
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+                let l = m + sum.ln();
+                lse[(bi * t + ti) * h + hi] = R::of(l);
+                let mut acc = vec![0.0f64; d];
+                for (s, j) in scores.iter().zip(dm.keys(ti)) {
+                    let p = (s - l).exp();
+                    let vo = dm.kv(bi, j, hi);
+                    for e in 0..d {
+                        acc[e] += p * v[vo + e].f();
+                    }
+                }
+                for e in 0..d {
+                    out[qo + e] = R::of(acc[e]);
+                }
+            }
+        }
+    }
+}
+
+/// Gradients of q, k, v (all written, not accumulated):
+/// p_tj = exp(scale·q_t·k_j − lse_t), Δ_t = dout_t·out_t, ds_tj = p_tj (dout_t·v_j − Δ_t),
+/// dq_t = scale Σ_j ds_tj k_j,  dk_j = scale Σ_t ds_tj q_t,  dv_j = Σ_t p_tj dout_t,
+/// with dk and dv summed over the query heads that share a KV head.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward<R: Real>(
+    dq: &mut [R],
+    dk: &mut [R],
+    dv: &mut [R],
+    dout: &[R],
+    q: &[R],
+    k: &[R],
+    v: &[R],
+    out: &[R],
+    lse: &[R],
+    b: usize,
+    t: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    window: usize,
+    scale: f32,
+) {
+    let dm = Dims { t, h, hkv, d, window };
+    let scale = scale as f64;
+    let mut dk64 = vec![0.0f64; dk.len()];
+    let mut dv64 = vec![0.0f64; dv.len()];
+    for bi in 0..b {
+        for ti in 0..t {
+            for hi in 0..h {
+                let qo = dm.q(bi, ti, hi);
+                let l = lse[(bi * t + ti) * h + hi].f();
+                let delta = dot(&dout[qo..qo + d], &out[qo..qo + d]);
+                let mut dq_acc = vec![0.0f64; d];
+                for j in dm.keys(ti) {
+                    let ko = dm.kv(bi, j, hi);
+                    let p = (scale * dot(&q[qo..qo + d], &k[ko..ko + d]) - l).exp();
+                    let dp = dot(&dout[qo..qo + d], &v[ko..ko + d]);
+                    let ds = p * (dp - delta);
+                    for e in 0..d {
+                        dq_acc[e] += scale * ds * k[ko + e].f();
+                        dk64[ko + e] += scale * ds * q[qo + e].f();
+                        dv64[ko + e] += p * dout[qo + e].f();
+                    }
+                }
+                for e in 0..d {
+                    dq[qo + e] = R::of(dq_acc[e]);
+                }
+            }
+        }
+    }
+    for (o, x) in dk.iter_mut().zip(dk64) {
+        *o = R::of(x);
+    }
+    for (o, x) in dv.iter_mut().zip(dv64) {
+        *o = R::of(x);
+    }
+}
