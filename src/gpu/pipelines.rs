@@ -10,10 +10,30 @@ pub enum Shader {
     Matmul,
     Elementwise,
     Reduce,
+    Crossentropy,
+    Rmsnorm,
+    Embedding,
+    Rope,
+    Activation,
+    Residual,
+    Smear,
+    Vegate,
 }
 
 impl Shader {
-    pub const ALL: &'static [Shader] = &[Shader::Matmul, Shader::Elementwise, Shader::Reduce];
+    pub const ALL: &'static [Shader] = &[
+        Shader::Matmul,
+        Shader::Elementwise,
+        Shader::Reduce,
+        Shader::Crossentropy,
+        Shader::Rmsnorm,
+        Shader::Embedding,
+        Shader::Rope,
+        Shader::Activation,
+        Shader::Residual,
+        Shader::Smear,
+        Shader::Vegate,
+    ];
 
     /// File name under `shaders/`, used in error messages.
     pub fn file(self) -> &'static str {
@@ -21,6 +41,14 @@ impl Shader {
             Shader::Matmul => "shaders/matmul.wgsl",
             Shader::Elementwise => "shaders/elementwise.wgsl",
             Shader::Reduce => "shaders/reduce.wgsl",
+            Shader::Crossentropy => "shaders/crossentropy.wgsl",
+            Shader::Rmsnorm => "shaders/rmsnorm.wgsl",
+            Shader::Embedding => "shaders/embedding.wgsl",
+            Shader::Rope => "shaders/rope.wgsl",
+            Shader::Activation => "shaders/activation.wgsl",
+            Shader::Residual => "shaders/residual.wgsl",
+            Shader::Smear => "shaders/smear.wgsl",
+            Shader::Vegate => "shaders/vegate.wgsl",
         }
     }
 
@@ -29,6 +57,14 @@ impl Shader {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            Shader::Crossentropy => include_str!("../../shaders/crossentropy.wgsl"),
+            Shader::Rmsnorm => include_str!("../../shaders/rmsnorm.wgsl"),
+            Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
+            Shader::Rope => include_str!("../../shaders/rope.wgsl"),
+            Shader::Activation => include_str!("../../shaders/activation.wgsl"),
+            Shader::Residual => include_str!("../../shaders/residual.wgsl"),
+            Shader::Smear => include_str!("../../shaders/smear.wgsl"),
+            Shader::Vegate => include_str!("../../shaders/vegate.wgsl"),
         }
     }
 }
@@ -45,6 +81,26 @@ pub enum Kernel {
     ElementwiseAxpy,
     ReduceSumSquaresPartial,
     ReduceSumFinal,
+    ReduceDotPartial,
+    ReduceWeightedCols,
+    CrossentropySoftcap,
+    RmsnormForward,
+    RmsnormBackward,
+    EmbeddingForward,
+    EmbeddingBackward,
+    RopeForward,
+    RopeBackward,
+    ActivationRelu2Forward,
+    ActivationRelu2Backward,
+    ResidualLambdaMixForward,
+    ResidualLambdaMixBackward,
+    ResidualBackoutForward,
+    ResidualBackoutBackward,
+    SmearForward,
+    SmearBackward,
+    VegateForward,
+    VegateBackward,
+    VegateBackwardDu,
 }
 
 impl Kernel {
@@ -58,6 +114,26 @@ impl Kernel {
         Kernel::ElementwiseAxpy,
         Kernel::ReduceSumSquaresPartial,
         Kernel::ReduceSumFinal,
+        Kernel::ReduceDotPartial,
+        Kernel::ReduceWeightedCols,
+        Kernel::CrossentropySoftcap,
+        Kernel::RmsnormForward,
+        Kernel::RmsnormBackward,
+        Kernel::EmbeddingForward,
+        Kernel::EmbeddingBackward,
+        Kernel::RopeForward,
+        Kernel::RopeBackward,
+        Kernel::ActivationRelu2Forward,
+        Kernel::ActivationRelu2Backward,
+        Kernel::ResidualLambdaMixForward,
+        Kernel::ResidualLambdaMixBackward,
+        Kernel::ResidualBackoutForward,
+        Kernel::ResidualBackoutBackward,
+        Kernel::SmearForward,
+        Kernel::SmearBackward,
+        Kernel::VegateForward,
+        Kernel::VegateBackward,
+        Kernel::VegateBackwardDu,
     ];
 
     pub fn shader(self) -> Shader {
@@ -66,7 +142,21 @@ impl Kernel {
             Kernel::ElementwiseFill | Kernel::ElementwiseAdd | Kernel::ElementwiseScale | Kernel::ElementwiseAxpy => {
                 Shader::Elementwise
             }
-            Kernel::ReduceSumSquaresPartial | Kernel::ReduceSumFinal => Shader::Reduce,
+            Kernel::ReduceSumSquaresPartial
+            | Kernel::ReduceSumFinal
+            | Kernel::ReduceDotPartial
+            | Kernel::ReduceWeightedCols => Shader::Reduce,
+            Kernel::CrossentropySoftcap => Shader::Crossentropy,
+            Kernel::RmsnormForward | Kernel::RmsnormBackward => Shader::Rmsnorm,
+            Kernel::EmbeddingForward | Kernel::EmbeddingBackward => Shader::Embedding,
+            Kernel::RopeForward | Kernel::RopeBackward => Shader::Rope,
+            Kernel::ActivationRelu2Forward | Kernel::ActivationRelu2Backward => Shader::Activation,
+            Kernel::ResidualLambdaMixForward
+            | Kernel::ResidualLambdaMixBackward
+            | Kernel::ResidualBackoutForward
+            | Kernel::ResidualBackoutBackward => Shader::Residual,
+            Kernel::SmearForward | Kernel::SmearBackward => Shader::Smear,
+            Kernel::VegateForward | Kernel::VegateBackward | Kernel::VegateBackwardDu => Shader::Vegate,
         }
     }
 
@@ -81,6 +171,26 @@ impl Kernel {
             Kernel::ElementwiseAxpy => "elementwise_axpy",
             Kernel::ReduceSumSquaresPartial => "reduce_sum_squares_partial",
             Kernel::ReduceSumFinal => "reduce_sum_final",
+            Kernel::ReduceDotPartial => "reduce_dot_partial",
+            Kernel::ReduceWeightedCols => "reduce_weighted_cols",
+            Kernel::CrossentropySoftcap => "crossentropy_softcap",
+            Kernel::RmsnormForward => "rmsnorm_forward",
+            Kernel::RmsnormBackward => "rmsnorm_backward",
+            Kernel::EmbeddingForward => "embedding_forward",
+            Kernel::EmbeddingBackward => "embedding_backward",
+            Kernel::RopeForward => "rope_forward",
+            Kernel::RopeBackward => "rope_backward",
+            Kernel::ActivationRelu2Forward => "activation_relu2_forward",
+            Kernel::ActivationRelu2Backward => "activation_relu2_backward",
+            Kernel::ResidualLambdaMixForward => "residual_lambda_mix_forward",
+            Kernel::ResidualLambdaMixBackward => "residual_lambda_mix_backward",
+            Kernel::ResidualBackoutForward => "residual_backout_forward",
+            Kernel::ResidualBackoutBackward => "residual_backout_backward",
+            Kernel::SmearForward => "smear_forward",
+            Kernel::SmearBackward => "smear_backward",
+            Kernel::VegateForward => "vegate_forward",
+            Kernel::VegateBackward => "vegate_backward",
+            Kernel::VegateBackwardDu => "vegate_backward_du",
         }
     }
 }
