@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod gpu;
