@@ -1,6 +1,7 @@
 //! The nanochat GPT: shape derivation ([`config`]), parameter inventory and arena layout
 //! ([`params`]).
 
+pub mod checkpoint;
 pub mod config;
 pub mod params;
 
