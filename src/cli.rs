@@ -267,7 +267,7 @@ fn info_cmd(args: &InfoArgs) -> anyhow::Result<i32> {
         let s = x.to_string();
         let mut out = String::new();
         for (i, ch) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(ch);

@@ -169,7 +169,7 @@ impl RunConfig {
             return bad("train.device_batch_size must be >= 1".into());
         }
         let per_step = tr.device_batch_size * model.sequence_len;
-        if tr.total_batch_size == 0 || tr.total_batch_size % per_step != 0 {
+        if tr.total_batch_size == 0 || !tr.total_batch_size.is_multiple_of(per_step) {
             return bad(format!(
                 "train.total_batch_size {} is not a multiple of device_batch_size × sequence_len = {} × {} = {per_step}\n  \
                  HINT: use a multiple of {per_step}, e.g. {}",

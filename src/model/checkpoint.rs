@@ -100,8 +100,11 @@ pub fn load_weights(path: &Path, layout: &ParamLayout) -> Result<Vec<f32>> {
     Ok(arena)
 }
 
+/// An integer tensor read from disk: shape and values.
+pub type IntTensor = (Vec<usize>, Vec<i32>);
+
 /// Integer tensors of a batch file (`idx`, `targets`: int32, or int64 as PyTorch writes them).
-pub fn load_i32(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<i32>)>> {
+pub fn load_i32(path: &Path) -> Result<HashMap<String, IntTensor>> {
     let bytes = read_file(path)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| file_err(path, format!("not a safetensors file: {e}")))?;
     let mut out = HashMap::new();
