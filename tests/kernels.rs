@@ -49,7 +49,7 @@ fn matmul_tn_matches_reference() {
 
 #[test]
 fn elementwise_matches_reference() {
-    for k in ["fill", "add", "scale", "axpy"] {
+    for k in ["fill", "copy", "add", "scale", "axpy"] {
         assert_all_pass(k);
     }
 }

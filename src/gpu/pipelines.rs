@@ -40,6 +40,7 @@ pub enum Kernel {
     MatmulRegister,
     MatmulTiled,
     ElementwiseFill,
+    ElementwiseCopy,
     ElementwiseAdd,
     ElementwiseScale,
     ElementwiseAxpy,
@@ -53,6 +54,7 @@ impl Kernel {
         Kernel::MatmulRegister,
         Kernel::MatmulTiled,
         Kernel::ElementwiseFill,
+        Kernel::ElementwiseCopy,
         Kernel::ElementwiseAdd,
         Kernel::ElementwiseScale,
         Kernel::ElementwiseAxpy,
@@ -63,9 +65,11 @@ impl Kernel {
     pub fn shader(self) -> Shader {
         match self {
             Kernel::MatmulNaive | Kernel::MatmulRegister | Kernel::MatmulTiled => Shader::Matmul,
-            Kernel::ElementwiseFill | Kernel::ElementwiseAdd | Kernel::ElementwiseScale | Kernel::ElementwiseAxpy => {
-                Shader::Elementwise
-            }
+            Kernel::ElementwiseFill
+            | Kernel::ElementwiseCopy
+            | Kernel::ElementwiseAdd
+            | Kernel::ElementwiseScale
+            | Kernel::ElementwiseAxpy => Shader::Elementwise,
             Kernel::ReduceSumSquaresPartial | Kernel::ReduceSumFinal => Shader::Reduce,
         }
     }
@@ -76,6 +80,7 @@ impl Kernel {
             Kernel::MatmulRegister => "matmul_register",
             Kernel::MatmulTiled => "matmul_tiled",
             Kernel::ElementwiseFill => "elementwise_fill",
+            Kernel::ElementwiseCopy => "elementwise_copy",
             Kernel::ElementwiseAdd => "elementwise_add",
             Kernel::ElementwiseScale => "elementwise_scale",
             Kernel::ElementwiseAxpy => "elementwise_axpy",
