@@ -101,6 +101,15 @@ pub fn muon_elems(layout: &ParamLayout) -> (usize, usize) {
     (mom, second)
 }
 
+/// f32 of stream workspace the model's launchers need: the value-embedding gate's per-row
+/// coefficients (N·Hkv), smear's (2·B·T), or the partial sums of a scalar-gradient reduction over
+/// N·C elements (256 per binding-sized chunk, counted at the 128 MiB binding of the smallest
+/// adapter wgpt supports; a larger binding needs fewer). `GpuModel::new` checks the real need.
+pub fn stream_scratch_len(n: usize, c: usize, hkv: usize, b: usize, t: usize) -> usize {
+    let chunk = ((128usize << 20) - 272) / 4 / 64 * 64;
+    (n * hkv).max(2 * b * t).max(256 * (n * c).div_ceil(chunk))
+}
+
 impl MemoryPlan {
     pub fn new(rc: &RunConfig) -> Self {
         let m = &rc.model;
@@ -125,9 +134,9 @@ impl MemoryPlan {
 
         add("idx", Batch, n);
         add("targets", Batch, n);
-        add("emb.order", Batch, n);
-        add("emb.starts", Batch, n + 1);
-        add("emb.tokens", Batch, n);
+        // Positions grouped by token for the deterministic embedding gradient: order (N),
+        // starts (N + 1), tokens (N), packed (kernels::embedding::EmbeddingBuckets::packed).
+        add("emb.buckets", Batch, 3 * n + 1);
         add("rope.cos", Batch, t * d / 2);
         add("rope.sin", Batch, t * d / 2);
         add("step_scalars", Batch, 16);
@@ -136,7 +145,10 @@ impl MemoryPlan {
         add("x0", Activations, n * c);
         add("rstd0", Activations, n);
         for i in 0..m.n_layer {
-            add(&format!("h{i}.x_prev"), Activations, n * c);
+            // Block 0's input is x0 itself.
+            if i > 0 {
+                add(&format!("h{i}.x_prev"), Activations, n * c);
+            }
             if rec != Recompute::Block {
                 add(&format!("h{i}.q_rot"), Activations, n * hd);
                 add(&format!("h{i}.k_rot"), Activations, n * kv);
@@ -202,6 +214,10 @@ impl MemoryPlan {
             add("ws.lse", Workspace, n * h);
             add("ws.x1", Workspace, n * c);
         }
+        // Attention backward's Δ_t = ⟨dout_t, out_t⟩ per query and head.
+        add("ws.delta", Workspace, n * h);
+        // Launchers' temporaries (reduction partials, per-row gate coefficients), see Stream.
+        add("ws.stream", Workspace, stream_scratch_len(n, c, hkv, b, t));
         add("ws.losses", Workspace, n);
         add("logits", Logits, rc.logits_chunk_rows * m.padded_vocab);
         MemoryPlan { entries: e }
