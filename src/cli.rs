@@ -240,7 +240,7 @@ fn info_cmd(args: &InfoArgs) -> anyhow::Result<i32> {
     let rc = crate::config::RunConfig::load(&args.config, &args.overrides)?;
     let m = &rc.model;
     let counts = ParamCounts::of(m);
-    let plan = MemoryPlan::new(&rc);
+    let plan = MemoryPlan::for_run(&rc);
     let flops = m.flops_per_token();
     if args.json {
         let mem: serde_json::Map<String, serde_json::Value> =

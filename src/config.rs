@@ -105,6 +105,18 @@ pub struct MemorySpec {
     pub logits_chunk_rows: usize,
 }
 
+impl MemorySpec {
+    /// Rows per cross-entropy chunk for a batch of `b` sequences: as set, or (0) as many as keep
+    /// a chunk of f32 logits within 256 MiB; at least one row, never more than the batch.
+    pub fn logits_chunk_rows(&self, model: &GptConfig, b: usize) -> usize {
+        let rows = b * model.sequence_len;
+        match self.logits_chunk_rows {
+            0 => ((256usize << 20) / (4 * model.padded_vocab)).clamp(1, rows),
+            r => r.clamp(1, rows),
+        }
+    }
+}
+
 impl Default for MemorySpec {
     fn default() -> Self {
         Self { recompute: Recompute::Mlp, logits_chunk_rows: 0 }
@@ -180,15 +192,7 @@ impl RunConfig {
             ));
         }
         let grad_accum = tr.total_batch_size / per_step;
-        let rows = tr.device_batch_size * model.sequence_len;
-        let logits_chunk_rows = match file.memory.logits_chunk_rows {
-            0 => {
-                // At most 256 MiB of f32 logits at once, at least one row, never more than a batch.
-                let cap = (256usize << 20) / (4 * model.padded_vocab);
-                cap.clamp(1, rows)
-            }
-            r => r.min(rows),
-        };
+        let logits_chunk_rows = file.memory.logits_chunk_rows(&model, tr.device_batch_size);
         Ok(RunConfig { source, overrides, file, model, grad_accum, logits_chunk_rows })
     }
 

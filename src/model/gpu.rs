@@ -12,7 +12,7 @@
 
 use super::memory::{Category, MemoryPlan};
 use super::{GptConfig, ParamLayout};
-use crate::config::{Recompute, RunConfig};
+use crate::config::{MemorySpec, Recompute, RunConfig};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::kernels::attention::{attention_backward_ws, attention_forward};
@@ -41,10 +41,15 @@ pub struct GpuModel<'c> {
 impl<'c> GpuModel<'c> {
     /// Allocate parameters, gradients, activations, workspace and batch buffers (not the optimizer
     /// state: the optimizer allocates its own plan entries) and upload the RoPE tables.
-    pub fn new(ctx: &'c GpuContext, rc: &RunConfig) -> Result<Self> {
-        let plan = MemoryPlan::new(rc);
-        let cfg = rc.model.clone();
-        let (b, t) = (rc.train().device_batch_size, cfg.sequence_len);
+    pub fn for_run(ctx: &'c GpuContext, rc: &RunConfig) -> Result<Self> {
+        Self::new(ctx, &rc.model, rc.train().device_batch_size, &rc.file.memory)
+    }
+
+    /// For `b` sequences of the model's full length per forward/backward.
+    pub fn new(ctx: &'c GpuContext, cfg: &GptConfig, b: usize, mem: &MemorySpec) -> Result<Self> {
+        let plan = MemoryPlan::new(cfg, b, mem);
+        let cfg = cfg.clone();
+        let t = cfg.sequence_len;
         let cats = [
             Category::Params,
             Category::Grads,
@@ -59,10 +64,10 @@ impl<'c> GpuModel<'c> {
             ctx,
             layout: ParamLayout::new(&cfg),
             cfg,
-            recompute: rc.file.memory.recompute,
+            recompute: mem.recompute,
             b,
             t,
-            logits_chunk_rows: rc.logits_chunk_rows,
+            logits_chunk_rows: mem.logits_chunk_rows(&cfg, b),
             plan,
             bufs,
             buckets,

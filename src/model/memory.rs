@@ -16,8 +16,9 @@
 //! the normalized q/k, the gathered value embeddings, relu²) is recomputed into one shared set of
 //! workspace buffers that every layer reuses.
 
-use crate::config::{Recompute, RunConfig};
+use crate::config::{MemorySpec, Recompute, RunConfig};
 use crate::gpu::{GpuContext, GpuTensor};
+use crate::model::GptConfig;
 use crate::model::{OptGroup, ParamLayout};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -111,10 +112,15 @@ pub fn stream_scratch_len(n: usize, c: usize, hkv: usize, b: usize, t: usize) ->
 }
 
 impl MemoryPlan {
-    pub fn new(rc: &RunConfig) -> Self {
-        let m = &rc.model;
+    /// The plan of a run config (its model, device batch and memory switches).
+    pub fn for_run(rc: &RunConfig) -> Self {
+        Self::new(&rc.model, rc.train().device_batch_size, &rc.file.memory)
+    }
+
+    /// The plan for training `m` at `b` sequences per micro-batch.
+    pub fn new(m: &GptConfig, b: usize, mem: &MemorySpec) -> Self {
         let layout = ParamLayout::new(m);
-        let (b, t) = (rc.train().device_batch_size, m.sequence_len);
+        let t = m.sequence_len;
         let n = b * t;
         let (c, h, hkv, d) = (m.n_embd, m.n_head, m.n_kv_head, m.head_dim);
         let (hd, kv, f) = (h * d, hkv * d, 4 * c);
@@ -141,7 +147,7 @@ impl MemoryPlan {
         add("rope.sin", Batch, t * d / 2);
         add("step_scalars", Batch, 16);
 
-        let rec = rc.file.memory.recompute;
+        let rec = mem.recompute;
         add("x0", Activations, n * c);
         add("rstd0", Activations, n);
         for i in 0..m.n_layer {
@@ -219,7 +225,7 @@ impl MemoryPlan {
         // Launchers' temporaries (reduction partials, per-row gate coefficients), see Stream.
         add("ws.stream", Workspace, stream_scratch_len(n, c, hkv, b, t));
         add("ws.losses", Workspace, n);
-        add("logits", Logits, rc.logits_chunk_rows * m.padded_vocab);
+        add("logits", Logits, mem.logits_chunk_rows(m, b) * m.padded_vocab);
         MemoryPlan { entries: e }
     }
 
@@ -262,7 +268,7 @@ mod tests {
     fn plan(file: &str, overrides: &[&str]) -> MemoryPlan {
         let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
         let rc = RunConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(file), &o).unwrap();
-        MemoryPlan::new(&rc)
+        MemoryPlan::for_run(&rc)
     }
 
     #[test]
