@@ -22,6 +22,7 @@ pub mod model;
 pub mod reference;
 pub mod testing;
 pub mod tokenizer;
+pub mod train;
 pub mod util;
 pub mod validate;
 
