@@ -19,6 +19,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod model;
+pub mod optim;
 pub mod reduce;
 pub mod residual;
 pub mod rmsnorm;
