@@ -39,7 +39,7 @@ fn fmt_tick(v: f64) -> String {
         return "0".into();
     }
     let a = v.abs();
-    if a >= 1e4 || a < 1e-2 {
+    if !(1e-2..1e4).contains(&a) {
         format!("{v:.1e}")
     } else if a >= 100.0 || v.fract() == 0.0 {
         format!("{v:.0}")
