@@ -1,6 +1,7 @@
 // elementwise.wgsl — the small vector primitives later kernels and the optimizers build on.
 //
 //   elementwise_fill   out[i] = value
+//   elementwise_copy   out[i] = x[i]
 //   elementwise_add    out[i] = x[i] + y[i]
 //   elementwise_scale  x[i]   = alpha * x[i]          (in place)
 //   elementwise_axpy   y[i]   = alpha * x[i] + y[i]   (BLAS axpy, accumulates into y)
@@ -38,6 +39,13 @@ override WG: u32 = 256u;
 fn elementwise_fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     for (var i = gid.x; i < p.n; i += nwg.x * WG) {
         out[p.off_out + i] = p.value;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn elementwise_copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    for (var i = gid.x; i < p.n; i += nwg.x * WG) {
+        out[p.off_out + i] = x[p.off_x + i];
     }
 }
 

@@ -67,6 +67,8 @@ pub enum Command {
     },
     /// Check every GPU kernel against its CPU reference and print a table; exit 1 on any failure.
     Validate(ValidateArgs),
+    /// Parameter counts, FLOPs per token and the training memory plan of a config.
+    Info(InfoArgs),
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
@@ -82,6 +84,19 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::data::cli::DataCommand,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// A config file, e.g. configs/rtx4070-d12.toml.
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+    /// Override a config value: --set train.device_batch_size=4 (repeatable).
+    #[arg(long = "set")]
+    pub overrides: Vec<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +153,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Adapters { json } => adapters_cmd(&cli.gpu, json),
         Command::Validate(args) => validate_cmd(&cli.gpu, &args),
+        Command::Info(args) => info_cmd(&args),
         Command::Bench { what: BenchCommand::Matmul(args) } => {
             let mut opts = MatmulBenchOptions::default();
             if !args.shapes.is_empty() {
@@ -216,4 +232,77 @@ fn validate_cmd(gpu: &GpuArgs, args: &ValidateArgs) -> anyhow::Result<i32> {
         return Ok(1);
     }
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+fn info_cmd(args: &InfoArgs) -> anyhow::Result<i32> {
+    use crate::model::memory::{Category, MemoryPlan};
+    use crate::model::ParamCounts;
+    let rc = crate::config::RunConfig::load(&args.config, &args.overrides)?;
+    let m = &rc.model;
+    let counts = ParamCounts::of(m);
+    let plan = MemoryPlan::for_run(&rc);
+    let flops = m.flops_per_token();
+    if args.json {
+        let mem: serde_json::Map<String, serde_json::Value> =
+            Category::ALL.iter().map(|&c| (c.name().to_string(), serde_json::json!(plan.bytes(c)))).collect();
+        let v = serde_json::json!({
+            "config": args.config,
+            "model": m,
+            "params": counts,
+            "total_params": counts.total,
+            "scaling_params": counts.scaling,
+            "flops_per_token": flops,
+            "device_batch_size": rc.train().device_batch_size,
+            "grad_accum": rc.grad_accum,
+            "recompute": rc.file.memory.recompute,
+            "logits_chunk_rows": rc.logits_chunk_rows,
+            "memory_bytes": mem,
+            "memory_total_bytes": plan.total_bytes(),
+            "memory_buffers": plan.entries,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let n = |x: usize| {
+        let s = x.to_string();
+        let mut out = String::new();
+        for (i, ch) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        out
+    };
+    println!("config: {}", args.config.display());
+    println!(
+        "model: depth {} · C {} · {} heads ({} KV) of {} · vocab {} (padded {}) · T {} · windows {}",
+        m.n_layer,
+        m.n_embd,
+        m.n_head,
+        m.n_kv_head,
+        m.head_dim,
+        m.vocab_size,
+        m.padded_vocab,
+        m.sequence_len,
+        m.window_pattern
+    );
+    println!("parameters:");
+    println!("  {:<24} {:>15}", "wte", n(counts.wte));
+    println!("  {:<24} {:>15}", "value_embeds", n(counts.value_embeds));
+    println!("  {:<24} {:>15}", "lm_head", n(counts.lm_head));
+    println!("  {:<24} {:>15}", "transformer_matrices", n(counts.transformer_matrices));
+    println!("  {:<24} {:>15}", "scalars", n(counts.scalars));
+    println!("  {:<24} {:>15}", "total", n(counts.total));
+    println!("  {:<24} {:>15}   (transformer_matrices + lm_head)", "scaling params", n(counts.scaling));
+    println!("FLOPs per token (fwd+bwd): {} ({:.4e})", n(flops as usize), flops as f64);
+    println!(
+        "memory plan at device batch {} × {} (recompute = {:?}, logits chunk {} rows):",
+        rc.train().device_batch_size,
+        m.sequence_len,
+        rc.file.memory.recompute,
+        rc.logits_chunk_rows
+    );
+    print!("{}", plan.render());
+    Ok(0)
 }

@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod gpu;
@@ -21,6 +22,7 @@ pub mod model;
 pub mod reference;
 pub mod testing;
 pub mod tokenizer;
+pub mod train;
 pub mod util;
 pub mod validate;
 

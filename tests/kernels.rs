@@ -50,7 +50,7 @@ fn matmul_tn_matches_reference() {
 
 #[test]
 fn elementwise_matches_reference() {
-    for k in ["fill", "add", "scale", "axpy"] {
+    for k in ["fill", "copy", "add", "scale", "axpy"] {
         assert_all_pass(k);
     }
 }
@@ -339,4 +339,20 @@ fn autotune_picks_a_passing_variant_and_caches_it() {
     let off = GpuContext::new(&GpuOptions { autotune: AutotuneMode::Off, cache_dir: None, ..test_options() }).unwrap();
     assert_eq!(matmul::choose_variant(&off, &g).unwrap(), MatmulVariant::default_for(&off));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Timestamps inside passes give one duration per dispatch (lavapipe and every Vulkan GPU
+/// with timestamp support).
+#[test]
+fn profile_times_every_dispatch() {
+    let Some(ctx) = gpu() else { return };
+    let x = ctx.tensor("x", 1 << 16).unwrap();
+    let mut s = Stream::new(ctx);
+    elementwise::fill(&mut s, &x, 1.0).unwrap();
+    elementwise::scale(&mut s, &x, 2.0).unwrap();
+    match ctx.profile(s.dispatches()).unwrap() {
+        Some(times) => assert_eq!(times.len(), 2),
+        None => assert!(!ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)),
+    }
+    assert!(ctx.read(&x).unwrap().iter().all(|&v| v == 2.0));
 }

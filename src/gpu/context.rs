@@ -520,6 +520,82 @@ impl GpuContext {
         Ok(t0.elapsed())
     }
 
+    /// GPU time of each dispatch, from timestamps written between dispatches inside the pass
+    /// (TIMESTAMP_QUERY_INSIDE_PASSES). `None` when the adapter cannot time inside passes. Runs
+    /// the dispatches once; each is timed from the end of the previous one to its own end, which
+    /// on a serial queue is the dispatch plus the barrier before it.
+    pub fn profile(&self, dispatches: &[Dispatch]) -> Result<Option<Vec<Duration>>> {
+        if !self.features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES) || dispatches.is_empty() {
+            return Ok(None);
+        }
+        let period_ns = self.queue.get_timestamp_period() as f64;
+        let mut out = Vec::with_capacity(dispatches.len());
+        // One query set holds at most 4096 timestamps: n dispatches need n + 1.
+        for part in dispatches.chunks(wgpu::QUERY_SET_MAX_QUERIES as usize - 1) {
+            let count = part.len() as u32 + 1;
+            let qs = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            });
+            let bytes = count as u64 * wgpu::QUERY_SIZE as u64;
+            let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile resolve"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let read = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile read"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut enc =
+                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("profile"),
+                    timestamp_writes: None,
+                });
+                pass.write_timestamp(&qs, 0);
+                for (i, d) in part.iter().enumerate() {
+                    pass.set_pipeline(&d.pipeline);
+                    pass.set_bind_group(0, &d.bind_group, &[]);
+                    if !d.immediates.is_empty() {
+                        pass.set_immediates(0, &d.immediates);
+                    }
+                    pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+                    pass.write_timestamp(&qs, i as u32 + 1);
+                }
+            }
+            enc.resolve_query_set(&qs, 0..count, &resolve, 0);
+            enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, bytes);
+            self.queue.submit([enc.finish()]);
+            let (tx, rx) = std::sync::mpsc::channel();
+            read.map_async(wgpu::MapMode::Read, .., move |r| {
+                let _ = tx.send(r);
+            });
+            self.wait()?;
+            if !matches!(rx.recv(), Ok(Ok(()))) {
+                return Err(Error::Validation {
+                    context: "profile".into(),
+                    message: "timestamp readback failed".into(),
+                });
+            }
+            let view = read
+                .get_mapped_range(..)
+                .map_err(|e| Error::Validation { context: "profile".into(), message: e.to_string() })?;
+            let ticks: Vec<u64> = bytemuck::cast_slice(&view).to_vec();
+            drop(view);
+            read.unmap();
+            for w in ticks.windows(2) {
+                out.push(Duration::from_nanos((w[1].saturating_sub(w[0]) as f64 * period_ns) as u64));
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// Block until all submitted work is done; report any fault wgpu signalled meanwhile.
     pub fn wait(&self) -> Result<()> {
         let polled = self.device.poll(wgpu::PollType::wait_indefinitely());

@@ -76,6 +76,7 @@ pub enum Kernel {
     MatmulRegister,
     MatmulTiled,
     ElementwiseFill,
+    ElementwiseCopy,
     ElementwiseAdd,
     ElementwiseScale,
     ElementwiseAxpy,
@@ -109,6 +110,7 @@ impl Kernel {
         Kernel::MatmulRegister,
         Kernel::MatmulTiled,
         Kernel::ElementwiseFill,
+        Kernel::ElementwiseCopy,
         Kernel::ElementwiseAdd,
         Kernel::ElementwiseScale,
         Kernel::ElementwiseAxpy,
@@ -139,9 +141,11 @@ impl Kernel {
     pub fn shader(self) -> Shader {
         match self {
             Kernel::MatmulNaive | Kernel::MatmulRegister | Kernel::MatmulTiled => Shader::Matmul,
-            Kernel::ElementwiseFill | Kernel::ElementwiseAdd | Kernel::ElementwiseScale | Kernel::ElementwiseAxpy => {
-                Shader::Elementwise
-            }
+            Kernel::ElementwiseFill
+            | Kernel::ElementwiseCopy
+            | Kernel::ElementwiseAdd
+            | Kernel::ElementwiseScale
+            | Kernel::ElementwiseAxpy => Shader::Elementwise,
             Kernel::ReduceSumSquaresPartial
             | Kernel::ReduceSumFinal
             | Kernel::ReduceDotPartial
@@ -166,6 +170,7 @@ impl Kernel {
             Kernel::MatmulRegister => "matmul_register",
             Kernel::MatmulTiled => "matmul_tiled",
             Kernel::ElementwiseFill => "elementwise_fill",
+            Kernel::ElementwiseCopy => "elementwise_copy",
             Kernel::ElementwiseAdd => "elementwise_add",
             Kernel::ElementwiseScale => "elementwise_scale",
             Kernel::ElementwiseAxpy => "elementwise_axpy",

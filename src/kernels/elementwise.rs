@@ -76,6 +76,12 @@ pub fn fill(s: &mut Stream<'_>, out: &GpuTensor, value: f32) -> Result<()> {
     launch(s, Kernel::ElementwiseFill, &[out], 0.0, value)
 }
 
+/// out[i] = x[i]
+pub fn copy(s: &mut Stream<'_>, out: &GpuTensor, x: &GpuTensor) -> Result<()> {
+    same_len("copy", out, x)?;
+    launch(s, Kernel::ElementwiseCopy, &[out, x], 0.0, 0.0)
+}
+
 /// out[i] = x[i] + y[i]
 pub fn add(s: &mut Stream<'_>, out: &GpuTensor, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
     same_len("add", out, x)?;

@@ -1,7 +1,9 @@
 //! The nanochat GPT: shape derivation ([`config`]), parameter inventory and arena layout
 //! ([`params`]).
 
+pub mod checkpoint;
 pub mod config;
+pub mod memory;
 pub mod params;
 
 pub use config::{GptConfig, ModelSpec};

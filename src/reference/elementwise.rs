@@ -7,6 +7,11 @@ pub fn fill(out: &mut [f32], value: f32) {
     }
 }
 
+/// out[i] = x[i]
+pub fn copy(out: &mut [f32], x: &[f32]) {
+    out.copy_from_slice(x);
+}
+
 /// out[i] = x[i] + y[i]
 pub fn add(out: &mut [f32], x: &[f32], y: &[f32]) {
     assert!(out.len() == x.len() && x.len() == y.len());

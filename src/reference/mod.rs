@@ -18,6 +18,8 @@ pub mod crossentropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
+pub mod model;
+pub mod optim;
 pub mod reduce;
 pub mod residual;
 pub mod rmsnorm;

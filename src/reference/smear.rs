@@ -41,7 +41,7 @@ pub fn smear_backward<R: Real>(
     c: usize,
 ) {
     let lam = lambda.f();
-    let mut dw64 = vec![0.0f64; SMEAR_CHANNELS];
+    let mut dw64 = [0.0f64; SMEAR_CHANNELS];
     let mut dl = 0.0f64;
     for bi in 0..b {
         for ti in 0..t {

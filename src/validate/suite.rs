@@ -257,6 +257,10 @@ fn elementwise_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Res
         check("fill", &nan, &tout, &|s| elementwise::fill(s, &tout, alpha), want)?;
 
         let mut want = vec![0.0; n];
+        reference::elementwise::copy(&mut want, &x);
+        check("copy", &nan, &tout, &|s| elementwise::copy(s, &tout, &tx), want)?;
+
+        let mut want = vec![0.0; n];
         reference::elementwise::add(&mut want, &x, &y);
         check("add", &nan, &tout, &|s| elementwise::add(s, &tout, &tx, &ty), want)?;
 
