@@ -32,9 +32,9 @@ struct CrossentropyParams {
 }
 
 /// For each of `rows` rows of unsoftcapped logits (rows × vp, only the first v columns real):
-/// losses[r] = logsumexp(l) − l[target], l = softcap·tanh(z/softcap), 0 for target −1 (written).
+/// `losses[r] = logsumexp(l) − l[target]`, `l = softcap·tanh(z/softcap)`, 0 for target −1 (written).
 /// With `dlogits`, the logits are overwritten with
-/// dz = grad_scale[0]·(softmax(l) − onehot(target))·(1 − (l/softcap)²), zero in the padding columns
+/// `dz = grad_scale[0]·(softmax(l) − onehot(target))·(1 − (l/softcap)²)`, zero in the padding columns
 /// and on ignored rows. `targets` is an i32 tensor (`GpuContext::upload_i32`); a target ≥ v gives a
 /// NaN loss and gradient row. losses, logits, targets and grad_scale must be four different
 /// buffers, except that targets and grad_scale (both read-only) may share one.

@@ -32,7 +32,7 @@ fn threads_per_row(c: usize) -> usize {
     c.div_ceil(4).next_power_of_two().min(WG)
 }
 
-/// out[r, :] = scale · inp[r, :] · rstd[r],  rstd[r] = 1/√(mean_c inp[r, c]² + eps), for `rows`
+/// `out[r, :] = scale · inp[r, :] · rstd[r]`,  `rstd[r] = 1/√(mean_c inp[r, c]² + eps)`, for `rows`
 /// rows of `c` elements. out, rstd and inp must be three different buffers (out and rstd may share
 /// one).
 pub fn rmsnorm_forward(

@@ -40,7 +40,7 @@ fn check(op: &'static str, w: &GpuTensor, lambda: &GpuTensor, b: usize, t: usize
     expect_len(op, "lambda", lambda, 1)
 }
 
-/// out = smear(e): out_0 = e_0, out_t = e_t + λσ(⟨w, e_t[0:24]⟩)·e_{t−1}, for b sequences of t rows
+/// out = smear(e): `out_0 = e_0`, `out_t = e_t + λσ(⟨w, e_t[0:24]⟩)·e_{t−1}`, for b sequences of t rows
 /// of c. out may not share a buffer with e, w or λ.
 #[allow(clippy::too_many_arguments)]
 pub fn smear_forward(
@@ -90,7 +90,7 @@ pub fn smear_forward(
     Ok(())
 }
 
-/// de (written) = dout + g_{t+1}·dout_{t+1} + ds_t·w (first 24 channels); dw += Σ_t ds_t·e_t[0:24];
+/// de (written) = dout + g_{t+1}·dout_{t+1} + ds_t·w (first 24 channels); `dw += Σ_t ds_t·e_t[0:24]`;
 /// dλ += Σ_t σ_t·dg_t, with dg_t = ⟨dout_t, e_{t−1}⟩ and ds_t = λσ_t(1 − σ_t)·dg_t. dw (24) and dλ
 /// (1) may share a buffer (the gradient arena); no output may share a buffer with an input. Uses
 /// `smear_backward_scratch_len(b, t)` f32 of stream scratch.

@@ -85,8 +85,8 @@ pub fn ve_gate_forward(
     Ok(())
 }
 
-/// dve = g·dv (written); with ds = ⟨dv_h, ve_h⟩·3σ(1 − σ): du[n, 0:12] += Σ_h ds·wg[h] and
-/// dwg[h] += Σ_n ds·u[n, 0:12]. dve, du and dwg may not share a buffer with an input (dve and du
+/// dve = g·dv (written); with ds = ⟨dv_h, ve_h⟩·3σ(1 − σ): `du[n, 0:12] += Σ_h ds·wg[h]` and
+/// `dwg[h] += Σ_n ds·u[n, 0:12]`. dve, du and dwg may not share a buffer with an input (dve and du
 /// may share one). Uses `ve_gate_backward_scratch_len(n, hkv)` f32 of stream scratch.
 #[allow(clippy::too_many_arguments)]
 pub fn ve_gate_backward(
