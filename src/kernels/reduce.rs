@@ -6,7 +6,7 @@
 //! f32 a model's stream workspace must hold for a [`dot`] or [`sum_squares`] over `n` elements.
 
 use crate::error::{Error, Result};
-use crate::gpu::{GpuTensor, Kernel, Overrides};
+use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides};
 use crate::kernels::elementwise::chunk_elems;
 use crate::kernels::rows::{expect_at_least, row_chunks, whole_window};
 use crate::kernels::{elementwise, Stream};
@@ -48,7 +48,7 @@ fn partial_plan(s: &Stream<'_>, n: usize) -> (Vec<(usize, usize)>, Vec<usize>) {
 }
 
 /// F32 of stream workspace a [`dot`] or [`sum_squares`] over `n` elements needs (its partial sums).
-pub fn dot_scratch_len(ctx: &crate::gpu::GpuContext, n: usize) -> usize {
+pub fn dot_scratch_len(ctx: &GpuContext, n: usize) -> usize {
     let step = chunk_elems(ctx);
     (0..n.div_ceil(step)).map(|i| (((i + 1) * step).min(n) - i * step).div_ceil(WG).min(GROUPS_PER_CHUNK)).sum()
 }
