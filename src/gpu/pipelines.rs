@@ -10,10 +10,11 @@ pub enum Shader {
     Matmul,
     Elementwise,
     Reduce,
+    Attention,
 }
 
 impl Shader {
-    pub const ALL: &'static [Shader] = &[Shader::Matmul, Shader::Elementwise, Shader::Reduce];
+    pub const ALL: &'static [Shader] = &[Shader::Matmul, Shader::Elementwise, Shader::Reduce, Shader::Attention];
 
     /// File name under `shaders/`, used in error messages.
     pub fn file(self) -> &'static str {
@@ -21,6 +22,7 @@ impl Shader {
             Shader::Matmul => "shaders/matmul.wgsl",
             Shader::Elementwise => "shaders/elementwise.wgsl",
             Shader::Reduce => "shaders/reduce.wgsl",
+            Shader::Attention => "shaders/attention.wgsl",
         }
     }
 
@@ -29,6 +31,7 @@ impl Shader {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            Shader::Attention => include_str!("../../shaders/attention.wgsl"),
         }
     }
 }
@@ -45,6 +48,9 @@ pub enum Kernel {
     ElementwiseAxpy,
     ReduceSumSquaresPartial,
     ReduceSumFinal,
+    AttentionForward,
+    AttentionBackwardDq,
+    AttentionBackwardDkdv,
 }
 
 impl Kernel {
@@ -58,6 +64,9 @@ impl Kernel {
         Kernel::ElementwiseAxpy,
         Kernel::ReduceSumSquaresPartial,
         Kernel::ReduceSumFinal,
+        Kernel::AttentionForward,
+        Kernel::AttentionBackwardDq,
+        Kernel::AttentionBackwardDkdv,
     ];
 
     pub fn shader(self) -> Shader {
@@ -67,6 +76,7 @@ impl Kernel {
                 Shader::Elementwise
             }
             Kernel::ReduceSumSquaresPartial | Kernel::ReduceSumFinal => Shader::Reduce,
+            Kernel::AttentionForward | Kernel::AttentionBackwardDq | Kernel::AttentionBackwardDkdv => Shader::Attention,
         }
     }
 
@@ -81,6 +91,9 @@ impl Kernel {
             Kernel::ElementwiseAxpy => "elementwise_axpy",
             Kernel::ReduceSumSquaresPartial => "reduce_sum_squares_partial",
             Kernel::ReduceSumFinal => "reduce_sum_final",
+            Kernel::AttentionForward => "attention_forward",
+            Kernel::AttentionBackwardDq => "attention_backward_dq",
+            Kernel::AttentionBackwardDkdv => "attention_backward_dkdv",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! outputs first, then inputs, then shapes and scalars. Launchers only record dispatches; nothing
 //! runs until the stream is submitted, so a whole training step can be one submission.
 
+pub mod attention;
 pub mod elementwise;
 pub mod matmul;
 pub mod reduce;

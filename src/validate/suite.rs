@@ -125,6 +125,7 @@ pub fn run(ctx: &GpuContext, opts: &SuiteOptions, on_row: &mut dyn FnMut(&Row)) 
     matmul_cases(ctx, &mut r, false)?;
     elementwise_cases(ctx, &mut r, false)?;
     reduce_cases(ctx, &mut r, false)?;
+    super::attention_cases::attention_cases(ctx, &mut r, false)?;
 
     // The chunked paths: same kernels, a context that claims a 64 KiB binding limit.
     let chunk_opts = GpuOptions { max_binding_bytes: Some(opts.chunk_binding_bytes), ..ctx.options().clone() };
