@@ -67,8 +67,8 @@ struct AttnParams {
     off_x: u32, // out, read by the dq pass
     off_g0: u32, // dq (dq pass) or dk (dkdv pass)
     off_g1: u32, // dv (dkdv pass)
+    one: u32, // 1; see trips()
     _pad0: u32,
-    _pad1: u32,
 }
 
 var<immediate> p: AttnParams;
@@ -93,6 +93,22 @@ override DP: u32 = D / 4u + 1u;
 override SK: u32 = BK / S_TK;
 override SR: u32 = NT / SK;
 override O_RG: u32 = NT / O_CG;
+
+// Set by the host on CPU drivers (lavapipe). Their compilers fully unroll every loop whose trip
+// count is a constant and then spend tens of seconds per pipeline on the straight-line result
+// (measured: 20 s for the dk/dv pass at D = 128), so the long loops (over D/4, BK, BQ) get their
+// trip count through trips(), which multiplies by p.one (= 1) there, hiding the constant. The
+// short register-tile loops (S_TR, S_TK, O_TR, O_TC) always keep constant bounds: unrolled, their
+// arrays stay in registers. On a GPU the flag is off and every bound is a constant again; the
+// values, and so the results, are the same either way.
+override RUNTIME_TRIPS: bool = false;
+
+fn trips(n: u32) -> u32 {
+    if (RUNTIME_TRIPS) {
+        return n * p.one;
+    }
+    return n;
+}
 
 const NEG: f32 = -3.0e38;
 
@@ -143,7 +159,7 @@ fn kv_row(b: u32, kvh: u32, j: u32) -> u32 {
 // tile_a at vec4 offset a0 and the BK rows of tile_b at b0: s[i·4 + j] = ⟨a[sr + i·SR], b[sk + j·SK]⟩.
 fn tile_dots(a0: u32, b0: u32, sr: u32, sk: u32) -> array<f32, 16> {
     var s: array<f32, 16>;
-    for (var c = 0u; c < DV; c++) {
+    for (var c = 0u; c < trips(DV); c++) {
         var av: array<vec4<f32>, 4>;
         var bv: array<vec4<f32>, 4>;
         for (var i = 0u; i < S_TR; i++) {
@@ -164,7 +180,7 @@ fn tile_dots(a0: u32, b0: u32, sr: u32, sk: u32) -> array<f32, 16> {
 // acc[i·O_TC + jj] += Σ_kk tile_p[p0 + r·BK + kk] · tile_b[kk·DP + c] for the invocation's rows
 // r = orow + i·O_RG of a BQ-row accumulator (O in the forward, dQ in the dq pass).
 fn accumulate_rows(acc: ptr<function, array<vec4<f32>, 8>>, orow: u32, oc: u32) {
-    for (var kk = 0u; kk < BK; kk++) {
+    for (var kk = 0u; kk < trips(BK); kk++) {
         var bv: array<vec4<f32>, 2>;
         for (var jj = 0u; jj < O_TC; jj++) {
             let c = oc + jj * O_CG;
@@ -284,11 +300,11 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         if (li < BQ) {
             let m_old = row_s[li];
             var m_new = m_old;
-            for (var kk = 0u; kk < BK; kk++) {
+            for (var kk = 0u; kk < trips(BK); kk++) {
                 m_new = max(m_new, tile_p[li * BK + kk]);
             }
             var sum = 0.0;
-            for (var kk = 0u; kk < BK; kk++) {
+            for (var kk = 0u; kk < trips(BK); kk++) {
                 let x = tile_p[li * BK + kk];
                 var pr = 0.0;
                 if (x > NEG) {
@@ -360,7 +376,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
             let n = q_row(b, kvh, G, row0 + li);
             l = lse_in[p.off_lse + n];
             var d4 = vec4<f32>(0.0);
-            for (var c = 0u; c < DV; c++) {
+            for (var c = 0u; c < trips(DV); c++) {
                 d4 = fma(tile_a[BQ * DP + li * DP + c], o_in[p.off_x / 4u + n * DV + c], d4);
             }
             dlt = (d4.x + d4.y) + (d4.z + d4.w);
@@ -469,7 +485,7 @@ fn attention_backward_dkdv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
         }
         workgroupBarrier();
         // dV[kk] += Σ_r P[r, kk]·dout[r];  dK[kk] += Σ_r dS[r, kk]·Q[r]  (rows of this block).
-        for (var r = 0u; r < BQ; r++) {
+        for (var r = 0u; r < trips(BQ); r++) {
             var dov: array<vec4<f32>, 2>;
             var qv: array<vec4<f32>, 2>;
             for (var jj = 0u; jj < O_TC; jj++) {

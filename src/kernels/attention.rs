@@ -86,10 +86,11 @@ impl AttnTiles {
             (AttnPass::BackwardDkdv, false) => (8, 16, 64),
             (AttnPass::BackwardDkdv, true) => (16, 32, 64),
         };
-        // Scores: 8 key columns of invocations, each S_TK keys apart by 8; the rest of the
-        // invocations stack along the rows.
-        let s_tk = bk / 8;
-        let s_tr = bq / (nt / 8);
+        // Scores: SK key columns of invocations (8, or more when there are too few rows), each
+        // S_TK keys apart by SK; the rest of the invocations stack along the rows.
+        let sk = (nt / bq).clamp(8, bk);
+        let s_tk = bk / sk;
+        let s_tr = bq / (nt / sk);
         // Accumulators: a power-of-two number of vec4 column groups (≤ 32, so ≤ 2 columns each at
         // D ≤ 128), the remaining invocations along the rows (queries, or keys in the dk/dv pass).
         let dv = (d / 4).max(1) as u32;
@@ -109,11 +110,11 @@ impl AttnTiles {
             && self.s_tr >= 1
             && self.s_tr <= 4
             && sk * self.s_tk == self.bk
-            && self.nt % sk == 0
+            && self.nt.is_multiple_of(sk)
             && (self.nt / sk) * self.s_tr == self.bq
             && self.bq <= self.nt
             && self.o_cg >= 1
-            && self.nt % self.o_cg == 0
+            && self.nt.is_multiple_of(self.o_cg)
             && self.o_tc <= 2
             && self.o_tr * self.o_tc <= 8
             && self.o_cg * self.o_tc >= (d / 4) as u32
@@ -132,9 +133,10 @@ impl AttnTiles {
         16 * (a as u64 * bq * dp + b as u64 * bk * dp) + 4 * (p as u64 * bq * bk + 3 * bq)
     }
 
-    fn overrides(&self, pass: AttnPass, d: usize) -> Overrides {
+    fn overrides(&self, pass: AttnPass, d: usize, cpu: bool) -> Overrides {
         let (a, b, p) = pass.tile_counts();
         Overrides::new()
+            .flag("RUNTIME_TRIPS", cpu)
             .set("D", d as f64)
             .set("BQ", self.bq as f64)
             .set("BK", self.bk as f64)
@@ -176,8 +178,8 @@ struct AttnParams {
     off_x: u32,
     off_g0: u32,
     off_g1: u32,
+    one: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 /// B, T, H, Hkv, D of one call, checked.
@@ -211,10 +213,10 @@ fn check_dims(b: usize, t: usize, h: usize, hkv: usize, d: usize, scale: f32) ->
     if b == 0 || t == 0 || h == 0 || hkv == 0 || d == 0 {
         return Err(bad(format!("B, T, H, Hkv and D must be >= 1, got B={b} T={t} H={h} Hkv={hkv} D={d}")));
     }
-    if h % hkv != 0 {
+    if !h.is_multiple_of(hkv) {
         return Err(bad(format!("H = {h} is not a multiple of Hkv = {hkv}")));
     }
-    if d % 4 != 0 || d > MAX_HEAD_DIM {
+    if !d.is_multiple_of(4) || d > MAX_HEAD_DIM {
         return Err(bad(format!("head size D = {d} must be a multiple of 4 and at most {MAX_HEAD_DIM}")));
     }
     if !scale.is_finite() {
@@ -232,7 +234,7 @@ fn check_tensor(name: &str, tensor: &GpuTensor, len: usize, vec4: bool) -> Resul
     if tensor.len() != len {
         return Err(bad(format!("{name} has {} elements, the shape needs {len}", tensor.len())));
     }
-    if vec4 && tensor.offset() % 4 != 0 {
+    if vec4 && !tensor.offset().is_multiple_of(4) {
         return Err(bad(format!(
             "{name} starts at element {} of its buffer; attention reads D-long rows as vec4 and needs a \
              multiple of 4",
@@ -326,7 +328,7 @@ pub fn attention_forward(
     let pass = AttnPass::Forward;
     let tiles = tiles_for(ctx, pass, d)?;
     let chunks = batch_chunks(ctx, &dims)?;
-    let pipeline = ctx.pipeline(pass.kernel(), &tiles.overrides(pass, d))?;
+    let pipeline = ctx.pipeline(pass.kernel(), &tiles.overrides(pass, d, ctx.is_cpu()))?;
     let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
     let max = ctx.max_binding_bytes();
     let (qb, kb, lb) = (t * h * d, t * hkv * d, t * h);
@@ -360,6 +362,7 @@ fn params(dims: &Dims, window: usize, scale: f32) -> AttnParams {
         // Any window ≥ T − 1 is plain causal; clamping keeps j + window inside u32 in the shader.
         window: window.min(dims.t) as u32,
         scale,
+        one: 1,
         ..Default::default()
     }
 }
@@ -439,8 +442,8 @@ pub fn attention_backward_ws(
     let t_dq = tiles_for(ctx, AttnPass::BackwardDq, d)?;
     let t_kv = tiles_for(ctx, AttnPass::BackwardDkdv, d)?;
     let chunks = batch_chunks(ctx, &dims)?;
-    let p_dq = ctx.pipeline(Kernel::AttentionBackwardDq, &t_dq.overrides(AttnPass::BackwardDq, d))?;
-    let p_kv = ctx.pipeline(Kernel::AttentionBackwardDkdv, &t_kv.overrides(AttnPass::BackwardDkdv, d))?;
+    let p_dq = ctx.pipeline(Kernel::AttentionBackwardDq, &t_dq.overrides(AttnPass::BackwardDq, d, ctx.is_cpu()))?;
+    let p_kv = ctx.pipeline(Kernel::AttentionBackwardDkdv, &t_kv.overrides(AttnPass::BackwardDkdv, d, ctx.is_cpu()))?;
     let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
     let max = ctx.max_binding_bytes();
     let (qb, kb, lb) = (t * h * d, t * hkv * d, t * h);
