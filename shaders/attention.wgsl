@@ -131,12 +131,20 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(7) var<storage, read_write> dv: array<vec4<f32>>;
 
 // tile_a: BQ-row tiles (Q at 0, dout at BQ·DP). tile_b: BK-row tiles (K or V at 0, V at BK·DP in
-// the dkdv pass). tile_p: scores / probabilities / dS (second tile at BQ·BK). row_s: per-row
-// statistics (m, l, α in the forward; lse, Δ in the backward) at 0, BQ, 2·BQ.
+// the dkdv pass). tile_p: scores / probabilities / dS, BQ·BK floats each, held as vec4 so that the
+// accumulation loops read four of them per load: row-major [query][key] in the forward and dq
+// pass (four keys per vec4), transposed [key][query] in the dkdv pass (four queries per vec4; P at
+// 0, dS at BQ·BK). BK and BQ are multiples of 4. row_s: per-row statistics (m, l, α in the
+// forward; lse, Δ in the backward) at 0, BQ, 2·BQ.
 var<workgroup> tile_a: array<vec4<f32>, A_TILES * BQ * DP>;
 var<workgroup> tile_b: array<vec4<f32>, B_TILES * BK * DP>;
-var<workgroup> tile_p: array<f32, P_TILES * BQ * BK>;
+var<workgroup> tile_p: array<vec4<f32>, P_TILES * BQ * BK / 4u>;
 var<workgroup> row_s: array<f32, 3u * BQ>;
+
+// Element i of tile_p viewed as floats.
+fn p_set(i: u32, x: f32) {
+    tile_p[i / 4u][i % 4u] = x;
+}
 
 // Whether flattened query row `row` (of R) sees key j.
 fn visible(row: u32, R: u32, G: u32, j: u32) -> bool {
@@ -177,23 +185,31 @@ fn tile_dots(a0: u32, b0: u32, sr: u32, sk: u32) -> array<f32, 16> {
     return s;
 }
 
-// acc[i·O_TC + jj] += Σ_kk tile_p[p0 + r·BK + kk] · tile_b[kk·DP + c] for the invocation's rows
-// r = orow + i·O_RG of a BQ-row accumulator (O in the forward, dQ in the dq pass).
+// acc[i·O_TC + jj] += Σ_kk P[r, kk] · tile_b[kk·DP + c] for the invocation's rows r = orow + i·O_RG
+// of a BQ-row accumulator (P·V in the forward, dS·K in the dq pass), four keys per step: one vec4
+// of P per row and four rows of tile_b per step.
 fn accumulate_rows(acc: ptr<function, array<vec4<f32>, 8>>, orow: u32, oc: u32) {
-    for (var kk = 0u; kk < trips(BK); kk++) {
-        var bv: array<vec4<f32>, 2>;
-        for (var jj = 0u; jj < O_TC; jj++) {
-            let c = oc + jj * O_CG;
-            if (c < DV) {
-                bv[jj] = tile_b[kk * DP + c];
+    for (var k4 = 0u; k4 < trips(BK / 4u); k4++) {
+        var bv: array<array<vec4<f32>, 2>, 4>;
+        for (var e = 0u; e < 4u; e++) {
+            for (var jj = 0u; jj < O_TC; jj++) {
+                let c = oc + jj * O_CG;
+                if (c < DV) {
+                    bv[e][jj] = tile_b[(4u * k4 + e) * DP + c];
+                }
             }
         }
         for (var i = 0u; i < O_TR; i++) {
             let r = orow + i * O_RG;
             if (r < BQ) {
-                let pv = vec4<f32>(tile_p[r * BK + kk]);
+                let p4 = tile_p[r * (BK / 4u) + k4];
                 for (var jj = 0u; jj < O_TC; jj++) {
-                    (*acc)[i * O_TC + jj] = fma(pv, bv[jj], (*acc)[i * O_TC + jj]);
+                    var a = (*acc)[i * O_TC + jj];
+                    a = fma(vec4<f32>(p4.x), bv[0][jj], a);
+                    a = fma(vec4<f32>(p4.y), bv[1][jj], a);
+                    a = fma(vec4<f32>(p4.z), bv[2][jj], a);
+                    a = fma(vec4<f32>(p4.w), bv[3][jj], a);
+                    (*acc)[i * O_TC + jj] = a;
                 }
             }
         }
@@ -291,7 +307,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
                 if (visible(row0 + r, R, G, j0 + kk)) {
                     x = p.scale * s[i * 4u + j];
                 }
-                tile_p[r * BK + kk] = x;
+                p_set(r * BK + kk, x);
             }
         }
         workgroupBarrier();
@@ -299,23 +315,22 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         stage_keys(1u, 0u, li, b, kvh, j0, t_last + 1u);
         if (li < BQ) {
             let m_old = row_s[li];
-            var m_new = m_old;
-            for (var kk = 0u; kk < trips(BK); kk++) {
-                m_new = max(m_new, tile_p[li * BK + kk]);
+            var m4 = vec4<f32>(m_old);
+            for (var k4 = 0u; k4 < trips(BK / 4u); k4++) {
+                m4 = max(m4, tile_p[li * (BK / 4u) + k4]);
             }
-            var sum = 0.0;
-            for (var kk = 0u; kk < trips(BK); kk++) {
-                let x = tile_p[li * BK + kk];
-                var pr = 0.0;
-                if (x > NEG) {
-                    pr = exp(x - m_new);
-                }
-                tile_p[li * BK + kk] = pr;
-                sum += pr;
+            let m_new = max(max(m4.x, m4.y), max(m4.z, m4.w));
+            var sum4 = vec4<f32>(0.0);
+            for (var k4 = 0u; k4 < trips(BK / 4u); k4++) {
+                let x = tile_p[li * (BK / 4u) + k4];
+                // Masked scores (exactly NEG) get probability 0, never exp(NEG − NEG) = 1.
+                let pr = select(vec4<f32>(0.0), exp(x - m_new), x > vec4<f32>(NEG));
+                tile_p[li * (BK / 4u) + k4] = pr;
+                sum4 += pr;
             }
             let alpha = exp(m_old - m_new);
             row_s[li] = m_new;
-            row_s[BQ + li] = row_s[BQ + li] * alpha + sum;
+            row_s[BQ + li] = row_s[BQ + li] * alpha + ((sum4.x + sum4.y) + (sum4.z + sum4.w));
             row_s[2u * BQ + li] = alpha;
         }
         workgroupBarrier();
@@ -408,7 +423,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
                     let pr = exp(p.scale * s[i * 4u + j] - row_s[r]);
                     ds = pr * (dp[i * 4u + j] - row_s[BQ + r]);
                 }
-                tile_p[r * BK + kk] = ds;
+                p_set(r * BK + kk, ds);
             }
         }
         workgroupBarrier();
@@ -479,30 +494,43 @@ fn attention_backward_dkdv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
                     pr = exp(p.scale * s[i * 4u + j] - row_s[r]);
                     ds = pr * (dp[i * 4u + j] - row_s[BQ + r]);
                 }
-                tile_p[r * BK + kk] = pr;
-                tile_p[BQ * BK + r * BK + kk] = ds;
+                p_set(kk * BQ + r, pr);
+                p_set(BQ * BK + kk * BQ + r, ds);
             }
         }
         workgroupBarrier();
-        // dV[kk] += Σ_r P[r, kk]·dout[r];  dK[kk] += Σ_r dS[r, kk]·Q[r]  (rows of this block).
-        for (var r = 0u; r < trips(BQ); r++) {
-            var dov: array<vec4<f32>, 2>;
-            var qv: array<vec4<f32>, 2>;
-            for (var jj = 0u; jj < O_TC; jj++) {
-                let c = oc + jj * O_CG;
-                if (c < DV) {
-                    qv[jj] = tile_a[r * DP + c];
-                    dov[jj] = tile_a[BQ * DP + r * DP + c];
+        // dV[kk] += Σ_r P[r, kk]·dout[r];  dK[kk] += Σ_r dS[r, kk]·Q[r]  (rows of this block), four
+        // rows per step: a vec4 of P and of dS per key, four rows of Q and of dout.
+        for (var r4 = 0u; r4 < trips(BQ / 4u); r4++) {
+            var dov: array<array<vec4<f32>, 2>, 4>;
+            var qv: array<array<vec4<f32>, 2>, 4>;
+            for (var e = 0u; e < 4u; e++) {
+                for (var jj = 0u; jj < O_TC; jj++) {
+                    let c = oc + jj * O_CG;
+                    if (c < DV) {
+                        qv[e][jj] = tile_a[(4u * r4 + e) * DP + c];
+                        dov[e][jj] = tile_a[BQ * DP + (4u * r4 + e) * DP + c];
+                    }
                 }
             }
             for (var i = 0u; i < O_TR; i++) {
                 let kk = orow + i * O_RG;
                 if (kk < BK) {
-                    let pv = vec4<f32>(tile_p[r * BK + kk]);
-                    let dsv = vec4<f32>(tile_p[BQ * BK + r * BK + kk]);
+                    let p4 = tile_p[kk * (BQ / 4u) + r4];
+                    let ds4 = tile_p[BQ * BK / 4u + kk * (BQ / 4u) + r4];
                     for (var jj = 0u; jj < O_TC; jj++) {
-                        acc_v[i * O_TC + jj] = fma(pv, dov[jj], acc_v[i * O_TC + jj]);
-                        acc_k[i * O_TC + jj] = fma(dsv, qv[jj], acc_k[i * O_TC + jj]);
+                        var av = acc_v[i * O_TC + jj];
+                        var ak = acc_k[i * O_TC + jj];
+                        av = fma(vec4<f32>(p4.x), dov[0][jj], av);
+                        av = fma(vec4<f32>(p4.y), dov[1][jj], av);
+                        av = fma(vec4<f32>(p4.z), dov[2][jj], av);
+                        av = fma(vec4<f32>(p4.w), dov[3][jj], av);
+                        ak = fma(vec4<f32>(ds4.x), qv[0][jj], ak);
+                        ak = fma(vec4<f32>(ds4.y), qv[1][jj], ak);
+                        ak = fma(vec4<f32>(ds4.z), qv[2][jj], ak);
+                        ak = fma(vec4<f32>(ds4.w), qv[3][jj], ak);
+                        acc_v[i * O_TC + jj] = av;
+                        acc_k[i * O_TC + jj] = ak;
                     }
                 }
             }

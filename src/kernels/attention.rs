@@ -102,10 +102,12 @@ impl AttnTiles {
     }
 
     /// Check the invariants the shader relies on instead of bounds checks (exact score tiling,
-    /// register array sizes, one row-statistics owner per row).
+    /// register array sizes, one row-statistics owner per row, vec4 rows of the probability tile).
     fn check(&self, pass: AttnPass, d: usize) -> Result<()> {
         let sk = self.bk / self.s_tk.max(1);
-        let ok = self.s_tk >= 1
+        let ok = self.bq.is_multiple_of(4)
+            && self.bk.is_multiple_of(4)
+            && self.s_tk >= 1
             && self.s_tk <= 4
             && self.s_tr >= 1
             && self.s_tr <= 4
