@@ -100,7 +100,7 @@ override O_RG: u32 = NT / O_CG;
 // trip count through trips(), which multiplies by p.one (= 1) there, hiding the constant. The
 // short register-tile loops (S_TR, S_TK, O_TR, O_TC) always keep constant bounds: unrolled, their
 // arrays stay in registers. On a GPU the flag is off and every bound is a constant again; the
-// values, and so the results, are the same either way.
+// same operations run in the same order either way.
 override RUNTIME_TRIPS: bool = false;
 
 fn trips(n: u32) -> u32 {

@@ -369,6 +369,33 @@ fn params(dims: &Dims, window: usize, scale: f32) -> AttnParams {
     }
 }
 
+/// Lengths, alignment and aliasing of the backward's tensors (the Δ scratch aside).
+#[allow(clippy::too_many_arguments)]
+fn check_backward_tensors(
+    dims: &Dims,
+    dq: &GpuTensor,
+    dk: &GpuTensor,
+    dv: &GpuTensor,
+    dout: &GpuTensor,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    out: &GpuTensor,
+    lse: &GpuTensor,
+) -> Result<()> {
+    check_tensor("dq", dq, dims.q_len(), true)?;
+    check_tensor("dk", dk, dims.kv_len(), true)?;
+    check_tensor("dv", dv, dims.kv_len(), true)?;
+    check_tensor("dout", dout, dims.q_len(), true)?;
+    check_tensor("q", q, dims.q_len(), true)?;
+    check_tensor("k", k, dims.kv_len(), true)?;
+    check_tensor("v", v, dims.kv_len(), true)?;
+    check_tensor("out", out, dims.q_len(), true)?;
+    check_tensor("lse", lse, dims.lse_len(), false)?;
+    let inputs = [("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse)];
+    check_aliasing(&[("dq", dq), ("dk", dk), ("dv", dv)], &inputs)
+}
+
 /// Gradients of q, k, v (written, not accumulated), with a scratch it allocates for Δ (B·T·H
 /// floats, one allocation per call). See [`attention_backward_ws`] to pass a reusable one.
 #[allow(clippy::too_many_arguments)]
@@ -392,7 +419,8 @@ pub fn attention_backward(
     scale: f32,
 ) -> Result<()> {
     // Refuse bad input before allocating anything.
-    check_dims(b, t, h, hkv, d, scale)?;
+    let dims = check_dims(b, t, h, hkv, d, scale)?;
+    check_backward_tensors(&dims, dq, dk, dv, dout, q, k, v, out, lse)?;
     let delta = s.ctx.tensor("attention delta", b * t * h)?;
     attention_backward_ws(s, dq, dk, dv, dout, q, k, v, out, lse, b, t, h, hkv, d, window, scale, &delta)
 }
@@ -426,15 +454,7 @@ pub fn attention_backward_ws(
     delta: &GpuTensor,
 ) -> Result<()> {
     let dims = check_dims(b, t, h, hkv, d, scale)?;
-    check_tensor("dq", dq, dims.q_len(), true)?;
-    check_tensor("dk", dk, dims.kv_len(), true)?;
-    check_tensor("dv", dv, dims.kv_len(), true)?;
-    check_tensor("dout", dout, dims.q_len(), true)?;
-    check_tensor("q", q, dims.q_len(), true)?;
-    check_tensor("k", k, dims.kv_len(), true)?;
-    check_tensor("v", v, dims.kv_len(), true)?;
-    check_tensor("out", out, dims.q_len(), true)?;
-    check_tensor("lse", lse, dims.lse_len(), false)?;
+    check_backward_tensors(&dims, dq, dk, dv, dout, q, k, v, out, lse)?;
     check_tensor("delta", delta, dims.lse_len(), false)?;
     let inputs = [("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse)];
     // dq pass: writes dq and delta; dk/dv pass: writes dk and dv, reads delta.

@@ -5,8 +5,14 @@
 //! than T (plain causal); grouped KV heads (H/Hkv = 2 and 4) at D = 128; D = 16, 32, 64, 80
 //! (not a power of two: partial vec4 column groups) and 128; B = 2 with views that start inside
 //! their buffers; a "peaky" case where k = q, so every query's own score is 1.44·√D and the
-//! softmax is nearly one-hot; and the GPT shape T = 2048, H = 6, D = 128 (causal and the 512
-//! window), which `--quick` skips.
+//! softmax is nearly one-hot; and the GPT shape T = 2048, H = 6, D = 128 (forward causal and with
+//! the 512 window, backward with the 512 window only: the f64 reference of the causal backward
+//! alone would take ~15 s), which `--quick` skips.
+//!
+//! `chunked` selects one B = 5 problem meant for the small-binding context, where the launchers
+//! split the batch into chunks. `suite::run` currently calls this for the ordinary context only;
+//! the chunked path is covered by `attention_chunks_over_batches` in `tests/kernels.rs`, which
+//! checks it bit for bit against the unchunked run.
 //!
 //! Inputs are what the model feeds the kernel: q and k unit-RMS per head times 1.2 (QK RMSNorm
 //! then the 1.2 gain), v unit-RMS per head, scale 1/√D; dout uniform in [−1, 1]. Outputs (and
