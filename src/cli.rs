@@ -118,6 +118,29 @@ pub enum BenchCommand {
     Matmul(MatmulBenchArgs),
     /// Tokenizer training and encoding (ours vs the tokenizers crate) and loader throughput.
     Data(crate::data::bench::DataBenchArgs),
+    /// Flash-attention forward and backward: ms and effective GFLOP/s at the GPT shape.
+    Attention(AttentionBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AttentionBenchArgs {
+    #[arg(long, default_value_t = 1)]
+    pub b: usize,
+    #[arg(long, default_value_t = 2048)]
+    pub t: usize,
+    #[arg(long, default_value_t = 6)]
+    pub h: usize,
+    /// KV heads (default: H, no grouping).
+    #[arg(long)]
+    pub hkv: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    pub d: usize,
+    /// Sliding windows to time, comma-separated (a window ≥ T − 1 is plain causal).
+    #[arg(long, default_value = "2048,512")]
+    pub windows: String,
+    /// Timed runs per pass after the warm-up (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
 }
 
 #[derive(Args, Debug)]
@@ -167,6 +190,26 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             opts.budget = Duration::from_secs_f64(args.budget_secs.max(0.0));
             let ctx = cli.gpu.open()?;
             bench::matmul_bench(&ctx, &opts, &mut |line| println!("{line}"))?;
+            Ok(0)
+        }
+        Command::Bench { what: BenchCommand::Attention(args) } => {
+            let windows = args
+                .windows
+                .split(',')
+                .map(|w| w.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("--windows `{}`: expected comma-separated sizes", args.windows))?;
+            let opts = crate::kernels::attention::AttnBenchOptions {
+                b: args.b,
+                t: args.t,
+                h: args.h,
+                hkv: args.hkv.unwrap_or(args.h),
+                d: args.d,
+                windows,
+                reps: args.reps,
+            };
+            let ctx = cli.gpu.open()?;
+            crate::kernels::attention::bench(&ctx, &opts, &mut |line| println!("{line}"))?;
             Ok(0)
         }
         Command::Bench { what: BenchCommand::Data(args) } => {

@@ -7,7 +7,7 @@
 use wgpt::gpu::{AutotuneMode, GpuContext, GpuOptions, Shader};
 use wgpt::kernels::embedding::{EmbeddingBuckets, GpuEmbeddingBuckets};
 use wgpt::kernels::matmul::{self, Gemm, MatmulVariant};
-use wgpt::kernels::{crossentropy, elementwise, embedding, reduce, residual, smear, vegate, Stream};
+use wgpt::kernels::{attention, crossentropy, elementwise, embedding, reduce, residual, smear, vegate, Stream};
 use wgpt::testing::{gpu, test_options};
 use wgpt::util::Rng;
 use wgpt::validate::suite::{self, Row, SuiteOptions};
@@ -355,4 +355,131 @@ fn profile_times_every_dispatch() {
         None => assert!(!ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)),
     }
     assert!(ctx.read(&x).unwrap().iter().all(|&v| v == 2.0));
+}
+
+#[test]
+fn attention_matches_reference() {
+    assert_all_pass("attention");
+}
+
+/// Random q/k/v/dout for an attention problem (q, k unit-RMS ×1.2 per head as the model feeds them).
+fn attention_inputs(rng: &mut Rng, b: usize, t: usize, h: usize, hkv: usize, d: usize) -> [Vec<f32>; 4] {
+    let rows = |rng: &mut Rng, n: usize, gain: f32| {
+        let mut x = rng.vec_uniform(n * d, -1.0, 1.0);
+        for row in x.chunks_mut(d) {
+            let rms = (row.iter().map(|e| e * e).sum::<f32>() / d as f32).sqrt();
+            row.iter_mut().for_each(|e| *e *= gain / rms);
+        }
+        x
+    };
+    let q = rows(rng, b * t * h, 1.2);
+    let k = rows(rng, b * t * hkv, 1.2);
+    let v = rows(rng, b * t * hkv, 1.0);
+    let dout = rng.vec_uniform(b * t * h * d, -1.0, 1.0);
+    [q, k, v, dout]
+}
+
+/// Forward then backward on `ctx`; returns out, lse, dq, dk, dv.
+#[allow(clippy::too_many_arguments)]
+fn attention_run(
+    ctx: &GpuContext,
+    inputs: &[Vec<f32>; 4],
+    b: usize,
+    t: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    window: usize,
+) -> [Vec<f32>; 5] {
+    let up = |x: &[f32]| ctx.upload("x", x).unwrap();
+    let (q, k, v, dout) = (up(&inputs[0]), up(&inputs[1]), up(&inputs[2]), up(&inputs[3]));
+    let (nq, nkv) = (b * t * h * d, b * t * hkv * d);
+    let out = ctx.tensor("out", nq).unwrap();
+    let lse = ctx.tensor("lse", b * t * h).unwrap();
+    let (dq, dk, dv) = (ctx.tensor("dq", nq).unwrap(), ctx.tensor("dk", nkv).unwrap(), ctx.tensor("dv", nkv).unwrap());
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut s = Stream::new(ctx);
+    attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, b, t, h, hkv, d, window, scale).unwrap();
+    attention::attention_backward(&mut s, &dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse, b, t, h, hkv, d, window, scale)
+        .unwrap();
+    s.run().unwrap();
+    [&out, &lse, &dq, &dk, &dv].map(|x| ctx.read(x).unwrap())
+}
+
+fn bitwise_equal(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()))
+}
+
+/// The backward sums dk/dv over queries and heads in a fixed order (no atomics): two runs agree
+/// to the bit.
+#[test]
+fn attention_is_deterministic() {
+    let Some(ctx) = gpu() else { return };
+    let (b, t, h, hkv, d) = (2, 150, 4, 2, 64);
+    let inputs = attention_inputs(&mut Rng::new(7), b, t, h, hkv, d);
+    let first = attention_run(ctx, &inputs, b, t, h, hkv, d, 40);
+    let second = attention_run(ctx, &inputs, b, t, h, hkv, d, 40);
+    assert!(first.iter().all(|x| x.iter().all(|e| e.is_finite())));
+    assert!(bitwise_equal(&first, &second), "two runs of attention differ");
+}
+
+/// Batches are independent: a context whose storage binding holds only a couple of batch rows
+/// splits the problem into chunks, and the results are bit-identical to the unsplit run.
+#[test]
+fn attention_chunks_over_batches() {
+    let Some(ctx) = gpu() else { return };
+    let (b, t, h, hkv, d) = (5, 45, 2, 1, 64);
+    let inputs = attention_inputs(&mut Rng::new(11), b, t, h, hkv, d);
+    let whole = attention_run(ctx, &inputs, b, t, h, hkv, d, 20);
+    // One batch row of q is 45·2·64·4 = 23,040 bytes: a 64 KiB binding holds two.
+    let small = GpuContext::new(&GpuOptions { max_binding_bytes: Some(64 << 10), ..test_options() }).unwrap();
+    let split = attention_run(&small, &inputs, b, t, h, hkv, d, 20);
+    assert!(bitwise_equal(&whole, &split), "chunked attention differs from the unchunked run");
+}
+
+#[test]
+fn attention_refuses_bad_input_before_dispatch() {
+    let Some(ctx) = gpu() else { return };
+    let (b, t, h, hkv, d) = (1, 8, 4, 2, 64);
+    let t4 = |n: usize| ctx.tensor("x", n).unwrap();
+    let (q, k, v, out, lse) =
+        (t4(b * t * h * d), t4(b * t * hkv * d), t4(b * t * hkv * d), t4(b * t * h * d), t4(b * t * h));
+    let mut s = Stream::new(ctx);
+    let err = |r: wgpt::Result<()>| r.unwrap_err().to_string();
+    let e = err(attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, b, t, h, 3, d, t, 0.1));
+    assert!(e.contains("not a multiple of Hkv"), "{e}");
+    let e = err(attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, b, t, h, hkv, 66, t, 0.1));
+    assert!(e.contains("multiple of 4"), "{e}");
+    let e = err(attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, b, t + 1, h, hkv, d, t, 0.1));
+    assert!(e.contains("out has 2048 elements, the shape needs 2304"), "{e}");
+    // A view that starts off a multiple of 4 cannot be read as vec4 rows.
+    let odd = t4(b * t * h * d + 1).view(1, b * t * h * d);
+    let e = err(attention::attention_forward(&mut s, &odd, &lse, &q, &k, &v, b, t, h, hkv, d, t, 0.1));
+    assert!(e.contains("starts at element 1"), "{e}");
+    // An output in the same buffer as an input: wgpu would reject the dispatch.
+    let shared = t4(2 * b * t * h * d);
+    let (q2, out2) = (shared.view(0, b * t * h * d), shared.view(b * t * h * d, b * t * h * d));
+    let e = err(attention::attention_forward(&mut s, &out2, &lse, &q2, &k, &v, b, t, h, hkv, d, t, 0.1));
+    assert!(e.contains("share a buffer"), "{e}");
+    let e = err(attention::attention_backward(
+        &mut s,
+        &q,
+        &k,
+        &v,
+        &out,
+        &q,
+        &k,
+        &v,
+        &out,
+        &lse,
+        b,
+        t,
+        h,
+        hkv,
+        d,
+        t,
+        f32::NAN,
+    ));
+    assert!(e.contains("scale must be finite"), "{e}");
+    assert!(s.dispatches().is_empty(), "nothing may be recorded for refused input");
 }

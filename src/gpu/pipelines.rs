@@ -18,6 +18,7 @@ pub enum Shader {
     Residual,
     Smear,
     Vegate,
+    Attention,
 }
 
 impl Shader {
@@ -33,6 +34,7 @@ impl Shader {
         Shader::Residual,
         Shader::Smear,
         Shader::Vegate,
+        Shader::Attention,
     ];
 
     /// File name under `shaders/`, used in error messages.
@@ -49,6 +51,7 @@ impl Shader {
             Shader::Residual => "shaders/residual.wgsl",
             Shader::Smear => "shaders/smear.wgsl",
             Shader::Vegate => "shaders/vegate.wgsl",
+            Shader::Attention => "shaders/attention.wgsl",
         }
     }
 
@@ -65,6 +68,7 @@ impl Shader {
             Shader::Residual => include_str!("../../shaders/residual.wgsl"),
             Shader::Smear => include_str!("../../shaders/smear.wgsl"),
             Shader::Vegate => include_str!("../../shaders/vegate.wgsl"),
+            Shader::Attention => include_str!("../../shaders/attention.wgsl"),
         }
     }
 }
@@ -102,6 +106,9 @@ pub enum Kernel {
     VegateForward,
     VegateBackward,
     VegateBackwardDu,
+    AttentionForward,
+    AttentionBackwardDq,
+    AttentionBackwardDkdv,
 }
 
 impl Kernel {
@@ -136,6 +143,9 @@ impl Kernel {
         Kernel::VegateForward,
         Kernel::VegateBackward,
         Kernel::VegateBackwardDu,
+        Kernel::AttentionForward,
+        Kernel::AttentionBackwardDq,
+        Kernel::AttentionBackwardDkdv,
     ];
 
     pub fn shader(self) -> Shader {
@@ -161,6 +171,7 @@ impl Kernel {
             | Kernel::ResidualBackoutBackward => Shader::Residual,
             Kernel::SmearForward | Kernel::SmearBackward => Shader::Smear,
             Kernel::VegateForward | Kernel::VegateBackward | Kernel::VegateBackwardDu => Shader::Vegate,
+            Kernel::AttentionForward | Kernel::AttentionBackwardDq | Kernel::AttentionBackwardDkdv => Shader::Attention,
         }
     }
 
@@ -196,6 +207,9 @@ impl Kernel {
             Kernel::VegateForward => "vegate_forward",
             Kernel::VegateBackward => "vegate_backward",
             Kernel::VegateBackwardDu => "vegate_backward_du",
+            Kernel::AttentionForward => "attention_forward",
+            Kernel::AttentionBackwardDq => "attention_backward_dq",
+            Kernel::AttentionBackwardDkdv => "attention_backward_dkdv",
         }
     }
 }

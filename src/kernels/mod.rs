@@ -5,6 +5,7 @@
 //! runs until the stream is submitted, so a whole training step can be one submission.
 
 pub mod activation;
+pub mod attention;
 pub mod crossentropy;
 pub mod elementwise;
 pub mod embedding;
