@@ -69,6 +69,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Parameter counts, FLOPs per token and the training memory plan of a config.
     Info(InfoArgs),
+    /// One forward and backward on given weights and batch; prints {"loss": …} as the last line.
+    StepCheck(StepCheckArgs),
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
@@ -97,6 +99,25 @@ pub struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StepCheckArgs {
+    /// Weights with nanochat's state-dict names (safetensors; f32, bf16 or f16).
+    #[arg(long)]
+    pub weights: std::path::PathBuf,
+    /// A JSON with nanochat's `model_config` object (as in meta_*.json).
+    #[arg(long)]
+    pub meta: std::path::PathBuf,
+    /// A safetensors file with `idx` and `targets`, int32 (or int64), shape B×T.
+    #[arg(long)]
+    pub batch: std::path::PathBuf,
+    /// Write every parameter's gradient (of the mean loss) under the parameter's name.
+    #[arg(long)]
+    pub grads_out: Option<std::path::PathBuf>,
+    /// What the backward recomputes: none, mlp or block (results agree to rounding).
+    #[arg(long, default_value = "none")]
+    pub recompute: String,
 }
 
 #[derive(Args, Debug)]
@@ -177,6 +198,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Adapters { json } => adapters_cmd(&cli.gpu, json),
         Command::Validate(args) => validate_cmd(&cli.gpu, &args),
         Command::Info(args) => info_cmd(&args),
+        Command::StepCheck(args) => step_check_cmd(&cli.gpu, &args),
         Command::Bench { what: BenchCommand::Matmul(args) } => {
             let mut opts = MatmulBenchOptions::default();
             if !args.shapes.is_empty() {
@@ -347,5 +369,58 @@ fn info_cmd(args: &InfoArgs) -> anyhow::Result<i32> {
         rc.logits_chunk_rows
     );
     print!("{}", plan.render());
+    Ok(0)
+}
+
+fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
+    use crate::config::{MemorySpec, Recompute};
+    use crate::model::{checkpoint, gpu::GpuModel, ParamLayout};
+    let recompute = match args.recompute.as_str() {
+        "none" => Recompute::None,
+        "mlp" => Recompute::Mlp,
+        "block" => Recompute::Block,
+        other => bail!("--recompute {other}: expected none, mlp or block"),
+    };
+    // Everything from disk is read and checked before the GPU is touched.
+    let (mut cfg, _) = checkpoint::load_meta(&args.meta)?;
+    let layout = ParamLayout::new(&cfg);
+    let arena = checkpoint::load_weights(&args.weights, &layout)?;
+    let tensors = checkpoint::load_i32(&args.batch)?;
+    let get = |name: &str| {
+        tensors.get(name).with_context(|| {
+            format!("{}: no `{name}` tensor (expected idx and targets, int32 B×T)", args.batch.display())
+        })
+    };
+    let (idx_shape, idx) = get("idx")?;
+    let (tgt_shape, targets) = get("targets")?;
+    if idx_shape.len() != 2 || idx_shape != tgt_shape {
+        bail!("{}: idx {:?} and targets {:?} must both be B×T", args.batch.display(), idx_shape, tgt_shape);
+    }
+    let (b, t) = (idx_shape[0], idx_shape[1]);
+    if t > cfg.sequence_len || t < 2 {
+        bail!("batch T = {t} must be in [2, sequence_len = {}]", cfg.sequence_len);
+    }
+    // Windows stay those of the model's full context, as in nanochat; the batch may be shorter.
+    cfg.sequence_len = t;
+    let ctx = gpu.open()?;
+    let mut model = GpuModel::new(&ctx, &cfg, b, &MemorySpec { recompute, logits_chunk_rows: 0 })?;
+    model.write_params(&arena)?;
+    model.set_batch(idx, targets, 1)?;
+    let mut s = model.stream();
+    model.zero_grads(&mut s)?;
+    s.run()?;
+    let loss = model.forward_backward()?;
+    if let Some(path) = &args.grads_out {
+        let grads = model.read_grads()?;
+        let named: Vec<(String, Vec<usize>, &[f32])> = layout
+            .specs
+            .iter()
+            .zip(&layout.offsets)
+            .map(|(p, &o)| (p.name.clone(), p.shape.clone(), &grads[o..o + p.numel()]))
+            .collect();
+        checkpoint::save_f32(path, &named, None)?;
+        eprintln!("gradients written to {}", path.display());
+    }
+    println!("{}", serde_json::json!({ "loss": loss }));
     Ok(0)
 }

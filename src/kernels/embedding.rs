@@ -99,6 +99,17 @@ impl GpuEmbeddingBuckets {
         Ok(Self { tensor: ctx.tensor("embedding buckets", 3 * n + 1)?, n, tokens: Vec::new() })
     }
 
+    /// Use an already allocated tensor of at least 3n + 1 elements (a memory-plan entry).
+    pub fn from_tensor(tensor: GpuTensor, n: usize) -> Result<Self> {
+        if tensor.len() < 3 * n + 1 {
+            return Err(Error::Shape {
+                op: "embedding buckets",
+                message: format!("a batch of {n} positions needs {} i32, the tensor has {}", 3 * n + 1, tensor.len()),
+            });
+        }
+        Ok(Self { tensor: tensor.view(0, 3 * n + 1), n, tokens: Vec::new() })
+    }
+
     /// Allocate and write in one go.
     pub fn upload(ctx: &GpuContext, b: &EmbeddingBuckets) -> Result<Self> {
         let mut g = Self::alloc(ctx, b.n())?;
