@@ -184,3 +184,75 @@ fn layout_role(layout: &str) -> &'static str {
         _ => "forward X·Wᵀ",
     }
 }
+
+/// Forward + head + backward of one micro-batch of `rc`'s model: tokens/s (median of `steps`
+/// timed runs after a warm-up, each run one submission of the recorded step) and the GPU time
+/// per kernel from timestamps written between dispatches.
+pub fn step_bench(
+    ctx: &GpuContext,
+    rc: &crate::config::RunConfig,
+    steps: usize,
+    out: &mut dyn FnMut(&str),
+) -> Result<()> {
+    use crate::model::gpu::GpuModel;
+    use crate::model::ParamLayout;
+    let m = &rc.model;
+    let b = rc.train().device_batch_size;
+    let n = b * m.sequence_len;
+    let mut model = GpuModel::for_run(ctx, rc)?;
+    model.write_params(&ParamLayout::new(m).init(rc.train().seed))?;
+    let mut rng = Rng::new(1);
+    let idx: Vec<i32> = (0..n).map(|_| (rng.next_u64() % m.vocab_size as u64) as i32).collect();
+    let targets: Vec<i32> = (0..n).map(|_| (rng.next_u64() % m.vocab_size as u64) as i32).collect();
+    model.set_batch(&idx, &targets, 1)?;
+    let mut s = model.stream();
+    model.zero_grads(&mut s)?;
+    model.record_forward(&mut s)?;
+    model.record_head(&mut s, true)?;
+    model.record_backward(&mut s)?;
+    let step = s.dispatches().to_vec();
+    out(&format!("adapter: {}", ctx.describe()));
+    out(&format!(
+        "model: depth {} · C {} · {} heads of {} · vocab {} · T {} · device batch {} ({} tokens) · recompute {:?}",
+        m.n_layer, m.n_embd, m.n_head, m.head_dim, m.vocab_size, m.sequence_len, b, n, rc.file.memory.recompute
+    ));
+    out(&format!(
+        "{} dispatches per micro-step; plan {:.1} MiB",
+        step.len(),
+        model.plan.total_bytes() as f64 / 1048576.0
+    ));
+    ctx.time(&step, 1)?; // warm-up: pipelines, caches
+    let mut secs: Vec<f64> = Vec::new();
+    for _ in 0..steps.max(1) {
+        secs.push(ctx.time(&step, 1)?.as_secs_f64());
+    }
+    let dt = median(&secs);
+    let tps = n as f64 / dt;
+    let flops = m.flops_per_token() as f64 * tps;
+    out(&format!(
+        "forward+backward: {:.1} ms per micro-step, {:.0} tokens/s, {:.2} GFLOP/s of model FLOPs (median of {})",
+        dt * 1e3,
+        tps,
+        flops / 1e9,
+        secs.len()
+    ));
+    let Some(times) = ctx.profile(&step)? else {
+        out("per-kernel breakdown: the adapter has no TIMESTAMP_QUERY_INSIDE_PASSES");
+        return Ok(());
+    };
+    let mut by: std::collections::BTreeMap<&'static str, (usize, f64)> = Default::default();
+    for (d, t) in step.iter().zip(&times) {
+        let e = by.entry(d.kernel.entry()).or_default();
+        e.0 += 1;
+        e.1 += t.as_secs_f64();
+    }
+    let total: f64 = times.iter().map(|t| t.as_secs_f64()).sum();
+    let mut rows: Vec<_> = by.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    out(&format!("per-kernel GPU time (timestamps; total {:.1} ms):", total * 1e3));
+    out(&format!("  {:<30} {:>6} {:>11} {:>7}", "kernel", "calls", "ms", "share"));
+    for (k, (calls, t)) in rows {
+        out(&format!("  {:<30} {:>6} {:>11.2} {:>6.1}%", k, calls, t * 1e3, 100.0 * t / total));
+    }
+    Ok(())
+}

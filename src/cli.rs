@@ -141,6 +141,22 @@ pub enum BenchCommand {
     Data(crate::data::bench::DataBenchArgs),
     /// Flash-attention forward and backward: ms and effective GFLOP/s at the GPT shape.
     Attention(AttentionBenchArgs),
+    /// One training micro-step (forward, head, backward) of a config: tokens/s and where the
+    /// GPU time goes, per kernel, from timestamp queries.
+    Step(StepBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StepBenchArgs {
+    /// A config file, e.g. configs/cpu-small.toml.
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+    /// Override a config value: --set memory.recompute=block (repeatable).
+    #[arg(long = "set")]
+    pub overrides: Vec<String>,
+    /// Timed micro-steps after the warm-up (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
 }
 
 #[derive(Args, Debug)]
@@ -199,6 +215,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Validate(args) => validate_cmd(&cli.gpu, &args),
         Command::Info(args) => info_cmd(&args),
         Command::StepCheck(args) => step_check_cmd(&cli.gpu, &args),
+        Command::Bench { what: BenchCommand::Step(args) } => {
+            let rc = crate::config::RunConfig::load(&args.config, &args.overrides)?;
+            let ctx = cli.gpu.open()?;
+            bench::step_bench(&ctx, &rc, args.steps, &mut |line| println!("{line}"))?;
+            Ok(0)
+        }
         Command::Bench { what: BenchCommand::Matmul(args) } => {
             let mut opts = MatmulBenchOptions::default();
             if !args.shapes.is_empty() {
