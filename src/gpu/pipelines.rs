@@ -10,10 +10,14 @@ pub enum Shader {
     Matmul,
     Elementwise,
     Reduce,
+    Adamw,
+    GradNorm,
+    Muon,
 }
 
 impl Shader {
-    pub const ALL: &'static [Shader] = &[Shader::Matmul, Shader::Elementwise, Shader::Reduce];
+    pub const ALL: &'static [Shader] =
+        &[Shader::Matmul, Shader::Elementwise, Shader::Reduce, Shader::Adamw, Shader::GradNorm, Shader::Muon];
 
     /// File name under `shaders/`, used in error messages.
     pub fn file(self) -> &'static str {
@@ -21,6 +25,9 @@ impl Shader {
             Shader::Matmul => "shaders/matmul.wgsl",
             Shader::Elementwise => "shaders/elementwise.wgsl",
             Shader::Reduce => "shaders/reduce.wgsl",
+            Shader::Adamw => "shaders/adamw.wgsl",
+            Shader::GradNorm => "shaders/grad_norm.wgsl",
+            Shader::Muon => "shaders/muon.wgsl",
         }
     }
 
@@ -29,6 +36,9 @@ impl Shader {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            Shader::Adamw => include_str!("../../shaders/adamw.wgsl"),
+            Shader::GradNorm => include_str!("../../shaders/grad_norm.wgsl"),
+            Shader::Muon => include_str!("../../shaders/muon.wgsl"),
         }
     }
 }
@@ -46,6 +56,18 @@ pub enum Kernel {
     ElementwiseAxpy,
     ReduceSumSquaresPartial,
     ReduceSumFinal,
+    AdamwStep,
+    GradNormPartial,
+    GradNormFinal,
+    GradNormTotal,
+    MuonMomentum,
+    MuonRowSumsq,
+    MuonColSumsq,
+    MuonPreScale,
+    MuonRowScale,
+    MuonPolyInit,
+    MuonPostScale,
+    MuonUpdate,
 }
 
 impl Kernel {
@@ -60,6 +82,18 @@ impl Kernel {
         Kernel::ElementwiseAxpy,
         Kernel::ReduceSumSquaresPartial,
         Kernel::ReduceSumFinal,
+        Kernel::AdamwStep,
+        Kernel::GradNormPartial,
+        Kernel::GradNormFinal,
+        Kernel::GradNormTotal,
+        Kernel::MuonMomentum,
+        Kernel::MuonRowSumsq,
+        Kernel::MuonColSumsq,
+        Kernel::MuonPreScale,
+        Kernel::MuonRowScale,
+        Kernel::MuonPolyInit,
+        Kernel::MuonPostScale,
+        Kernel::MuonUpdate,
     ];
 
     pub fn shader(self) -> Shader {
@@ -71,6 +105,16 @@ impl Kernel {
             | Kernel::ElementwiseScale
             | Kernel::ElementwiseAxpy => Shader::Elementwise,
             Kernel::ReduceSumSquaresPartial | Kernel::ReduceSumFinal => Shader::Reduce,
+            Kernel::AdamwStep => Shader::Adamw,
+            Kernel::GradNormPartial | Kernel::GradNormFinal | Kernel::GradNormTotal => Shader::GradNorm,
+            Kernel::MuonMomentum
+            | Kernel::MuonRowSumsq
+            | Kernel::MuonColSumsq
+            | Kernel::MuonPreScale
+            | Kernel::MuonRowScale
+            | Kernel::MuonPolyInit
+            | Kernel::MuonPostScale
+            | Kernel::MuonUpdate => Shader::Muon,
         }
     }
 
@@ -86,6 +130,18 @@ impl Kernel {
             Kernel::ElementwiseAxpy => "elementwise_axpy",
             Kernel::ReduceSumSquaresPartial => "reduce_sum_squares_partial",
             Kernel::ReduceSumFinal => "reduce_sum_final",
+            Kernel::AdamwStep => "adamw_step",
+            Kernel::GradNormPartial => "grad_norm_partial",
+            Kernel::GradNormFinal => "grad_norm_final",
+            Kernel::GradNormTotal => "grad_norm_total",
+            Kernel::MuonMomentum => "muon_momentum",
+            Kernel::MuonRowSumsq => "muon_row_sumsq",
+            Kernel::MuonColSumsq => "muon_col_sumsq",
+            Kernel::MuonPreScale => "muon_pre_scale",
+            Kernel::MuonRowScale => "muon_row_scale",
+            Kernel::MuonPolyInit => "muon_poly_init",
+            Kernel::MuonPostScale => "muon_post_scale",
+            Kernel::MuonUpdate => "muon_update",
         }
     }
 }

@@ -4,8 +4,11 @@
 //! outputs first, then inputs, then shapes and scalars. Launchers only record dispatches; nothing
 //! runs until the stream is submitted, so a whole training step can be one submission.
 
+pub mod adamw;
 pub mod elementwise;
+pub mod grad_norm;
 pub mod matmul;
+pub mod muon;
 pub mod reduce;
 
 use crate::error::Result;

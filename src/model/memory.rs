@@ -137,6 +137,10 @@ impl MemoryPlan {
         let (mom, second) = muon_elems(&layout);
         add("muon.momentum", Optimizer, mom);
         add("muon.second_moment", Optimizer, second);
+        // Per-step scalars, tables, norm partials and Muon's slice workspace (train::optimizer).
+        for (name, elems) in crate::train::optimizer::plan_entries(&layout) {
+            add(name, Optimizer, elems);
+        }
 
         add("idx", Batch, n);
         add("targets", Batch, n);

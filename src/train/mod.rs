@@ -1,5 +1,6 @@
-//! Training: schedules and hyperparameter transfer ([`schedule`]).
+//! Training: schedules and hyperparameter transfer ([`schedule`]), the GPU optimizer ([`optimizer`]).
 
+pub mod optimizer;
 pub mod schedule;
 
 pub use schedule::Hyper;

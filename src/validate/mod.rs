@@ -6,6 +6,7 @@
 //! shows up here). Tolerances live in this file, one function per kernel family, each with the
 //! reasoning behind its numbers. [`suite`] is the table `wgpt validate` prints and `cargo test` runs.
 
+pub mod optim_cases;
 pub mod suite;
 
 use std::fmt;
@@ -47,6 +48,40 @@ pub fn elementwise_tolerance() -> Tol {
 /// positive terms (no cancellation), so the relative error stays below ≈ 50·ε ≈ 3e-6 for the
 /// largest vector the suite uses (3M elements). rtol = 1e-5 gives 3× margin.
 pub fn reduce_tolerance() -> Tol {
+    Tol { atol: 1e-6, rtol: 1e-5 }
+}
+
+/// AdamW, one step from the kernel's own f32 state (so errors never compound). Each output is a
+/// short expression: m = β1·m + (1−β1)·g and v = β2·v + (1−β2)·g² are two roundings plus the f32
+/// rounding of the constants, ≤ 3ε·(|β1·m| + |(1−β1)·g|) ≈ 2e-7 of the larger term; v has no
+/// cancellation. p = p·(1 − lr·wd) − lr/bc1 · m/(√(v/bc2) + eps) takes about 8 ulp in the update
+/// term on Vulkan (division 2.5 ulp, sqrt 3 ulp, not correctly rounded) plus one in the product
+/// and the difference: ≤ 6e-7 of max(|p|, |update|). Where terms cancel the result can be far
+/// smaller than its terms, so the allowance is relative to `scale`, the RMS of the compared
+/// quantity (test inputs keep every term within a few RMS): 1e-6·(|x| + scale), the acceptance
+/// criterion's "rel 1e-6 per step", with ≥ 1.6× margin over the worst case above.
+pub fn adamw_tolerance(scale: f64) -> Tol {
+    Tol { atol: 1e-6 * scale, rtol: 1e-6 }
+}
+
+/// Muon's update Δp after one step from the kernel's own state, f32 against the f64 reference,
+/// relative to `scale` = RMS of the reference Δp. PLACEHOLDER until measured.
+pub fn muon_tolerance(scale: f64) -> Tol {
+    Tol { atol: 1e-4 * scale, rtol: 1e-4 }
+}
+
+/// NorMuon's second moment S ← β2·S + (1−β2)·mean(U²): a mean of squares of the orthogonalised
+/// update, so it inherits Muon's relative error (squared, i.e. twice it, then averaged).
+pub fn muon_state_tolerance(scale: f64) -> Tol {
+    Tol { atol: 1e-4 * scale, rtol: 1e-4 }
+}
+
+/// Gradient norm, per tensor Σ g² in f32: each invocation adds ≤ 16 terms, a 256-wide tree joins
+/// them per 4,096-element block, then per tensor each invocation adds ≤ blocks/256 partials and
+/// another tree joins those (and the total a third): for the ≤ 1M-element tensors of the suite
+/// about 16 + 8 + 1 + 8 + 8 = 41 roundings on positive terms (no cancellation), relative error
+/// ≤ 41·ε ≈ 2.5e-6; rtol = 1e-5 leaves 4× margin. Counts are exact.
+pub fn grad_norm_tolerance() -> Tol {
     Tol { atol: 1e-6, rtol: 1e-5 }
 }
 

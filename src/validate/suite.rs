@@ -132,6 +132,7 @@ pub fn run(ctx: &GpuContext, opts: &SuiteOptions, on_row: &mut dyn FnMut(&Row)) 
     matmul_cases(&small, &mut r, true)?;
     elementwise_cases(&small, &mut r, true)?;
     reduce_cases(&small, &mut r, true)?;
+    super::optim_cases::run(ctx, &small, &mut r)?;
     Ok(r.rows)
 }
 
