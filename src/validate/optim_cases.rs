@@ -45,6 +45,12 @@ fn f32s(x: &[f64]) -> Vec<f32> {
     x.iter().map(|&v| v as f32).collect()
 }
 
+/// `x / scale`, elementwise.
+fn unit(x: &[f32], scale: f64) -> Vec<f32> {
+    let s = scale.max(f64::MIN_POSITIVE);
+    x.iter().map(|&v| (v as f64 / s) as f32).collect()
+}
+
 fn zero_guard(ctx: &GpuContext) -> Result<GpuTensor> {
     ctx.upload("guard", &[0.0])
 }
@@ -315,9 +321,11 @@ fn run_muon_case(ctx: &GpuContext, r: &mut Runner<'_>, kernel: &str, c: &MuonCas
     ref_muon(&mut wp, &mut wmom, &mut wsec, &f64s(&g), k, rows, cols, lr, mu, wd, variant);
     let lr_eff = lr * (rows as f64 / cols as f64).max(1.0).sqrt();
     let wd_delta: Vec<f32> = wp.iter().zip(&p0).map(|(w, &a)| (w - a as f64) as f32).collect();
-    let tol = muon_tolerance(rms(&wd_delta));
-    let (dg, dw) = muon_delta(&p0, &gp, &wp, lr_eff, wd, tol);
-    r.record(kernel, &format!("{vname} dp"), &shape, &dg, &dw, tol, secs);
+    let scale = rms(&wd_delta);
+    let (dg, dw) = muon_delta(&p0, &gp, &wp, lr_eff, wd, muon_tolerance(scale));
+    // Recorded in units of the update's RMS, so the error columns read as relative errors.
+    let (dg, dw) = (unit(&dg, scale), unit(&dw, scale));
+    r.record(kernel, &format!("{vname} dp/rms"), &shape, &dg, &dw, muon_tolerance(1.0), secs);
     let wmom = f32s(&wmom);
     r.record(kernel, &format!("{vname} momentum"), &shape, &gmom, &wmom, adamw_tolerance(rms(&wmom)), 0.0);
     let wsec = f32s(&wsec);
@@ -431,7 +439,14 @@ fn optimizer_cases(ctx: &GpuContext, r: &mut Runner<'_>) -> Result<()> {
                 r.record(kernel, &format!("{vname} nan skips"), &shape, &got, &want, exact, secs);
                 continue;
             }
-            let want_norm: f64 = g.iter().map(|&v| (v as f64).powi(2)).sum();
+            // Over the tensors only: the alignment gaps between them are not gradients.
+            let want_norm: f64 = layout
+                .specs
+                .iter()
+                .zip(&layout.offsets)
+                .flat_map(|(p, &o)| &g[o..o + p.numel()])
+                .map(|&v| (v as f64).powi(2))
+                .sum();
             r.record(
                 kernel,
                 &format!("{vname} it={it} norm"),
@@ -492,10 +507,10 @@ fn optimizer_cases(ctx: &GpuContext, r: &mut Runner<'_>) -> Result<()> {
                 let tol = muon_tolerance(rms(&want_d));
                 let lr_eff = lr * (rows as f64 / cols as f64).max(1.0).sqrt();
                 let (dg, dw) = muon_delta(&p_before[o..o + n], &p_after[o..o + n], &pp, lr_eff, wdm, tol);
-                // Each group's Δ relative to its own scale: groups' updates differ by √(rows/cols).
-                let s = rms(&dw).max(f64::MIN_POSITIVE);
-                muon_got.extend(dg.iter().map(|&d| (d as f64 / s) as f32));
-                muon_want.extend(dw.iter().map(|&d| (d as f64 / s) as f32));
+                // Each group's Δ in units of its own RMS: groups' updates differ by √(rows/cols).
+                let s = rms(&want_d);
+                muon_got.extend(unit(&dg, s));
+                muon_want.extend(unit(&dw, s));
                 mo += n;
                 so += ns;
             }
