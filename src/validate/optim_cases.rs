@@ -291,8 +291,11 @@ fn run_muon_case(ctx: &GpuContext, r: &mut Runner<'_>, kernel: &str, c: &MuonCas
     let (k, rows, cols) = (c.k, c.rows, c.cols);
     let (n, nsec) = (k * rows * cols, k * rows.max(cols));
     let mut shape = format!("{k}x({rows}x{cols})");
-    if c.cap < k * rows * cols {
-        shape += &format!(" {} slices", k.div_ceil(crate::kernels::muon::slice_matrices(k, rows * cols, c.cap)));
+    // Slices as the launcher will cut them: by the workspace bound and by the binding limit.
+    let cap = c.cap.min(crate::kernels::elementwise::chunk_elems(ctx));
+    let slices = k.div_ceil(crate::kernels::muon::slice_matrices(k, rows * cols, cap));
+    if slices > 1 {
+        shape += &format!(" {slices} slices");
     }
     let vname = format!("{variant:?}").to_lowercase();
     let mut rng = r.rng(&format!("{kernel} {shape} {vname}"));
