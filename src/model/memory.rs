@@ -29,7 +29,8 @@ pub enum Category {
     Params,
     /// The gradient arena.
     Grads,
-    /// AdamW moments and Muon momentum / second-moment buffers.
+    /// AdamW moments and Muon momentum / second-moment buffers, plus the optimizer's per-step
+    /// scalars, tables, gradient-norm partials and Muon workspace (`train::optimizer::plan_entries`).
     Optimizer,
     /// Activations kept from the forward for the backward.
     Activations,

@@ -419,3 +419,45 @@ impl<'c> Optimizer<'c> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::GptConfig;
+
+    #[test]
+    fn d12_workspace_and_step_scalars() {
+        let layout = ParamLayout::new(&GptConfig::new(12, 6, 6, 768, 32768, 2048, "L").unwrap());
+        let e: BTreeMap<&str, usize> = plan_entries(&layout).into_iter().collect();
+        // Slices of 12 (768, 768) or 3 (768, 3072)/(3072, 768) matrices; stats for 3 × 3072 rows.
+        assert_eq!(e["muon.ws.x"], 12 * 768 * 768);
+        assert_eq!(e["muon.ws.gram"], 12 * 768 * 768);
+        assert_eq!(e["muon.ws.stats"], 3 * 3072);
+        let ws: usize =
+            ["x", "y", "gram", "poly", "stats", "scale"].iter().map(|n| e[format!("muon.ws.{n}").as_str()]).sum();
+        assert!(ws * 4 < 110 << 20, "{} MiB", ws * 4 >> 20);
+        // wte, lm_head, 6 value embeddings, resid, x0, smear_gate, smear_lambda, backout_lambda.
+        assert_eq!(e["adamw.table"], 8 * 13);
+        assert_eq!(e["grad_norm.out"], 2 + 2 * layout.specs.len());
+
+        let sc = StepScalars {
+            adamw_step: 2,
+            adamw_lr: [0.004, 0.1, 0.05, 0.002, 0.2, 0.2],
+            muon_lr: 0.02,
+            muon_momentum: 0.95,
+            muon_weight_decay: 0.1,
+        };
+        let w = sc.words(&layout);
+        assert_eq!(w.len(), e["optim.scalars"]);
+        // Unembedding: 1 − lr·0.01, lr/(1 − 0.8²), β1, 1 − β1, β2, 1 − β2, 1 − 0.96², eps.
+        let want = [1.0 - 0.004 * 0.01, 0.004 / 0.36, 0.8, 0.2, 0.96, 0.04, 1.0 - 0.96f64 * 0.96, 1e-10];
+        assert_eq!(&w[..8], &want.map(|x: f64| x as f32));
+        // x0 has β1 0.96 and no decay.
+        assert_eq!(&w[4 * 8..4 * 8 + 3], &[1.0, (0.2 / (1.0 - 0.96f64 * 0.96)) as f32, 0.96]);
+        // Muon: c_fc (3072×768) steps at 2× the lr, decay scaled by it too.
+        let fc = layout.muon_groups.iter().position(|g| (g.rows, g.cols) == (3072, 768)).unwrap();
+        assert_eq!(&w[48 + 4 * fc..48 + 4 * fc + 4], &[0.95, 0.04, 0.004, 0.9]);
+        let sq = layout.muon_groups.iter().position(|g| (g.rows, g.cols) == (768, 768)).unwrap();
+        assert_eq!(w[48 + 4 * sq + 1], 0.02);
+    }
+}
