@@ -435,7 +435,7 @@ mod tests {
         assert_eq!(e["muon.ws.stats"], 3 * 3072);
         let ws: usize =
             ["x", "y", "gram", "poly", "stats", "scale"].iter().map(|n| e[format!("muon.ws.{n}").as_str()]).sum();
-        assert!(ws * 4 < 110 << 20, "{} MiB", ws * 4 >> 20);
+        assert!(ws * 4 < 110 << 20, "{} MiB", (ws * 4) >> 20);
         // wte, lm_head, 6 value embeddings, resid, x0, smear_gate, smear_lambda, backout_lambda.
         assert_eq!(e["adamw.table"], 8 * 13);
         assert_eq!(e["grad_norm.out"], 2 + 2 * layout.specs.len());
