@@ -69,6 +69,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Parameter counts, FLOPs per token and the training memory plan of a config.
     Info(InfoArgs),
+    /// One forward and backward on given weights and batch; prints {"loss": …} as the last line.
+    StepCheck(StepCheckArgs),
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
@@ -100,6 +102,25 @@ pub struct InfoArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct StepCheckArgs {
+    /// Weights with nanochat's state-dict names (safetensors; f32, bf16 or f16).
+    #[arg(long)]
+    pub weights: std::path::PathBuf,
+    /// A JSON with nanochat's `model_config` object (as in meta_*.json).
+    #[arg(long)]
+    pub meta: std::path::PathBuf,
+    /// A safetensors file with `idx` and `targets`, int32 (or int64), shape B×T.
+    #[arg(long)]
+    pub batch: std::path::PathBuf,
+    /// Write every parameter's gradient (of the mean loss) under the parameter's name.
+    #[arg(long)]
+    pub grads_out: Option<std::path::PathBuf>,
+    /// What the backward recomputes: none, mlp or block (results agree to rounding).
+    #[arg(long, default_value = "none")]
+    pub recompute: String,
+}
+
+#[derive(Args, Debug)]
 pub struct ValidateArgs {
     /// Replay a previous run's inputs (every run prints its seed).
     #[arg(long)]
@@ -118,6 +139,29 @@ pub enum BenchCommand {
     Matmul(MatmulBenchArgs),
     /// Tokenizer training and encoding (ours vs the tokenizers crate) and loader throughput.
     Data(crate::data::bench::DataBenchArgs),
+    /// Flash-attention forward and backward: ms and effective GFLOP/s at the GPT shape.
+    Attention(AttentionBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AttentionBenchArgs {
+    #[arg(long, default_value_t = 1)]
+    pub b: usize,
+    #[arg(long, default_value_t = 2048)]
+    pub t: usize,
+    #[arg(long, default_value_t = 6)]
+    pub h: usize,
+    /// KV heads (default: H, no grouping).
+    #[arg(long)]
+    pub hkv: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    pub d: usize,
+    /// Sliding windows to time, comma-separated (a window ≥ T − 1 is plain causal).
+    #[arg(long, default_value = "2048,512")]
+    pub windows: String,
+    /// Timed runs per pass after the warm-up (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
 }
 
 #[derive(Args, Debug)]
@@ -154,6 +198,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Adapters { json } => adapters_cmd(&cli.gpu, json),
         Command::Validate(args) => validate_cmd(&cli.gpu, &args),
         Command::Info(args) => info_cmd(&args),
+        Command::StepCheck(args) => step_check_cmd(&cli.gpu, &args),
         Command::Bench { what: BenchCommand::Matmul(args) } => {
             let mut opts = MatmulBenchOptions::default();
             if !args.shapes.is_empty() {
@@ -167,6 +212,26 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             opts.budget = Duration::from_secs_f64(args.budget_secs.max(0.0));
             let ctx = cli.gpu.open()?;
             bench::matmul_bench(&ctx, &opts, &mut |line| println!("{line}"))?;
+            Ok(0)
+        }
+        Command::Bench { what: BenchCommand::Attention(args) } => {
+            let windows = args
+                .windows
+                .split(',')
+                .map(|w| w.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("--windows `{}`: expected comma-separated sizes", args.windows))?;
+            let opts = crate::kernels::attention::AttnBenchOptions {
+                b: args.b,
+                t: args.t,
+                h: args.h,
+                hkv: args.hkv.unwrap_or(args.h),
+                d: args.d,
+                windows,
+                reps: args.reps,
+            };
+            let ctx = cli.gpu.open()?;
+            crate::kernels::attention::bench(&ctx, &opts, &mut |line| println!("{line}"))?;
             Ok(0)
         }
         Command::Bench { what: BenchCommand::Data(args) } => {
@@ -304,5 +369,58 @@ fn info_cmd(args: &InfoArgs) -> anyhow::Result<i32> {
         rc.logits_chunk_rows
     );
     print!("{}", plan.render());
+    Ok(0)
+}
+
+fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
+    use crate::config::{MemorySpec, Recompute};
+    use crate::model::{checkpoint, gpu::GpuModel, ParamLayout};
+    let recompute = match args.recompute.as_str() {
+        "none" => Recompute::None,
+        "mlp" => Recompute::Mlp,
+        "block" => Recompute::Block,
+        other => bail!("--recompute {other}: expected none, mlp or block"),
+    };
+    // Everything from disk is read and checked before the GPU is touched.
+    let (mut cfg, _) = checkpoint::load_meta(&args.meta)?;
+    let layout = ParamLayout::new(&cfg);
+    let arena = checkpoint::load_weights(&args.weights, &layout)?;
+    let tensors = checkpoint::load_i32(&args.batch)?;
+    let get = |name: &str| {
+        tensors.get(name).with_context(|| {
+            format!("{}: no `{name}` tensor (expected idx and targets, int32 B×T)", args.batch.display())
+        })
+    };
+    let (idx_shape, idx) = get("idx")?;
+    let (tgt_shape, targets) = get("targets")?;
+    if idx_shape.len() != 2 || idx_shape != tgt_shape {
+        bail!("{}: idx {:?} and targets {:?} must both be B×T", args.batch.display(), idx_shape, tgt_shape);
+    }
+    let (b, t) = (idx_shape[0], idx_shape[1]);
+    if t > cfg.sequence_len || t < 2 {
+        bail!("batch T = {t} must be in [2, sequence_len = {}]", cfg.sequence_len);
+    }
+    // Windows stay those of the model's full context, as in nanochat; the batch may be shorter.
+    cfg.sequence_len = t;
+    let ctx = gpu.open()?;
+    let mut model = GpuModel::new(&ctx, &cfg, b, &MemorySpec { recompute, logits_chunk_rows: 0 })?;
+    model.write_params(&arena)?;
+    model.set_batch(idx, targets, 1)?;
+    let mut s = model.stream();
+    model.zero_grads(&mut s)?;
+    s.run()?;
+    let loss = model.forward_backward()?;
+    if let Some(path) = &args.grads_out {
+        let grads = model.read_grads()?;
+        let named: Vec<(String, Vec<usize>, &[f32])> = layout
+            .specs
+            .iter()
+            .zip(&layout.offsets)
+            .map(|(p, &o)| (p.name.clone(), p.shape.clone(), &grads[o..o + p.numel()]))
+            .collect();
+        checkpoint::save_f32(path, &named, None)?;
+        eprintln!("gradients written to {}", path.display());
+    }
+    println!("{}", serde_json::json!({ "loss": loss }));
     Ok(0)
 }

@@ -6,9 +6,10 @@
 
 use wgpt::config::MemorySpec;
 use wgpt::gpu::{AutotuneMode, GpuContext, GpuOptions, Shader};
+use wgpt::kernels::embedding::{EmbeddingBuckets, GpuEmbeddingBuckets};
 use wgpt::kernels::matmul::{self, Gemm, MatmulVariant};
-use wgpt::kernels::{elementwise, reduce, Stream};
-use wgpt::model::memory::MemoryPlan;
+use wgpt::kernels::{attention, crossentropy, elementwise, embedding, reduce, residual, smear, vegate, Stream};
+use wgpt::model::memory::{Category, MemoryPlan};
 use wgpt::model::{GptConfig, ParamLayout};
 use wgpt::reference::optim::MuonVariant;
 use wgpt::testing::{gpu, test_options};
@@ -159,9 +160,174 @@ fn optimizer_is_deterministic_and_its_state_round_trips() {
     short[1].1.pop();
     assert!(fresh.load_state(&short).unwrap_err().to_string().contains("adamw.v"));
     assert!(fresh.load_state(&state[1..]).unwrap_err().to_string().contains("adamw.m"));
+    // The optimizer allocates exactly the plan's optimizer entries (own context: the shared one
+    // is allocating for parallel tests).
+    let own = GpuContext::new(&test_options()).unwrap();
+    let before = own.allocated_bytes();
+    let _opt = Optimizer::new(&own, &plan, &layout, MuonVariant::Seed).unwrap();
+    assert_eq!(own.allocated_bytes() - before, plan.bytes(Category::Optimizer));
     // A plan for another model is refused before anything is allocated.
     let other = MemoryPlan::new(&GptConfig::new(1, 2, 1, 64, 300, 16, "L").unwrap(), 1, &MemorySpec::default());
     assert!(Optimizer::new(ctx, &other, &layout, MuonVariant::Seed).is_err());
+}
+
+#[test]
+fn cross_entropy_matches_reference() {
+    assert_all_pass("cross_entropy");
+}
+
+#[test]
+fn rmsnorm_matches_reference() {
+    assert_all_pass("rmsnorm");
+}
+
+#[test]
+fn embedding_matches_reference() {
+    assert_all_pass("embedding");
+}
+
+#[test]
+fn rope_matches_reference() {
+    assert_all_pass("rope");
+}
+
+#[test]
+fn relu2_matches_reference() {
+    assert_all_pass("relu2");
+}
+
+#[test]
+fn residual_matches_reference() {
+    assert_all_pass("lambda_mix");
+    assert_all_pass("backout");
+}
+
+#[test]
+fn ve_gate_matches_reference() {
+    assert_all_pass("ve_gate");
+}
+
+#[test]
+fn smear_matches_reference() {
+    assert_all_pass("smear");
+}
+
+/// The gradients that sum many contributions into one element (embedding rows of repeated tokens,
+/// the lambdas, the smear and gate weights, the cross-entropy's logsumexp) are bit-identical run to
+/// run, and identical whether the launchers allocate their temporaries or share one stream
+/// workspace, recorded back to back in one stream.
+#[test]
+fn op_gradients_are_deterministic() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(7);
+    // Embedding: 4096 positions over 300 tokens, skewed so some token repeats hundreds of times.
+    let (n, vocab, w) = (4096, 300, 256);
+    let idx: Vec<i32> = (0..n).map(|_| ((rng.uniform().powi(3) * vocab as f64) as i32).min(vocab as i32 - 1)).collect();
+    let buckets = GpuEmbeddingBuckets::upload(ctx, &EmbeddingBuckets::new(&idx)).unwrap();
+    let dout = ctx.upload("dout", &rng.vec_uniform(n * w, -1.0, 1.0)).unwrap();
+    let dtable0 = rng.vec_uniform(vocab * w, -1.0, 1.0);
+    // Lambda mix and backout over a (B·T, C) = (2048, 768) residual stream.
+    let m = 2048 * 768;
+    let (x, x0, dres) = (rng.vec_uniform(m, -2.0, 2.0), rng.vec_uniform(m, -2.0, 2.0), rng.vec_uniform(m, -1.0, 1.0));
+    let (tx, tx0, tdres) =
+        (ctx.upload("x", &x).unwrap(), ctx.upload("x0", &x0).unwrap(), ctx.upload("dres", &dres).unwrap());
+    let params = ctx.upload("params", &rng.vec_uniform(128, -1.0, 1.0)).unwrap();
+    // Smear (B, T, C) = (2, 1024, 768) and the value-embedding gate (N, Hkv, D) = (2048, 6, 128).
+    let (b, t, c, hkv, d) = (2, 1024, 768, 6, 128);
+    let kv = hkv * d;
+    let dkv = ctx.upload("dkv", &rng.vec_uniform(2048 * kv, -1.0, 1.0)).unwrap();
+    let ve = ctx.upload("ve", &rng.vec_uniform(2048 * kv, -1.0, 1.0)).unwrap();
+    // Cross-entropy over a (64, 32768) logits chunk.
+    let (rows, v) = (64, 32768);
+    let logits0 = rng.vec_uniform(rows * v, -20.0, 20.0);
+    let targets: Vec<i32> = (0..rows).map(|r| if r % 9 == 0 { -1 } else { (r * 511 % v) as i32 }).collect();
+    let targets = ctx.upload_i32("targets", &targets).unwrap();
+    let gs = ctx.upload("grad scale", &[1.0 / 57.0]).unwrap();
+
+    let run = |workspace: bool| -> Vec<Vec<f32>> {
+        let dtable = ctx.upload("dtable", &dtable0).unwrap();
+        let grads = ctx.tensor("grads", 128).unwrap();
+        let (dx, dx0, dmid) =
+            (ctx.tensor("dx", m).unwrap(), ctx.tensor("dx0", m).unwrap(), ctx.tensor("dmid", m).unwrap());
+        let de = ctx.tensor("de", m).unwrap();
+        let (dve, du) = (ctx.tensor("dve", 2048 * kv).unwrap(), ctx.tensor("du", m).unwrap());
+        let (losses, logits) = (ctx.tensor("losses", rows).unwrap(), ctx.upload("logits", &logits0).unwrap());
+        let need = [
+            residual::lambda_mix_backward_scratch_len(ctx, m),
+            residual::backout_backward_scratch_len(ctx, m),
+            smear::smear_backward_scratch_len(b, t),
+            vegate::ve_gate_backward_scratch_len(2048, hkv),
+        ];
+        let mut s = if workspace {
+            Stream::with_workspace(ctx, ctx.tensor("workspace", *need.iter().max().unwrap()).unwrap())
+        } else {
+            Stream::new(ctx)
+        };
+        let p = |i: usize, len: usize| params.view(i, len);
+        let g = |i: usize, len: usize| grads.view(i, len);
+        embedding::embedding_backward(&mut s, &dtable, &dout, &buckets, n, w).unwrap();
+        residual::lambda_mix_backward(&mut s, &dx, &dx0, &g(0, 1), &g(1, 1), &tdres, &tx, &tx0, &p(0, 1), &p(1, 1))
+            .unwrap();
+        residual::backout_backward(&mut s, &dmid, &g(2, 1), &tdres, &tx, &p(2, 1)).unwrap();
+        smear::smear_backward(&mut s, &de, &g(3, 24), &g(27, 1), &tdres, &tx0, &p(3, 24), &p(27, 1), b, t, c).unwrap();
+        vegate::ve_gate_backward(
+            &mut s,
+            &dve,
+            &du,
+            &g(28, hkv * 12),
+            &dkv,
+            &tx,
+            &ve,
+            &p(28, hkv * 12),
+            2048,
+            c,
+            hkv,
+            d,
+        )
+        .unwrap();
+        crossentropy::softcap_cross_entropy(&mut s, &losses, true, &logits, &targets, rows, v, v, 15.0, &gs).unwrap();
+        s.run().unwrap();
+        [&dtable, &grads, &dx0, &de, &du, &losses, &logits].iter().map(|t| ctx.read(t).unwrap()).collect()
+    };
+    let bits =
+        |v: &[Vec<f32>]| -> Vec<Vec<u32>> { v.iter().map(|x| x.iter().map(|f| f.to_bits()).collect()).collect() };
+    let first = bits(&run(false));
+    assert!(
+        first[1][..28 + hkv * 12].iter().all(|&g| g != 0 && f32::from_bits(g).is_finite()),
+        "every scalar gradient was written"
+    );
+    assert_eq!(first, bits(&run(false)), "second run differs");
+    assert_eq!(first, bits(&run(true)), "a shared stream workspace changes the result");
+}
+
+/// Bad shapes, an undersized workspace and token ids outside the table are refused before
+/// anything is recorded.
+#[test]
+fn op_launchers_refuse_bad_input() {
+    let Some(ctx) = gpu() else { return };
+    let t = |n: usize| ctx.tensor("t", n).unwrap();
+    let mut s = Stream::new(ctx);
+    let err = crossentropy::softcap_cross_entropy(&mut s, &t(4), true, &t(4 * 64), &t(4), 4, 65, 64, 15.0, &t(1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exceeds the padded width"), "{err}");
+    let err = crossentropy::softcap_cross_entropy(&mut s, &t(4), true, &t(4 * 64), &t(4), 4, 64, 64, 0.0, &t(1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("softcap"), "{err}");
+    let err = crossentropy::softcap_cross_entropy(&mut s, &t(3), true, &t(4 * 64), &t(4), 4, 64, 64, 15.0, &t(1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("losses has 3 elements"), "{err}");
+    let buckets = GpuEmbeddingBuckets::upload(ctx, &EmbeddingBuckets::new(&[3, 1, 9])).unwrap();
+    let err = embedding::embedding_backward(&mut s, &t(9 * 4), &t(3 * 4), &buckets, 3, 4).unwrap_err().to_string();
+    assert!(err.contains("outside the table"), "{err}");
+    let mut small = Stream::with_workspace(ctx, t(10));
+    let err = residual::backout_backward(&mut small, &t(1 << 20), &t(1), &t(1 << 20), &t(1 << 20), &t(1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("workspace"), "{err}");
+    assert!(s.dispatches().is_empty() && small.dispatches().is_empty(), "nothing may be recorded for refused input");
 }
 
 /// An off-by-one at the tile edge (the last column of every 4-wide register tile is never
@@ -300,4 +466,131 @@ fn profile_times_every_dispatch() {
         None => assert!(!ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)),
     }
     assert!(ctx.read(&x).unwrap().iter().all(|&v| v == 2.0));
+}
+
+#[test]
+fn attention_matches_reference() {
+    assert_all_pass("attention");
+}
+
+/// Random q/k/v/dout for an attention problem (q, k unit-RMS ×1.2 per head as the model feeds them).
+fn attention_inputs(rng: &mut Rng, b: usize, t: usize, h: usize, hkv: usize, d: usize) -> [Vec<f32>; 4] {
+    let rows = |rng: &mut Rng, n: usize, gain: f32| {
+        let mut x = rng.vec_uniform(n * d, -1.0, 1.0);
+        for row in x.chunks_mut(d) {
+            let rms = (row.iter().map(|e| e * e).sum::<f32>() / d as f32).sqrt();
+            row.iter_mut().for_each(|e| *e *= gain / rms);
+        }
+        x
+    };
+    let q = rows(rng, b * t * h, 1.2);
+    let k = rows(rng, b * t * hkv, 1.2);
+    let v = rows(rng, b * t * hkv, 1.0);
+    let dout = rng.vec_uniform(b * t * h * d, -1.0, 1.0);
+    [q, k, v, dout]
+}
+
+/// Forward then backward on `ctx`; returns out, lse, dq, dk, dv.
+#[allow(clippy::too_many_arguments)]
+fn attention_run(
+    ctx: &GpuContext,
+    inputs: &[Vec<f32>; 4],
+    b: usize,
+    t: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    window: usize,
+) -> [Vec<f32>; 5] {
+    let up = |x: &[f32]| ctx.upload("x", x).unwrap();
+    let (q, k, v, dout) = (up(&inputs[0]), up(&inputs[1]), up(&inputs[2]), up(&inputs[3]));
+    let (nq, nkv) = (b * t * h * d, b * t * hkv * d);
+    let out = ctx.tensor("out", nq).unwrap();
+    let lse = ctx.tensor("lse", b * t * h).unwrap();
+    let (dq, dk, dv) = (ctx.tensor("dq", nq).unwrap(), ctx.tensor("dk", nkv).unwrap(), ctx.tensor("dv", nkv).unwrap());
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut s = Stream::new(ctx);
+    attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, b, t, h, hkv, d, window, scale).unwrap();
+    attention::attention_backward(&mut s, &dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse, b, t, h, hkv, d, window, scale)
+        .unwrap();
+    s.run().unwrap();
+    [&out, &lse, &dq, &dk, &dv].map(|x| ctx.read(x).unwrap())
+}
+
+fn bitwise_equal(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()))
+}
+
+/// The backward sums dk/dv over queries and heads in a fixed order (no atomics): two runs agree
+/// to the bit.
+#[test]
+fn attention_is_deterministic() {
+    let Some(ctx) = gpu() else { return };
+    let (b, t, h, hkv, d) = (2, 150, 4, 2, 64);
+    let inputs = attention_inputs(&mut Rng::new(7), b, t, h, hkv, d);
+    let first = attention_run(ctx, &inputs, b, t, h, hkv, d, 40);
+    let second = attention_run(ctx, &inputs, b, t, h, hkv, d, 40);
+    assert!(first.iter().all(|x| x.iter().all(|e| e.is_finite())));
+    assert!(bitwise_equal(&first, &second), "two runs of attention differ");
+}
+
+/// Batches are independent: a context whose storage binding holds only a couple of batch rows
+/// splits the problem into chunks, and the results are bit-identical to the unsplit run.
+#[test]
+fn attention_chunks_over_batches() {
+    let Some(ctx) = gpu() else { return };
+    let (b, t, h, hkv, d) = (5, 45, 2, 1, 64);
+    let inputs = attention_inputs(&mut Rng::new(11), b, t, h, hkv, d);
+    let whole = attention_run(ctx, &inputs, b, t, h, hkv, d, 20);
+    // One batch row of q is 45·2·64·4 = 23,040 bytes: a 64 KiB binding holds two.
+    let small = GpuContext::new(&GpuOptions { max_binding_bytes: Some(64 << 10), ..test_options() }).unwrap();
+    let split = attention_run(&small, &inputs, b, t, h, hkv, d, 20);
+    assert!(bitwise_equal(&whole, &split), "chunked attention differs from the unchunked run");
+}
+
+#[test]
+fn attention_refuses_bad_input_before_dispatch() {
+    let Some(ctx) = gpu() else { return };
+    let (b, t, h, hkv, d) = (1, 8, 4, 2, 64);
+    let t4 = |n: usize| ctx.tensor("x", n).unwrap();
+    let (q, k, v, out, lse) =
+        (t4(b * t * h * d), t4(b * t * hkv * d), t4(b * t * hkv * d), t4(b * t * h * d), t4(b * t * h));
+    let mut s = Stream::new(ctx);
+    let err = |r: wgpt::Result<()>| r.unwrap_err().to_string();
+    let e = err(attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, b, t, h, 3, d, t, 0.1));
+    assert!(e.contains("not a multiple of Hkv"), "{e}");
+    let e = err(attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, b, t, h, hkv, 66, t, 0.1));
+    assert!(e.contains("multiple of 4"), "{e}");
+    let e = err(attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, b, t + 1, h, hkv, d, t, 0.1));
+    assert!(e.contains("out has 2048 elements, the shape needs 2304"), "{e}");
+    // A view that starts off a multiple of 4 cannot be read as vec4 rows.
+    let odd = t4(b * t * h * d + 1).view(1, b * t * h * d);
+    let e = err(attention::attention_forward(&mut s, &odd, &lse, &q, &k, &v, b, t, h, hkv, d, t, 0.1));
+    assert!(e.contains("starts at element 1"), "{e}");
+    // An output in the same buffer as an input: wgpu would reject the dispatch.
+    let shared = t4(2 * b * t * h * d);
+    let (q2, out2) = (shared.view(0, b * t * h * d), shared.view(b * t * h * d, b * t * h * d));
+    let e = err(attention::attention_forward(&mut s, &out2, &lse, &q2, &k, &v, b, t, h, hkv, d, t, 0.1));
+    assert!(e.contains("share a buffer"), "{e}");
+    let e = err(attention::attention_backward(
+        &mut s,
+        &q,
+        &k,
+        &v,
+        &out,
+        &q,
+        &k,
+        &v,
+        &out,
+        &lse,
+        b,
+        t,
+        h,
+        hkv,
+        d,
+        t,
+        f32::NAN,
+    ));
+    assert!(e.contains("scale must be finite"), "{e}");
+    assert!(s.dispatches().is_empty(), "nothing may be recorded for refused input");
 }

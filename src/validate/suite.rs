@@ -51,14 +51,14 @@ pub struct Row {
 
 pub fn header() -> String {
     format!(
-        "{:<22} {:<20} {:<26} {:>11} {:>11} {:>16}  {}",
+        "{:<26} {:<20} {:<26} {:>11} {:>11} {:>16}  {}",
         "kernel", "variant", "shape", "max abs err", "max rel err", "tolerance", "result"
     )
 }
 
 pub fn format_row(r: &Row) -> String {
     format!(
-        "{:<22} {:<20} {:<26} {:>11.3e} {:>11.3e} {:>16}  {}",
+        "{:<26} {:<20} {:<26} {:>11.3e} {:>11.3e} {:>16}  {}",
         r.kernel,
         r.variant,
         r.shape,
@@ -125,6 +125,7 @@ pub fn run(ctx: &GpuContext, opts: &SuiteOptions, on_row: &mut dyn FnMut(&Row)) 
     matmul_cases(ctx, &mut r, false)?;
     elementwise_cases(ctx, &mut r, false)?;
     reduce_cases(ctx, &mut r, false)?;
+    super::attention_cases::attention_cases(ctx, &mut r, false)?;
 
     // The chunked paths: same kernels, a context that claims a 64 KiB binding limit.
     let chunk_opts = GpuOptions { max_binding_bytes: Some(opts.chunk_binding_bytes), ..ctx.options().clone() };
@@ -132,6 +133,8 @@ pub fn run(ctx: &GpuContext, opts: &SuiteOptions, on_row: &mut dyn FnMut(&Row)) 
     matmul_cases(&small, &mut r, true)?;
     elementwise_cases(&small, &mut r, true)?;
     reduce_cases(&small, &mut r, true)?;
+    super::ops_cases::run(ctx, &small, &mut r)?;
+    super::attention_cases::attention_cases(&small, &mut r, true)?;
     super::optim_cases::run(ctx, &small, &mut r)?;
     Ok(r.rows)
 }

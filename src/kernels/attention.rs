@@ -1,0 +1,670 @@
+//! Launchers for `shaders/attention.wgsl`: causal self-attention with a sliding window and grouped
+//! KV heads, flash style (online softmax; the backward recomputes probabilities from the saved
+//! log-sum-exp, so no T×T matrix ever exists).
+//!
+//! [`attention_forward`] and [`attention_backward`] mirror `reference::attention` name for name and
+//! argument for argument (the [`Stream`] first). They check every shape and buffer before recording
+//! anything, pick the tile configuration for the head size ([`AttnTiles::for_pass`]) and record one
+//! dispatch per pass per batch chunk (batches are independent, so a tensor larger than one storage
+//! binding is processed a few batch rows at a time).
+//!
+//! The backward is two passes and deterministic (no atomics): the dq pass also writes
+//! Δ_t = ⟨dout_t, out_t⟩ into a (B, T, H) scratch that the dk/dv pass reads. [`attention_backward`]
+//! allocates that scratch on every call; a caller that runs the backward every layer of every step
+//! should allocate it once and call [`attention_backward_ws`] instead.
+
+use crate::error::{Error, Result};
+use crate::gpu::tensor::window_slack;
+use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides};
+use crate::kernels::Stream;
+
+/// Largest head size the kernels' register tiles hold (D/4 ≤ 32 vec4 columns, two per invocation).
+pub const MAX_HEAD_DIM: usize = 128;
+
+/// Which entry point a tile configuration is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnPass {
+    Forward,
+    BackwardDq,
+    BackwardDkdv,
+}
+
+impl AttnPass {
+    pub fn kernel(self) -> Kernel {
+        match self {
+            AttnPass::Forward => Kernel::AttentionForward,
+            AttnPass::BackwardDq => Kernel::AttentionBackwardDq,
+            AttnPass::BackwardDkdv => Kernel::AttentionBackwardDkdv,
+        }
+    }
+
+    /// Workgroup tiles kept by the pass: (BQ-row tiles, BK-row tiles, BQ×BK tiles); see the
+    /// A_TILES / B_TILES / P_TILES comment in the shader.
+    fn tile_counts(self) -> (u32, u32, u32) {
+        match self {
+            AttnPass::Forward => (1, 1, 1),
+            AttnPass::BackwardDq => (2, 1, 1),
+            AttnPass::BackwardDkdv => (2, 2, 2),
+        }
+    }
+}
+
+/// The override constants of one attention pipeline (names as in the shader).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnTiles {
+    /// Query rows per tile.
+    pub bq: u32,
+    /// Keys per tile.
+    pub bk: u32,
+    /// Invocations per workgroup.
+    pub nt: u32,
+    /// Score rows and keys per invocation.
+    pub s_tr: u32,
+    pub s_tk: u32,
+    /// Accumulator layout: vec4 column groups, rows and vec4 columns per invocation.
+    pub o_cg: u32,
+    pub o_tr: u32,
+    pub o_tc: u32,
+}
+
+impl AttnTiles {
+    /// The configuration for `pass` at head size `d` (a multiple of 4, ≤ 128).
+    ///
+    /// Sized for a discrete GPU within 32 KiB of workgroup memory (lavapipe's limit; NVIDIA has 48):
+    /// at D = 128 a padded D-long f32 row is 528 bytes, so the tiles are forward 32 queries × 16
+    /// keys (K and V take turns in one tile), dq 16 × 16 (V and K take turns), dk/dv 16 resident
+    /// keys × 8 query rows (K, V, Q and dout all resident). At D ≤ 64 rows are half as long and
+    /// each tile doubles along one side. 128 invocations in the forward, 64 in the backward
+    /// passes, whose invocations carry two accumulators (dk/dv) or two score tiles (s and dP).
+    pub fn for_pass(pass: AttnPass, d: usize) -> Self {
+        let small = d <= 64;
+        let (bq, bk, nt): (u32, u32, u32) = match (pass, small) {
+            (AttnPass::Forward, false) => (32, 16, 128),
+            (AttnPass::Forward, true) => (64, 16, 128),
+            (AttnPass::BackwardDq, false) => (16, 16, 64),
+            (AttnPass::BackwardDq, true) => (32, 16, 64),
+            (AttnPass::BackwardDkdv, false) => (8, 16, 64),
+            (AttnPass::BackwardDkdv, true) => (16, 32, 64),
+        };
+        // Scores: SK key columns of invocations (8, or more when there are too few rows), each
+        // S_TK keys apart by SK; the rest of the invocations stack along the rows.
+        let sk = (nt / bq).clamp(8, bk);
+        let s_tk = bk / sk;
+        let s_tr = bq / (nt / sk);
+        // Accumulators: a power-of-two number of vec4 column groups (≤ 32, so ≤ 2 columns each at
+        // D ≤ 128), the remaining invocations along the rows (queries, or keys in the dk/dv pass).
+        let dv = (d / 4).max(1) as u32;
+        let o_cg = 1u32 << (31 - dv.min(32).leading_zeros());
+        let o_tc = dv.div_ceil(o_cg);
+        let rows = if pass == AttnPass::BackwardDkdv { bk } else { bq };
+        let o_tr = rows.div_ceil(nt / o_cg);
+        AttnTiles { bq, bk, nt, s_tr, s_tk, o_cg, o_tr, o_tc }
+    }
+
+    /// Check the invariants the shader relies on instead of bounds checks (exact score tiling,
+    /// register array sizes, one row-statistics owner per row, vec4 rows of the probability tile).
+    fn check(&self, pass: AttnPass, d: usize) -> Result<()> {
+        let sk = self.bk / self.s_tk.max(1);
+        let ok = self.bq.is_multiple_of(4)
+            && self.bk.is_multiple_of(4)
+            && self.s_tk >= 1
+            && self.s_tk <= 4
+            && self.s_tr >= 1
+            && self.s_tr <= 4
+            && sk * self.s_tk == self.bk
+            && self.nt.is_multiple_of(sk)
+            && (self.nt / sk) * self.s_tr == self.bq
+            && self.bq <= self.nt
+            && self.o_cg >= 1
+            && self.nt.is_multiple_of(self.o_cg)
+            && self.o_tc <= 2
+            && self.o_tr * self.o_tc <= 8
+            && self.o_cg * self.o_tc >= (d / 4) as u32
+            && (self.nt / self.o_cg) * self.o_tr >= if pass == AttnPass::BackwardDkdv { self.bk } else { self.bq };
+        if !ok {
+            return Err(Error::Shape { op: "attention", message: format!("inconsistent tiles {self:?} for D = {d}") });
+        }
+        Ok(())
+    }
+
+    /// Workgroup memory of the pass's pipeline in bytes, mirroring the shader's declarations.
+    pub fn workgroup_bytes(&self, pass: AttnPass, d: usize) -> u64 {
+        let (a, b, p) = pass.tile_counts();
+        let dp = (d / 4 + 1) as u64; // padded row, in vec4
+        let (bq, bk) = (self.bq as u64, self.bk as u64);
+        16 * (a as u64 * bq * dp + b as u64 * bk * dp) + 4 * (p as u64 * bq * bk + 3 * bq)
+    }
+
+    fn overrides(&self, pass: AttnPass, d: usize, cpu: bool) -> Overrides {
+        let (a, b, p) = pass.tile_counts();
+        Overrides::new()
+            .flag("RUNTIME_TRIPS", cpu)
+            .set("D", d as f64)
+            .set("BQ", self.bq as f64)
+            .set("BK", self.bk as f64)
+            .set("NT", self.nt as f64)
+            .set("S_TR", self.s_tr as f64)
+            .set("S_TK", self.s_tk as f64)
+            .set("O_CG", self.o_cg as f64)
+            .set("O_TR", self.o_tr as f64)
+            .set("O_TC", self.o_tc as f64)
+            .set("A_TILES", a as f64)
+            .set("B_TILES", b as f64)
+            .set("P_TILES", p as f64)
+    }
+
+    /// Workgroups along x for one (batch, KV head): query-row tiles, or key tiles for dk/dv.
+    fn groups_x(&self, pass: AttnPass, t: usize, g: usize) -> usize {
+        match pass {
+            AttnPass::BackwardDkdv => t.div_ceil(self.bk as usize),
+            _ => (t * g).div_ceil(self.bq as usize),
+        }
+    }
+}
+
+/// Per-dispatch parameters; field order and sizes match `AttnParams` in the shader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct AttnParams {
+    t: u32,
+    h: u32,
+    hkv: u32,
+    window: u32,
+    scale: f32,
+    off_q: u32,
+    off_k: u32,
+    off_v: u32,
+    off_o: u32,
+    off_lse: u32,
+    off_delta: u32,
+    off_x: u32,
+    off_g0: u32,
+    off_g1: u32,
+    one: u32,
+    _pad0: u32,
+}
+
+/// B, T, H, Hkv, D of one call, checked.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    b: usize,
+    t: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+}
+
+impl Dims {
+    fn q_len(&self) -> usize {
+        self.b * self.t * self.h * self.d
+    }
+    fn kv_len(&self) -> usize {
+        self.b * self.t * self.hkv * self.d
+    }
+    fn lse_len(&self) -> usize {
+        self.b * self.t * self.h
+    }
+}
+
+fn bad(message: String) -> Error {
+    Error::Shape { op: "attention", message }
+}
+
+/// Dimensions and scale that every kernel of the family accepts.
+fn check_dims(b: usize, t: usize, h: usize, hkv: usize, d: usize, scale: f32) -> Result<Dims> {
+    if b == 0 || t == 0 || h == 0 || hkv == 0 || d == 0 {
+        return Err(bad(format!("B, T, H, Hkv and D must be >= 1, got B={b} T={t} H={h} Hkv={hkv} D={d}")));
+    }
+    if !h.is_multiple_of(hkv) {
+        return Err(bad(format!("H = {h} is not a multiple of Hkv = {hkv}")));
+    }
+    if !d.is_multiple_of(4) || d > MAX_HEAD_DIM {
+        return Err(bad(format!("head size D = {d} must be a multiple of 4 and at most {MAX_HEAD_DIM}")));
+    }
+    if !scale.is_finite() {
+        return Err(bad(format!("scale must be finite, got {scale}")));
+    }
+    let dims = Dims { b, t, h, hkv, d };
+    if dims.q_len() > u32::MAX as usize / 2 {
+        return Err(bad(format!("B·T·H·D = {} exceeds the kernels' 32-bit indexing", dims.q_len())));
+    }
+    Ok(dims)
+}
+
+/// `tensor` must hold exactly `len` elements; tensors read as vec4 must start on a multiple of 4.
+fn check_tensor(name: &str, tensor: &GpuTensor, len: usize, vec4: bool) -> Result<()> {
+    if tensor.len() != len {
+        return Err(bad(format!("{name} has {} elements, the shape needs {len}", tensor.len())));
+    }
+    if vec4 && !tensor.offset().is_multiple_of(4) {
+        return Err(bad(format!(
+            "{name} starts at element {} of its buffer; attention reads D-long rows as vec4 and needs a \
+             multiple of 4",
+            tensor.offset()
+        )));
+    }
+    Ok(())
+}
+
+/// wgpu refuses a dispatch that binds one buffer both read-only and read-write, and two written
+/// tensors must not overlap: check before recording.
+fn check_aliasing(written: &[(&str, &GpuTensor)], read: &[(&str, &GpuTensor)]) -> Result<()> {
+    for (i, (wn, w)) in written.iter().enumerate() {
+        for (rn, r) in read {
+            if w.buffer() == r.buffer() {
+                return Err(bad(format!(
+                    "{wn} (written) and {rn} (read) share a buffer; a dispatch cannot bind one buffer both \
+                     read-only and read-write"
+                )));
+            }
+        }
+        for (on, o) in &written[i + 1..] {
+            let overlap = w.offset() < o.offset() + o.len() && o.offset() < w.offset() + w.len();
+            if w.buffer() == o.buffer() && overlap {
+                return Err(bad(format!("outputs {wn} and {on} overlap")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tiles for `pass` at `d`, checked against the adapter.
+fn tiles_for(ctx: &GpuContext, pass: AttnPass, d: usize) -> Result<AttnTiles> {
+    let tiles = AttnTiles::for_pass(pass, d);
+    tiles.check(pass, d)?;
+    let need = tiles.workgroup_bytes(pass, d);
+    let have = ctx.limits.max_compute_workgroup_storage_size as u64;
+    if need > have || tiles.nt > ctx.limits.max_compute_invocations_per_workgroup {
+        return Err(bad(format!(
+            "{pass:?} at D = {d} needs {need} bytes of workgroup memory and {} invocations; the adapter \
+             allows {have} and {}",
+            tiles.nt, ctx.limits.max_compute_invocations_per_workgroup
+        )));
+    }
+    Ok(tiles)
+}
+
+/// Batch ranges whose largest per-batch slab (T·H·D floats of q) fits one storage binding, and whose
+/// count fits the grid's z dimension.
+fn batch_chunks(ctx: &GpuContext, dims: &Dims) -> Result<Vec<(usize, usize)>> {
+    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
+    let per_batch = (dims.t * dims.h * dims.d) as u64 * 4;
+    let usable = ctx.max_binding_bytes().saturating_sub(window_slack(align));
+    let per_chunk = (usable / per_batch) as usize;
+    if per_chunk == 0 {
+        return Err(bad(format!(
+            "one batch row of q is {per_batch} bytes, more than a {}-byte storage binding",
+            ctx.max_binding_bytes()
+        )));
+    }
+    let per_chunk = per_chunk.min(ctx.limits.max_compute_workgroups_per_dimension as usize);
+    Ok((0..dims.b.div_ceil(per_chunk)).map(|i| (i * per_chunk, ((i + 1) * per_chunk).min(dims.b))).collect())
+}
+
+/// out[b,t,h] = Σ_j softmax_j(scale · q[b,t,h]·k[b,j]) v[b,j];  lse[b,t,h] = ln Σ_j exp(scale · q·k_j)
+/// over the keys t − window ≤ j ≤ t of KV head h / (H / Hkv).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward(
+    s: &mut Stream<'_>,
+    out: &GpuTensor,
+    lse: &GpuTensor,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    b: usize,
+    t: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    window: usize,
+    scale: f32,
+) -> Result<()> {
+    let dims = check_dims(b, t, h, hkv, d, scale)?;
+    check_tensor("out", out, dims.q_len(), true)?;
+    check_tensor("lse", lse, dims.lse_len(), false)?;
+    check_tensor("q", q, dims.q_len(), true)?;
+    check_tensor("k", k, dims.kv_len(), true)?;
+    check_tensor("v", v, dims.kv_len(), true)?;
+    check_aliasing(&[("out", out), ("lse", lse)], &[("q", q), ("k", k), ("v", v)])?;
+    let ctx = s.ctx;
+    let pass = AttnPass::Forward;
+    let tiles = tiles_for(ctx, pass, d)?;
+    let chunks = batch_chunks(ctx, &dims)?;
+    let pipeline = ctx.pipeline(pass.kernel(), &tiles.overrides(pass, d, ctx.is_cpu()))?;
+    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
+    let max = ctx.max_binding_bytes();
+    let (qb, kb, lb) = (t * h * d, t * hkv * d, t * h);
+    for (b0, b1) in chunks {
+        let wq = q.window(b0 * qb, b1 * qb, align, max)?;
+        let wk = k.window(b0 * kb, b1 * kb, align, max)?;
+        let wv = v.window(b0 * kb, b1 * kb, align, max)?;
+        let wo = out.window(b0 * qb, b1 * qb, align, max)?;
+        let wl = lse.window(b0 * lb, b1 * lb, align, max)?;
+        let params = AttnParams {
+            off_q: wq.elem_offset,
+            off_k: wk.elem_offset,
+            off_v: wv.elem_offset,
+            off_o: wo.elem_offset,
+            off_lse: wl.elem_offset,
+            ..params(&dims, window, scale)
+        };
+        let groups = [tiles.groups_x(pass, t, h / hkv) as u32, hkv as u32, (b1 - b0) as u32];
+        let dispatch =
+            ctx.dispatch(pass.kernel(), pipeline.clone(), &[wq, wk, wv, wo, wl], bytemuck::bytes_of(&params), groups)?;
+        s.push(dispatch);
+    }
+    Ok(())
+}
+
+fn params(dims: &Dims, window: usize, scale: f32) -> AttnParams {
+    AttnParams {
+        t: dims.t as u32,
+        h: dims.h as u32,
+        hkv: dims.hkv as u32,
+        // Any window ≥ T − 1 is plain causal; clamping keeps j + window inside u32 in the shader.
+        window: window.min(dims.t) as u32,
+        scale,
+        one: 1,
+        ..Default::default()
+    }
+}
+
+/// Lengths, alignment and aliasing of the backward's tensors (the Δ scratch aside).
+#[allow(clippy::too_many_arguments)]
+fn check_backward_tensors(
+    dims: &Dims,
+    dq: &GpuTensor,
+    dk: &GpuTensor,
+    dv: &GpuTensor,
+    dout: &GpuTensor,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    out: &GpuTensor,
+    lse: &GpuTensor,
+) -> Result<()> {
+    check_tensor("dq", dq, dims.q_len(), true)?;
+    check_tensor("dk", dk, dims.kv_len(), true)?;
+    check_tensor("dv", dv, dims.kv_len(), true)?;
+    check_tensor("dout", dout, dims.q_len(), true)?;
+    check_tensor("q", q, dims.q_len(), true)?;
+    check_tensor("k", k, dims.kv_len(), true)?;
+    check_tensor("v", v, dims.kv_len(), true)?;
+    check_tensor("out", out, dims.q_len(), true)?;
+    check_tensor("lse", lse, dims.lse_len(), false)?;
+    let inputs = [("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse)];
+    check_aliasing(&[("dq", dq), ("dk", dk), ("dv", dv)], &inputs)
+}
+
+/// Gradients of q, k, v (written, not accumulated), with a scratch it allocates for Δ (B·T·H
+/// floats, one allocation per call). See [`attention_backward_ws`] to pass a reusable one.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    s: &mut Stream<'_>,
+    dq: &GpuTensor,
+    dk: &GpuTensor,
+    dv: &GpuTensor,
+    dout: &GpuTensor,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    out: &GpuTensor,
+    lse: &GpuTensor,
+    b: usize,
+    t: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    window: usize,
+    scale: f32,
+) -> Result<()> {
+    // Refuse bad input before allocating anything.
+    let dims = check_dims(b, t, h, hkv, d, scale)?;
+    check_backward_tensors(&dims, dq, dk, dv, dout, q, k, v, out, lse)?;
+    let delta = s.ctx.tensor("attention delta", b * t * h)?;
+    attention_backward_ws(s, dq, dk, dv, dout, q, k, v, out, lse, b, t, h, hkv, d, window, scale, &delta)
+}
+
+/// As [`attention_backward`], with the caller's Δ scratch: `delta` holds B·T·H floats, its contents
+/// are overwritten, and it must not share a buffer with any input or with dk or dv (the dk/dv pass
+/// reads it while writing those); it may share one with dq.
+///
+/// p_tj = exp(scale·q_t·k_j − lse_t), Δ_t = dout_t·out_t, ds_tj = p_tj (dout_t·v_j − Δ_t),
+/// dq_t = scale Σ_j ds_tj k_j,  dk_j = scale Σ_t ds_tj q_t,  dv_j = Σ_t p_tj dout_t,
+/// with dk and dv summed over the query heads that share a KV head.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_ws(
+    s: &mut Stream<'_>,
+    dq: &GpuTensor,
+    dk: &GpuTensor,
+    dv: &GpuTensor,
+    dout: &GpuTensor,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    out: &GpuTensor,
+    lse: &GpuTensor,
+    b: usize,
+    t: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    window: usize,
+    scale: f32,
+    delta: &GpuTensor,
+) -> Result<()> {
+    let dims = check_dims(b, t, h, hkv, d, scale)?;
+    check_backward_tensors(&dims, dq, dk, dv, dout, q, k, v, out, lse)?;
+    check_tensor("delta", delta, dims.lse_len(), false)?;
+    let inputs = [("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse)];
+    // dq pass: writes dq and delta; dk/dv pass: writes dk and dv, reads delta.
+    check_aliasing(&[("dq", dq), ("delta", delta), ("dk", dk), ("dv", dv)], &inputs)?;
+    check_aliasing(&[("dk", dk), ("dv", dv)], &[("delta", delta)])?;
+    let ctx = s.ctx;
+    let t_dq = tiles_for(ctx, AttnPass::BackwardDq, d)?;
+    let t_kv = tiles_for(ctx, AttnPass::BackwardDkdv, d)?;
+    let chunks = batch_chunks(ctx, &dims)?;
+    let p_dq = ctx.pipeline(Kernel::AttentionBackwardDq, &t_dq.overrides(AttnPass::BackwardDq, d, ctx.is_cpu()))?;
+    let p_kv = ctx.pipeline(Kernel::AttentionBackwardDkdv, &t_kv.overrides(AttnPass::BackwardDkdv, d, ctx.is_cpu()))?;
+    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
+    let max = ctx.max_binding_bytes();
+    let (qb, kb, lb) = (t * h * d, t * hkv * d, t * h);
+    let g = h / hkv;
+    // All dq dispatches first, so every chunk's Δ exists before any dk/dv dispatch reads it (each
+    // chunk only reads its own rows, but this keeps the ordering argument trivial).
+    for &(b0, b1) in &chunks {
+        let wq = q.window(b0 * qb, b1 * qb, align, max)?;
+        let wk = k.window(b0 * kb, b1 * kb, align, max)?;
+        let wv = v.window(b0 * kb, b1 * kb, align, max)?;
+        let wdo = dout.window(b0 * qb, b1 * qb, align, max)?;
+        let wl = lse.window(b0 * lb, b1 * lb, align, max)?;
+        let wd = delta.window(b0 * lb, b1 * lb, align, max)?;
+        let wo = out.window(b0 * qb, b1 * qb, align, max)?;
+        let wdq = dq.window(b0 * qb, b1 * qb, align, max)?;
+        let params = AttnParams {
+            off_q: wq.elem_offset,
+            off_k: wk.elem_offset,
+            off_v: wv.elem_offset,
+            off_o: wdo.elem_offset,
+            off_lse: wl.elem_offset,
+            off_delta: wd.elem_offset,
+            off_x: wo.elem_offset,
+            off_g0: wdq.elem_offset,
+            ..params(&dims, window, scale)
+        };
+        let groups = [t_dq.groups_x(AttnPass::BackwardDq, t, g) as u32, hkv as u32, (b1 - b0) as u32];
+        let dispatch = ctx.dispatch(
+            Kernel::AttentionBackwardDq,
+            p_dq.clone(),
+            &[wq, wk, wv, wdo, wl, wd, wo, wdq],
+            bytemuck::bytes_of(&params),
+            groups,
+        )?;
+        s.push(dispatch);
+    }
+    for &(b0, b1) in &chunks {
+        let wq = q.window(b0 * qb, b1 * qb, align, max)?;
+        let wk = k.window(b0 * kb, b1 * kb, align, max)?;
+        let wv = v.window(b0 * kb, b1 * kb, align, max)?;
+        let wdo = dout.window(b0 * qb, b1 * qb, align, max)?;
+        let wl = lse.window(b0 * lb, b1 * lb, align, max)?;
+        let wd = delta.window(b0 * lb, b1 * lb, align, max)?;
+        let wdk = dk.window(b0 * kb, b1 * kb, align, max)?;
+        let wdv = dv.window(b0 * kb, b1 * kb, align, max)?;
+        let params = AttnParams {
+            off_q: wq.elem_offset,
+            off_k: wk.elem_offset,
+            off_v: wv.elem_offset,
+            off_o: wdo.elem_offset,
+            off_lse: wl.elem_offset,
+            off_delta: wd.elem_offset,
+            off_g0: wdk.elem_offset,
+            off_g1: wdv.elem_offset,
+            ..params(&dims, window, scale)
+        };
+        let groups = [t_kv.groups_x(AttnPass::BackwardDkdv, t, g) as u32, hkv as u32, (b1 - b0) as u32];
+        let dispatch = ctx.dispatch(
+            Kernel::AttentionBackwardDkdv,
+            p_kv.clone(),
+            &[wq, wk, wv, wdo, wl, wd, wdk, wdv],
+            bytemuck::bytes_of(&params),
+            groups,
+        )?;
+        s.push(dispatch);
+    }
+    Ok(())
+}
+
+/// What `wgpt bench attention` times: one problem shape, several windows.
+#[derive(Clone, Debug)]
+pub struct AttnBenchOptions {
+    pub b: usize,
+    pub t: usize,
+    pub h: usize,
+    pub hkv: usize,
+    pub d: usize,
+    pub windows: Vec<usize>,
+    /// Timed runs per pass after one warm-up; the median is reported.
+    pub reps: usize,
+}
+
+impl Default for AttnBenchOptions {
+    /// The d12 GPT layer at device batch 1: T = 2048, H = 6, D = 128, causal and the 512 window.
+    fn default() -> Self {
+        Self { b: 1, t: 2048, h: 6, hkv: 6, d: 128, windows: vec![2048, 512], reps: 5 }
+    }
+}
+
+/// Time the forward and the backward (both passes) on random model-like inputs and print ms and
+/// effective GFLOP/s: 4·D flops per visible (query, key) pair and head forward, 2.5× that backward
+/// (the usual flash-attention count: five D-long products per pair against the forward's two; this
+/// backward does seven, recomputing the scores and dP once per pass, so its real rate is 1.4× the
+/// figure). Returns (window, forward ms, backward ms) per window.
+pub fn bench(ctx: &GpuContext, o: &AttnBenchOptions, out: &mut dyn FnMut(&str)) -> Result<Vec<(usize, f64, f64)>> {
+    use crate::util::Rng;
+    let dims = check_dims(o.b, o.t, o.h, o.hkv, o.d, 1.0)?;
+    let scale = 1.0 / (o.d as f32).sqrt();
+    let mut rng = Rng::new(7);
+    let mut rows = |n: usize, gain: f32| {
+        let mut x = rng.vec_uniform(n * o.d, -1.0, 1.0);
+        for row in x.chunks_mut(o.d) {
+            let rms = (row.iter().map(|e| e * e).sum::<f32>() / o.d as f32).sqrt();
+            row.iter_mut().for_each(|e| *e *= gain / rms);
+        }
+        x
+    };
+    let q = ctx.upload("bench q", &rows(o.b * o.t * o.h, 1.2))?;
+    let k = ctx.upload("bench k", &rows(o.b * o.t * o.hkv, 1.2))?;
+    let v = ctx.upload("bench v", &rows(o.b * o.t * o.hkv, 1.0))?;
+    let dout = ctx.upload("bench dout", &rows(o.b * o.t * o.h, 1.0))?;
+    let outt = ctx.tensor("bench out", dims.q_len())?;
+    let lse = ctx.tensor("bench lse", dims.lse_len())?;
+    let dq = ctx.tensor("bench dq", dims.q_len())?;
+    let dk = ctx.tensor("bench dk", dims.kv_len())?;
+    let dv = ctx.tensor("bench dv", dims.kv_len())?;
+    let delta = ctx.tensor("bench delta", dims.lse_len())?;
+    out(&format!("adapter: {}", ctx.describe()));
+    out(&format!(
+        "attention B={} T={} H={} Hkv={} D={}; median of {} runs after a warm-up; GFLOP/s count 4·D per visible \
+         pair and head forward, 10·D backward",
+        o.b,
+        o.t,
+        o.h,
+        o.hkv,
+        o.d,
+        o.reps.max(1)
+    ));
+    out(&format!(
+        "{:>8} {:>11} {:>9} {:>11} {:>9} {:>11}",
+        "window", "fwd ms", "GFLOP/s", "bwd ms", "GFLOP/s", "fwd+bwd ms"
+    ));
+    let median_ms = |dispatches: &[crate::gpu::Dispatch]| -> Result<f64> {
+        ctx.time(dispatches, 1)?;
+        let mut ms: Vec<f64> = (0..o.reps.max(1))
+            .map(|_| ctx.time(dispatches, 1).map(|d| d.as_secs_f64() * 1e3))
+            .collect::<Result<_>>()?;
+        ms.sort_by(f64::total_cmp);
+        Ok(ms[ms.len() / 2])
+    };
+    let mut results = Vec::new();
+    for &w in &o.windows {
+        let mut f = Stream::new(ctx);
+        attention_forward(&mut f, &outt, &lse, &q, &k, &v, o.b, o.t, o.h, o.hkv, o.d, w, scale)?;
+        // The backward reads the forward's out and lse: run the forward once for real first.
+        ctx.run(f.dispatches())?;
+        let mut bw = Stream::new(ctx);
+        attention_backward_ws(
+            &mut bw, &dq, &dk, &dv, &dout, &q, &k, &v, &outt, &lse, o.b, o.t, o.h, o.hkv, o.d, w, scale, &delta,
+        )?;
+        let (fms, bms) = (median_ms(f.dispatches())?, median_ms(bw.dispatches())?);
+        let flops = forward_flops(o.b, o.t, o.h, o.d, w);
+        out(&format!(
+            "{:>8} {:>11.3} {:>9.1} {:>11.3} {:>9.1} {:>11.3}",
+            if w + 1 >= o.t { "causal".to_string() } else { w.to_string() },
+            fms,
+            flops / fms / 1e6,
+            bms,
+            2.5 * flops / bms / 1e6,
+            fms + bms
+        ));
+        results.push((w, fms, bms));
+    }
+    Ok(results)
+}
+
+/// Forward FLOPs as the bench counts them: 4·D per visible (query, key) pair and query head
+/// (2·D for q·k, 2·D for p·v).
+pub fn forward_flops(b: usize, t: usize, h: usize, d: usize, window: usize) -> f64 {
+    let w = window.min(t);
+    // Σ_t min(t, w) + 1 visible keys per query.
+    let pairs: usize = (0..t).map(|ti| ti.min(w) + 1).sum();
+    4.0 * (b * h * d) as f64 * pairs as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_are_consistent_for_every_head_size() {
+        for pass in [AttnPass::Forward, AttnPass::BackwardDq, AttnPass::BackwardDkdv] {
+            for d in (4..=MAX_HEAD_DIM).step_by(4) {
+                let t = AttnTiles::for_pass(pass, d);
+                t.check(pass, d).unwrap_or_else(|e| panic!("{pass:?} D={d}: {e}"));
+                // Everything runs on lavapipe's 32 KiB.
+                assert!(t.workgroup_bytes(pass, d) <= 32 << 10, "{pass:?} D={d}: {t:?}");
+            }
+        }
+        // The GPT shape's forward: 32×16 tiles, 8 rows × one vec4 column per invocation.
+        let f = AttnTiles::for_pass(AttnPass::Forward, 128);
+        assert_eq!((f.bq, f.bk, f.o_cg, f.o_tr, f.o_tc), (32, 16, 32, 8, 1));
+        assert_eq!(f.workgroup_bytes(AttnPass::Forward, 128), 16 * (32 * 33 + 16 * 33) + 4 * (32 * 16 + 96));
+    }
+
+    #[test]
+    fn flops_count_visible_pairs() {
+        // T = 4, causal: 1 + 2 + 3 + 4 = 10 pairs; window 1: 1 + 2 + 2 + 2 = 7.
+        assert_eq!(forward_flops(1, 4, 1, 1, 100), 40.0);
+        assert_eq!(forward_flops(1, 4, 1, 1, 1), 28.0);
+    }
+}

@@ -1,0 +1,102 @@
+//! Launcher plumbing shared by the model-op families (cross-entropy, rmsnorm, embedding, rope,
+//! activation, residual, smear, vegate): shape checks that name the operand, and row chunking so
+//! that every operand's binding window fits the adapter's storage-binding limit.
+//!
+//! The ops are row-structured: operand `i` holds `row_elems[i]` contiguous elements per row (an
+//! elementwise op is the case `row_elems = 1`). A chunk of rows `[lo, hi)` of operand `i` is the
+//! element range `[lo·row_elems[i], hi·row_elems[i])`, which `GpuTensor::window` binds.
+
+use crate::error::{Error, Result};
+use crate::gpu::tensor::window_slack;
+use crate::gpu::{GpuContext, GpuTensor, Window};
+
+/// Most workgroups one grid dimension may have on every adapter (WebGPU's guaranteed minimum).
+pub(crate) const MAX_GROUPS_PER_DIM: usize = 65_535;
+
+/// `Err(Shape)` unless `t` has exactly `want` elements.
+pub(crate) fn expect_len(op: &'static str, name: &str, t: &GpuTensor, want: usize) -> Result<()> {
+    if t.len() != want {
+        return Err(Error::Shape { op, message: format!("{name} has {} elements, expected {want}", t.len()) });
+    }
+    Ok(())
+}
+
+/// `Err(Shape)` unless `t` has at least `want` elements.
+pub(crate) fn expect_at_least(op: &'static str, name: &str, t: &GpuTensor, want: usize) -> Result<()> {
+    if t.len() < want {
+        return Err(Error::Shape { op, message: format!("{name} has {} elements, needs at least {want}", t.len()) });
+    }
+    Ok(())
+}
+
+/// `Err(Shape)` if any of the dimensions is 0 or any element count overflows u32 (shader indices).
+pub(crate) fn expect_dims(op: &'static str, dims: &[(&str, usize)], total: usize) -> Result<()> {
+    if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
+        return Err(Error::Shape { op, message: format!("{name} must be >= 1") });
+    }
+    if total > u32::MAX as usize {
+        return Err(Error::Shape { op, message: format!("{total} elements exceed the 2^32 a shader can index") });
+    }
+    Ok(())
+}
+
+/// Bytes one window may span: the binding limit less the window's alignment slack.
+pub(crate) fn usable_binding_elems(ctx: &GpuContext) -> usize {
+    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
+    (ctx.max_binding_bytes().saturating_sub(window_slack(align)) / 4) as usize
+}
+
+/// Split `rows` rows into consecutive chunks `[lo, hi)` so that, for every operand with
+/// `row_elems[k]` elements per row, the chunk's window fits one binding, and no chunk has more than
+/// `max_rows` rows (a grid-dimension limit). Fails when a single row does not fit a binding.
+pub(crate) fn row_chunks(
+    ctx: &GpuContext,
+    op: &'static str,
+    rows: usize,
+    row_elems: &[usize],
+    max_rows: usize,
+) -> Result<Vec<(usize, usize)>> {
+    row_chunks_halo(ctx, op, rows, row_elems, max_rows, 0)
+}
+
+/// [`row_chunks`] for kernels that also read `halo` rows beyond the chunk (a neighbour row on
+/// either side): the windows of chunk + halo rows fit one binding.
+pub(crate) fn row_chunks_halo(
+    ctx: &GpuContext,
+    op: &'static str,
+    rows: usize,
+    row_elems: &[usize],
+    max_rows: usize,
+    halo: usize,
+) -> Result<Vec<(usize, usize)>> {
+    let widest = row_elems.iter().copied().max().unwrap_or(1).max(1);
+    let fit = usable_binding_elems(ctx) / widest;
+    if fit <= halo {
+        return Err(Error::Shape {
+            op,
+            message: format!(
+                "{} rows of {widest} f32 do not fit a {}-byte storage binding",
+                halo + 1,
+                ctx.max_binding_bytes()
+            ),
+        });
+    }
+    let step = (fit - halo).min(max_rows).max(1);
+    Ok((0..rows.div_ceil(step)).map(|i| (i * step, ((i + 1) * step).min(rows))).collect())
+}
+
+/// The window of rows `[lo, hi)` of a tensor with `row_elems` elements per row.
+pub(crate) fn rows_window<'t>(
+    ctx: &GpuContext,
+    t: &'t GpuTensor,
+    lo: usize,
+    hi: usize,
+    row_elems: usize,
+) -> Result<Window<'t>> {
+    whole_window(ctx, t, lo * row_elems, hi * row_elems)
+}
+
+/// The window of elements `[lo, hi)` of `t`.
+pub(crate) fn whole_window<'t>(ctx: &GpuContext, t: &'t GpuTensor, lo: usize, hi: usize) -> Result<Window<'t>> {
+    t.window(lo, hi, ctx.limits.min_storage_buffer_offset_alignment as u64, ctx.max_binding_bytes())
+}

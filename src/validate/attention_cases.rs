@@ -1,0 +1,169 @@
+//! Validation rows for `kernels::attention` against `reference::attention`.
+//!
+//! Shapes are chosen to break a flash kernel: a single token; lengths that are multiples of no
+//! tile (37, 45, 100); sliding windows narrower than a tile (0, 16), around it (20, 64) and wider
+//! than T (plain causal); grouped KV heads (H/Hkv = 2 and 4) at D = 128; D = 16, 32, 64, 80
+//! (not a power of two: partial vec4 column groups) and 128; B = 2 with views that start inside
+//! their buffers; a "peaky" case where k = q, so every query's own score is 1.44·√D and the
+//! softmax is nearly one-hot; and the GPT shape T = 2048, H = 6, D = 128 (forward causal and with
+//! the 512 window, backward with the 512 window only: the f64 reference of the causal backward
+//! alone would take ~15 s), which `--quick` skips.
+//!
+//! `chunked` selects one B = 5 problem meant for the small-binding context, where the launchers
+//! split the batch into chunks. `suite::run` currently calls this for the ordinary context only;
+//! the chunked path is covered by `attention_chunks_over_batches` in `tests/kernels.rs`, which
+//! checks it bit for bit against the unchunked run.
+//!
+//! Inputs are what the model feeds the kernel: q and k unit-RMS per head times 1.2 (QK RMSNorm
+//! then the 1.2 gain), v unit-RMS per head, scale 1/√D; dout uniform in [−1, 1]. Outputs (and
+//! the backward's Δ scratch) are NaN before every run, so an element a kernel never writes fails.
+//! The backward's `out` and `lse` inputs are the reference forward's, so its rows measure the
+//! backward kernels alone.
+
+use super::attention_tolerance;
+use super::suite::{upload_at, Runner};
+use crate::error::Result;
+use crate::gpu::GpuContext;
+use crate::kernels::{attention, Stream};
+use crate::reference;
+use crate::util::Rng;
+use std::time::Instant;
+
+struct Case {
+    b: usize,
+    t: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    window: usize,
+    /// k = q (requires H = Hkv): a nearly one-hot softmax.
+    peaky: bool,
+    /// Element offsets of the views inside their buffers (multiples of 4 for the vec4 tensors;
+    /// lse and the scratch get an odd one).
+    offset: bool,
+    /// Run the backward too (the GPT-size rows check the forward only when the backward's f64
+    /// reference would dominate the suite's time).
+    backward: bool,
+}
+
+impl Case {
+    fn shape(&self) -> String {
+        let w = if self.window + 1 >= self.t { "causal".to_string() } else { format!("w{}", self.window) };
+        let mut s = format!("{}x{} H{}/{} D{} {w}", self.b, self.t, self.h, self.hkv, self.d);
+        if self.peaky {
+            s += " k=q";
+        }
+        if self.offset {
+            s += " +off";
+        }
+        s
+    }
+}
+
+/// q/k/v-like rows: uniform, each D-long row rescaled to RMS `gain`.
+fn unit_rms_rows(rng: &mut Rng, rows: usize, d: usize, gain: f32) -> Vec<f32> {
+    let mut x = rng.vec_uniform(rows * d, -1.0, 1.0);
+    for row in x.chunks_mut(d) {
+        let ms = row.iter().map(|&e| (e as f64) * (e as f64)).sum::<f64>() / d as f64;
+        let s = gain as f64 / ms.sqrt();
+        row.iter_mut().for_each(|e| *e = (*e as f64 * s) as f32);
+    }
+    x
+}
+
+pub(crate) fn attention_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<()> {
+    let suffix = if chunked { " chunked" } else { "" };
+    let fwd = format!("attention_forward{suffix}");
+    let bwd = format!("attention_backward{suffix}");
+    if !r.wants(&fwd) && !r.wants(&bwd) {
+        return Ok(());
+    }
+    let c = |b, t, h, hkv, d, window| Case { b, t, h, hkv, d, window, peaky: false, offset: false, backward: true };
+    let mut cases = if chunked {
+        // Batches split across bindings (the context's binding limit is a few batch rows).
+        vec![Case { offset: true, ..c(5, 45, 2, 1, 64, 20) }]
+    } else {
+        vec![
+            c(1, 1, 1, 1, 64, 2048),
+            c(1, 37, 2, 2, 64, 2048),
+            c(1, 100, 2, 1, 128, 16),
+            c(1, 100, 2, 1, 128, 2048),
+            c(1, 128, 4, 1, 128, 2048),
+            c(1, 256, 2, 2, 64, 64),
+            c(1, 256, 2, 2, 64, 300),
+            c(1, 50, 2, 1, 64, 0),
+            c(1, 45, 3, 3, 16, 2048),
+            c(1, 45, 2, 2, 80, 10),
+            Case { offset: true, ..c(2, 64, 2, 2, 32, 20) },
+            Case { peaky: true, ..c(1, 128, 2, 2, 128, 2048) },
+        ]
+    };
+    if !chunked && !r.opts.quick {
+        cases.push(c(1, 2048, 6, 6, 128, 512));
+        cases.push(Case { backward: false, ..c(1, 2048, 6, 6, 128, 2048) });
+    }
+    for case in &cases {
+        run_case(ctx, r, &fwd, &bwd, case)?;
+    }
+    Ok(())
+}
+
+fn run_case(ctx: &GpuContext, r: &mut Runner<'_>, fwd: &str, bwd: &str, c: &Case) -> Result<()> {
+    let shape = c.shape();
+    let (b, t, h, hkv, d, window) = (c.b, c.t, c.h, c.hkv, c.d, c.window);
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut rng = r.rng(&format!("attention {shape}"));
+    let q = unit_rms_rows(&mut rng, b * t * h, d, 1.2);
+    let k = if c.peaky { q.clone() } else { unit_rms_rows(&mut rng, b * t * hkv, d, 1.2) };
+    let v = unit_rms_rows(&mut rng, b * t * hkv, d, 1.0);
+    let dout = rng.vec_uniform(b * t * h * d, -1.0, 1.0);
+    let (nq, nkv, nl) = (b * t * h * d, b * t * hkv * d, b * t * h);
+    let (pad4, pad1) = if c.offset { (12, 3) } else { (0, 0) };
+
+    let mut out = vec![0.0f32; nq];
+    let mut lse = vec![0.0f32; nl];
+    reference::attention::attention_forward(&mut out, &mut lse, &q, &k, &v, b, t, h, hkv, d, window, scale);
+
+    let tq = upload_at(ctx, "q", &q, pad4)?;
+    let tk = upload_at(ctx, "k", &k, pad4)?;
+    let tv = upload_at(ctx, "v", &v, pad4)?;
+    let tol = attention_tolerance();
+    if r.wants(fwd) {
+        let t_out = upload_at(ctx, "out", &vec![f32::NAN; nq], pad4)?;
+        let t_lse = upload_at(ctx, "lse", &vec![f32::NAN; nl], pad1)?;
+        let t0 = Instant::now();
+        let mut st = Stream::new(ctx);
+        attention::attention_forward(&mut st, &t_out, &t_lse, &tq, &tk, &tv, b, t, h, hkv, d, window, scale)?;
+        st.run()?;
+        let secs = t0.elapsed().as_secs_f64();
+        r.record(fwd, "out", &shape, &ctx.read(&t_out)?, &out, tol, secs);
+        r.record(fwd, "lse", &shape, &ctx.read(&t_lse)?, &lse, tol, secs);
+    }
+    if c.backward && r.wants(bwd) {
+        let mut dq = vec![0.0f32; nq];
+        let mut dk = vec![0.0f32; nkv];
+        let mut dv = vec![0.0f32; nkv];
+        reference::attention::attention_backward(
+            &mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &out, &lse, b, t, h, hkv, d, window, scale,
+        );
+        let t_dout = upload_at(ctx, "dout", &dout, pad4)?;
+        let t_out = upload_at(ctx, "out", &out, pad4)?;
+        let t_lse = upload_at(ctx, "lse", &lse, pad1)?;
+        let t_dq = upload_at(ctx, "dq", &vec![f32::NAN; nq], pad4)?;
+        let t_dk = upload_at(ctx, "dk", &vec![f32::NAN; nkv], pad4)?;
+        let t_dv = upload_at(ctx, "dv", &vec![f32::NAN; nkv], pad4)?;
+        let t_delta = upload_at(ctx, "delta", &vec![f32::NAN; nl], pad1)?;
+        let t0 = Instant::now();
+        let mut st = Stream::new(ctx);
+        attention::attention_backward_ws(
+            &mut st, &t_dq, &t_dk, &t_dv, &t_dout, &tq, &tk, &tv, &t_out, &t_lse, b, t, h, hkv, d, window, scale,
+            &t_delta,
+        )?;
+        st.run()?;
+        let secs = t0.elapsed().as_secs_f64();
+        r.record(bwd, "dq", &shape, &ctx.read(&t_dq)?, &dq, tol, secs);
+        r.record(bwd, "dk", &shape, &ctx.read(&t_dk)?, &dk, tol, secs);
+        r.record(bwd, "dv", &shape, &ctx.read(&t_dv)?, &dv, tol, secs);
+    }
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! The GPU model (f32, every op a WGSL kernel) against the f64 CPU reference model, whose own
+//! gradients are checked against finite differences in `reference::model`.
+//!
+//! Acceptance (issue 3): loss rel err ≤ 1e-5 and, for every parameter tensor,
+//! ‖g_gpu − g_ref‖ / ‖g_ref‖ ≤ 1e-4, with every parameter moved off its initial value first so
+//! zero-initialised projections and lambdas cannot hide a wrong gradient.
+
+use wgpt::config::{MemorySpec, Recompute};
+use wgpt::model::gpu::GpuModel;
+use wgpt::model::{GptConfig, ParamLayout};
+use wgpt::reference::model::RefGpt;
+use wgpt::testing::gpu;
+use wgpt::util::Rng;
+
+/// Parameters moved off init: each element gets relative noise plus an absolute floor, so zero
+/// projections, the zero smear lambda and the constant lambdas all become generic values.
+fn perturbed(layout: &ParamLayout, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let mut p: Vec<f32> =
+        layout.init(seed).iter().map(|&x| x + (0.3 * rng.normal() as f32) * (x.abs() + 0.02)).collect();
+    p[layout.range("smear_lambda").0] = 0.5;
+    p
+}
+
+fn batch(cfg: &GptConfig, b: usize, seed: u64, ignore_every: usize) -> (Vec<i32>, Vec<i32>) {
+    let mut rng = Rng::new(seed);
+    let n = b * cfg.sequence_len;
+    let idx = (0..n).map(|_| (rng.next_u64() % cfg.vocab_size as u64) as i32).collect();
+    let targets = (0..n)
+        .map(|i| {
+            if ignore_every > 0 && i % ignore_every == 3 {
+                -1
+            } else {
+                (rng.next_u64() % cfg.vocab_size as u64) as i32
+            }
+        })
+        .collect();
+    (idx, targets)
+}
+
+fn check(cfg: &GptConfig, b: usize, recompute: Recompute, seed: u64) {
+    let Some(ctx) = gpu() else { return };
+    let layout = ParamLayout::new(cfg);
+    let params = perturbed(&layout, seed);
+    let (idx, targets) = batch(cfg, b, seed + 1, 37);
+
+    let p64: Vec<f64> = params.iter().map(|&x| x as f64).collect();
+    let reference = RefGpt::new(cfg, &layout, &p64);
+    let fw = reference.forward(&idx, &targets, b, cfg.sequence_len);
+    let want = reference.backward(&fw, &idx, &targets, b, cfg.sequence_len, 1.0 / fw.valid as f64);
+
+    let mem = MemorySpec { recompute, logits_chunk_rows: 100 }; // several chunks, a ragged last one
+    let mut model = GpuModel::new(ctx, cfg, b, &mem).unwrap();
+    model.write_params(&params).unwrap();
+    model.set_batch(&idx, &targets, 1).unwrap();
+    let mut s = model.stream();
+    model.zero_grads(&mut s).unwrap();
+    s.run().unwrap();
+    let loss = model.forward_backward().unwrap();
+    let got = model.read_grads().unwrap();
+
+    let rel = (loss - fw.loss).abs() / fw.loss.abs();
+    eprintln!("{recompute:?}: loss gpu {loss:.8} ref {:.8} rel err {rel:.2e}", fw.loss);
+    assert!(rel <= 1e-5, "loss rel err {rel:e}");
+    let mut worst = (0.0f64, String::new());
+    for (spec, &off) in layout.specs.iter().zip(&layout.offsets) {
+        let r = off..off + spec.numel();
+        let num: f64 = got[r.clone()].iter().zip(&want[r.clone()]).map(|(&g, &w)| (g as f64 - w).powi(2)).sum();
+        let den: f64 = want[r].iter().map(|w| w * w).sum();
+        // A gradient that is analytically zero has no relative error. One exists by construction
+        // when the backout layer (L/2) is the last block (depth ≤ 2): x_mid is then the final
+        // stream, x_f = (1 − λ)·x feeds a scale-invariant RMSNorm, and ∂loss/∂λ vanishes up to
+        // eps (the f64 reference gives ~1e-9). Such a tensor is held to an absolute bound instead.
+        if den.sqrt() < 1e-8 {
+            assert!(num.sqrt() < 1e-8, "{}: analytically ~0 gradient, got error {:e}", spec.name, num.sqrt());
+            eprintln!(
+                "{recompute:?}: {} gradient is analytically ~0 ({:.1e}); abs err {:.1e}",
+                spec.name,
+                den.sqrt(),
+                num.sqrt()
+            );
+            continue;
+        }
+        let e = (num / den).sqrt();
+        if e > worst.0 {
+            worst = (e, spec.name.clone());
+        }
+        assert!(e <= 1e-4, "{}: ‖g_gpu − g_ref‖/‖g_ref‖ = {e:e}", spec.name);
+    }
+    eprintln!("{recompute:?}: worst gradient rel err {:.2e} ({})", worst.0, worst.1);
+}
+
+/// (a) depth 2, head dim 64, vocab 512, T 64, B 2, windows "SL".
+fn config_a() -> GptConfig {
+    let mut cfg = GptConfig::new(2, 2, 2, 128, 512, 64, "SL").unwrap();
+    // At T = 64 nanochat's short window (a quarter context rounded up to 128) covers everything;
+    // use a real sliding window so the windowed path is exercised.
+    cfg.windows[0] = 16;
+    cfg
+}
+
+#[test]
+fn depth2_matches_reference() {
+    check(&config_a(), 2, Recompute::None, 10);
+}
+
+#[test]
+fn depth2_matches_reference_with_mlp_recompute() {
+    check(&config_a(), 2, Recompute::Mlp, 20);
+}
+
+#[test]
+fn depth2_matches_reference_with_block_recompute() {
+    check(&config_a(), 2, Recompute::Block, 30);
+}
+
+/// (b) depth 4, head dim 128, 2 query heads and 1 KV head, vocab 1000 (padded to 1024), T 256,
+/// B 2, windows "SSL" (the last layer forced L).
+#[test]
+fn depth4_gqa_matches_reference() {
+    let cfg = GptConfig::new(4, 2, 1, 256, 1000, 256, "SSL").unwrap();
+    assert_eq!(cfg.windows, vec![128, 128, 256, 256]);
+    assert_eq!(cfg.padded_vocab, 1024);
+    check(&cfg, 2, Recompute::Mlp, 40);
+}
+
+/// A micro-batch whose targets are all ignored: loss 0 and zero gradient, never NaN.
+#[test]
+fn all_ignored_targets_give_zero_loss_and_gradient() {
+    let Some(ctx) = gpu() else { return };
+    let cfg = config_a();
+    let layout = ParamLayout::new(&cfg);
+    let mut model = GpuModel::new(ctx, &cfg, 1, &MemorySpec::default()).unwrap();
+    model.write_params(&perturbed(&layout, 5)).unwrap();
+    let (idx, _) = batch(&cfg, 1, 6, 0);
+    model.set_batch(&idx, &vec![-1; cfg.sequence_len], 1).unwrap();
+    let mut s = model.stream();
+    model.zero_grads(&mut s).unwrap();
+    s.run().unwrap();
+    assert_eq!(model.forward_backward().unwrap(), 0.0);
+    assert!(model.read_losses().unwrap().iter().all(|&l| l == 0.0));
+    assert!(model.read_grads().unwrap().iter().all(|&g| g == 0.0));
+}
+
+/// Same parameters and batch, same bits: the whole step is deterministic.
+#[test]
+fn forward_backward_is_deterministic() {
+    let Some(ctx) = gpu() else { return };
+    let cfg = config_a();
+    let layout = ParamLayout::new(&cfg);
+    let mut model = GpuModel::new(ctx, &cfg, 2, &MemorySpec::default()).unwrap();
+    model.write_params(&perturbed(&layout, 8)).unwrap();
+    let (idx, targets) = batch(&cfg, 2, 9, 0);
+    model.set_batch(&idx, &targets, 1).unwrap();
+    let run = || {
+        let mut s = model.stream();
+        model.zero_grads(&mut s).unwrap();
+        s.run().unwrap();
+        let l = model.forward_backward().unwrap();
+        (l, model.read_grads().unwrap())
+    };
+    let (l1, g1) = run();
+    let (l2, g2) = run();
+    assert_eq!(l1.to_bits(), l2.to_bits());
+    assert!(g1.iter().zip(&g2).all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+/// `wgpt info`'s memory plan is what the model allocates: every plan entry of the model's
+/// categories, byte for byte (the optimizer allocates the Optimizer entries).
+#[test]
+fn memory_plan_is_what_the_model_allocates() {
+    use wgpt::gpu::GpuContext;
+    use wgpt::model::memory::{Category, MemoryPlan};
+    if gpu().is_none() {
+        return;
+    }
+    let ctx = GpuContext::new(&wgpt::testing::test_options()).unwrap();
+    let cfg = GptConfig::new(4, 4, 2, 256, 4096, 256, "SL").unwrap();
+    for recompute in [Recompute::None, Recompute::Mlp, Recompute::Block] {
+        let mem = MemorySpec { recompute, logits_chunk_rows: 0 };
+        let before = ctx.allocated_bytes();
+        let model = GpuModel::new(&ctx, &cfg, 4, &mem).unwrap();
+        let allocated = ctx.allocated_bytes() - before;
+        let plan = MemoryPlan::new(&cfg, 4, &mem);
+        assert_eq!(allocated, plan.total_bytes() - plan.bytes(Category::Optimizer), "{recompute:?}");
+        drop(model);
+    }
+}
+
+/// `wgpt step-check` on files written the way any reference implementation would write them
+/// prints the same loss the model computes in-process, and writes every gradient by name.
+#[test]
+fn step_check_cli_reads_nanochat_files_and_writes_gradients() {
+    use std::process::Command;
+    use wgpt::model::checkpoint;
+    if gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wgpt-step-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = config_a();
+    let layout = ParamLayout::new(&cfg);
+    let params = perturbed(&layout, 12);
+    checkpoint::save_weights(&dir.join("w.safetensors"), &layout, &params).unwrap();
+    // The meta's window pattern: config_a overrides windows, so use a plain "L" model here.
+    let plain = GptConfig::new(2, 2, 2, 128, 512, 64, "L").unwrap();
+    checkpoint::save_meta(&dir.join("meta.json"), &plain, serde_json::json!({})).unwrap();
+    let (idx, targets) = batch(&plain, 2, 13, 0);
+    let as_f32 = |v: &[i32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let (ib, tb) = (as_f32(&idx), as_f32(&targets));
+    let views = vec![
+        ("idx".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![2, 64], &ib).unwrap()),
+        (
+            "targets".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![2, 64], &tb).unwrap(),
+        ),
+    ];
+    std::fs::write(dir.join("batch.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wgpt"))
+        .args(["step-check", "--weights"])
+        .arg(dir.join("w.safetensors"))
+        .arg("--meta")
+        .arg(dir.join("meta.json"))
+        .arg("--batch")
+        .arg(dir.join("batch.safetensors"))
+        .arg("--grads-out")
+        .arg(dir.join("g.safetensors"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let p64: Vec<f64> = params.iter().map(|&x| x as f64).collect();
+    let want = RefGpt::new(&plain, &layout, &p64).forward(&idx, &targets, 2, 64).loss;
+    let got = last["loss"].as_f64().unwrap();
+    assert!((got - want).abs() / want < 1e-5, "step-check loss {got} vs reference {want}");
+    let grads = checkpoint::load_weights(&dir.join("g.safetensors"), &layout).unwrap();
+    assert!(grads.iter().any(|&g| g != 0.0) && grads.iter().all(|g| g.is_finite()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
