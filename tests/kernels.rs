@@ -4,11 +4,16 @@
 //!
 //! These need an adapter (lavapipe in CI). Without one they fail, unless WGPT_ALLOW_NO_GPU=1.
 
+use wgpt::config::MemorySpec;
 use wgpt::gpu::{AutotuneMode, GpuContext, GpuOptions, Shader};
 use wgpt::kernels::embedding::{EmbeddingBuckets, GpuEmbeddingBuckets};
 use wgpt::kernels::matmul::{self, Gemm, MatmulVariant};
 use wgpt::kernels::{attention, crossentropy, elementwise, embedding, reduce, residual, smear, vegate, Stream};
+use wgpt::model::memory::{Category, MemoryPlan};
+use wgpt::model::{GptConfig, ParamLayout};
+use wgpt::reference::optim::MuonVariant;
 use wgpt::testing::{gpu, test_options};
+use wgpt::train::optimizer::{Optimizer, StepScalars};
 use wgpt::util::Rng;
 use wgpt::validate::suite::{self, Row, SuiteOptions};
 
@@ -23,8 +28,13 @@ fn suite_rows(ctx: &GpuContext, filter: &str, quick: bool) -> Vec<Row> {
 }
 
 fn assert_all_pass(filter: &str) {
+    assert_rows_pass(filter, false);
+}
+
+/// As [`assert_all_pass`], optionally skipping the GPT-size rows (`--quick`).
+fn assert_rows_pass(filter: &str, quick: bool) {
     let Some(ctx) = gpu() else { return };
-    let rows = suite_rows(ctx, filter, false);
+    let rows = suite_rows(ctx, filter, quick);
     let failures: Vec<String> = rows
         .iter()
         .filter(|r| !r.pass)
@@ -58,6 +68,107 @@ fn elementwise_matches_reference() {
 #[test]
 fn sum_squares_matches_reference() {
     assert_all_pass("sum_squares");
+}
+
+#[test]
+fn adamw_matches_reference() {
+    assert_all_pass("adamw");
+}
+
+/// Quick: the 768×768 rows need ~40 s of f64 reference per variant in a dev build; `wgpt
+/// validate` (and `cargo xtask validate`, a release build) runs them.
+#[test]
+fn muon_matches_reference() {
+    assert_rows_pass("muon", true);
+}
+
+#[test]
+fn grad_norm_matches_reference() {
+    assert_all_pass("grad_norm");
+}
+
+#[test]
+fn optimizer_matches_reference() {
+    assert_all_pass("optimizer");
+}
+
+/// The optimizer rows must be able to fail: Muon with its variant switch ignored fails the Plus
+/// rows (MuonEq and Muon+ change the update) and only those; AdamW without the second bias
+/// correction fails every stepping row.
+#[test]
+fn broken_optimizer_kernels_are_caught() {
+    if gpu().is_none() {
+        return;
+    }
+    let ctx = GpuContext::new(&test_options()).unwrap();
+    let muon = Shader::Muon.source();
+    let needle = "return (p.flags & 1u) != 0u;";
+    assert_eq!(muon.matches(needle).count(), 1, "the variant switch this test breaks has moved");
+    ctx.replace_shader_source(Shader::Muon, muon.replace(needle, "return false;"));
+    let adamw = Shader::Adamw.source();
+    let needle = "sqrt(vi / bc2)";
+    assert_eq!(adamw.matches(needle).count(), 1, "the bias correction this test breaks has moved");
+    ctx.replace_shader_source(Shader::Adamw, adamw.replace(needle, "sqrt(vi)"));
+    // The chunked rows run on a second context with the real shaders, so only rows on `ctx` fail.
+    let rows = suite_rows(&ctx, "muon", true);
+    let own: Vec<&Row> = rows.iter().filter(|r| r.kernel == "muon").collect();
+    assert!(own.iter().filter(|r| r.variant.starts_with("plus dp")).all(|r| !r.pass));
+    assert!(own.iter().filter(|r| r.variant.starts_with("seed")).all(|r| r.pass));
+    let rows = suite_rows(&ctx, "adamw", true);
+    let stepping =
+        rows.iter().filter(|r| r.kernel == "adamw" && r.variant.starts_with("t=") && r.variant.ends_with(" p"));
+    assert!(stepping.clone().count() == 3 && stepping.clone().all(|r| !r.pass));
+}
+
+/// Same inputs, same bits; the state read for a checkpoint loads into a fresh optimizer exactly,
+/// and malformed state is refused.
+#[test]
+fn optimizer_is_deterministic_and_its_state_round_trips() {
+    let Some(ctx) = gpu() else { return };
+    let cfg = GptConfig::new(2, 2, 1, 64, 300, 16, "L").unwrap();
+    let layout = ParamLayout::new(&cfg);
+    let plan = MemoryPlan::new(&cfg, 1, &MemorySpec::default());
+    let mut rng = Rng::new(5);
+    let g: Vec<f32> = (0..layout.len).map(|_| 0.01 * rng.normal() as f32).collect();
+    let grads = ctx.upload("grads", &g).unwrap();
+    let sc = StepScalars {
+        adamw_step: 1,
+        adamw_lr: [0.008, 0.3, 0.15, 0.005, 0.5, 0.2],
+        muon_lr: 0.02,
+        muon_momentum: 0.95,
+        muon_weight_decay: 0.28,
+    };
+    let run = || {
+        let mut opt = Optimizer::new(ctx, &plan, &layout, MuonVariant::Plus).unwrap();
+        let params = ctx.upload("params", &layout.init(3)).unwrap();
+        for t in 1..=2 {
+            let mut s = Stream::new(ctx);
+            opt.step_with(&mut s, &params, &grads, &StepScalars { adamw_step: t, ..sc.clone() }).unwrap();
+            s.run().unwrap();
+        }
+        (ctx.read(&params).unwrap(), opt)
+    };
+    let (p1, opt1) = run();
+    let (p2, _) = run();
+    assert!(p1.iter().zip(&p2).all(|(a, b)| a.to_bits() == b.to_bits()));
+    let state = opt1.state().unwrap();
+    assert!(state.iter().all(|(_, v)| v.iter().any(|&x| x != 0.0)), "every state buffer was written");
+    let fresh = Optimizer::new(ctx, &plan, &layout, MuonVariant::Plus).unwrap();
+    fresh.load_state(&state).unwrap();
+    assert_eq!(fresh.state().unwrap(), state);
+    let mut short = state.clone();
+    short[1].1.pop();
+    assert!(fresh.load_state(&short).unwrap_err().to_string().contains("adamw.v"));
+    assert!(fresh.load_state(&state[1..]).unwrap_err().to_string().contains("adamw.m"));
+    // The optimizer allocates exactly the plan's optimizer entries (own context: the shared one
+    // is allocating for parallel tests).
+    let own = GpuContext::new(&test_options()).unwrap();
+    let before = own.allocated_bytes();
+    let _opt = Optimizer::new(&own, &plan, &layout, MuonVariant::Seed).unwrap();
+    assert_eq!(own.allocated_bytes() - before, plan.bytes(Category::Optimizer));
+    // A plan for another model is refused before anything is allocated.
+    let other = MemoryPlan::new(&GptConfig::new(1, 2, 1, 64, 300, 16, "L").unwrap(), 1, &MemorySpec::default());
+    assert!(Optimizer::new(ctx, &other, &layout, MuonVariant::Seed).is_err());
 }
 
 #[test]

@@ -19,6 +19,9 @@ pub enum Shader {
     Smear,
     Vegate,
     Attention,
+    Adamw,
+    GradNorm,
+    Muon,
 }
 
 impl Shader {
@@ -35,6 +38,9 @@ impl Shader {
         Shader::Smear,
         Shader::Vegate,
         Shader::Attention,
+        Shader::Adamw,
+        Shader::GradNorm,
+        Shader::Muon,
     ];
 
     /// File name under `shaders/`, used in error messages.
@@ -52,6 +58,9 @@ impl Shader {
             Shader::Smear => "shaders/smear.wgsl",
             Shader::Vegate => "shaders/vegate.wgsl",
             Shader::Attention => "shaders/attention.wgsl",
+            Shader::Adamw => "shaders/adamw.wgsl",
+            Shader::GradNorm => "shaders/grad_norm.wgsl",
+            Shader::Muon => "shaders/muon.wgsl",
         }
     }
 
@@ -69,6 +78,9 @@ impl Shader {
             Shader::Smear => include_str!("../../shaders/smear.wgsl"),
             Shader::Vegate => include_str!("../../shaders/vegate.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
+            Shader::Adamw => include_str!("../../shaders/adamw.wgsl"),
+            Shader::GradNorm => include_str!("../../shaders/grad_norm.wgsl"),
+            Shader::Muon => include_str!("../../shaders/muon.wgsl"),
         }
     }
 }
@@ -109,6 +121,18 @@ pub enum Kernel {
     AttentionForward,
     AttentionBackwardDq,
     AttentionBackwardDkdv,
+    AdamwStep,
+    GradNormPartial,
+    GradNormFinal,
+    GradNormTotal,
+    MuonMomentum,
+    MuonRowSumsq,
+    MuonColSumsq,
+    MuonPreScale,
+    MuonRowScale,
+    MuonPolyInit,
+    MuonPostScale,
+    MuonUpdate,
 }
 
 impl Kernel {
@@ -146,6 +170,18 @@ impl Kernel {
         Kernel::AttentionForward,
         Kernel::AttentionBackwardDq,
         Kernel::AttentionBackwardDkdv,
+        Kernel::AdamwStep,
+        Kernel::GradNormPartial,
+        Kernel::GradNormFinal,
+        Kernel::GradNormTotal,
+        Kernel::MuonMomentum,
+        Kernel::MuonRowSumsq,
+        Kernel::MuonColSumsq,
+        Kernel::MuonPreScale,
+        Kernel::MuonRowScale,
+        Kernel::MuonPolyInit,
+        Kernel::MuonPostScale,
+        Kernel::MuonUpdate,
     ];
 
     pub fn shader(self) -> Shader {
@@ -172,6 +208,16 @@ impl Kernel {
             Kernel::SmearForward | Kernel::SmearBackward => Shader::Smear,
             Kernel::VegateForward | Kernel::VegateBackward | Kernel::VegateBackwardDu => Shader::Vegate,
             Kernel::AttentionForward | Kernel::AttentionBackwardDq | Kernel::AttentionBackwardDkdv => Shader::Attention,
+            Kernel::AdamwStep => Shader::Adamw,
+            Kernel::GradNormPartial | Kernel::GradNormFinal | Kernel::GradNormTotal => Shader::GradNorm,
+            Kernel::MuonMomentum
+            | Kernel::MuonRowSumsq
+            | Kernel::MuonColSumsq
+            | Kernel::MuonPreScale
+            | Kernel::MuonRowScale
+            | Kernel::MuonPolyInit
+            | Kernel::MuonPostScale
+            | Kernel::MuonUpdate => Shader::Muon,
         }
     }
 
@@ -210,6 +256,18 @@ impl Kernel {
             Kernel::AttentionForward => "attention_forward",
             Kernel::AttentionBackwardDq => "attention_backward_dq",
             Kernel::AttentionBackwardDkdv => "attention_backward_dkdv",
+            Kernel::AdamwStep => "adamw_step",
+            Kernel::GradNormPartial => "grad_norm_partial",
+            Kernel::GradNormFinal => "grad_norm_final",
+            Kernel::GradNormTotal => "grad_norm_total",
+            Kernel::MuonMomentum => "muon_momentum",
+            Kernel::MuonRowSumsq => "muon_row_sumsq",
+            Kernel::MuonColSumsq => "muon_col_sumsq",
+            Kernel::MuonPreScale => "muon_pre_scale",
+            Kernel::MuonRowScale => "muon_row_scale",
+            Kernel::MuonPolyInit => "muon_poly_init",
+            Kernel::MuonPostScale => "muon_post_scale",
+            Kernel::MuonUpdate => "muon_update",
         }
     }
 }

@@ -5,11 +5,14 @@
 //! runs until the stream is submitted, so a whole training step can be one submission.
 
 pub mod activation;
+pub mod adamw;
 pub mod attention;
 pub mod crossentropy;
 pub mod elementwise;
 pub mod embedding;
+pub mod grad_norm;
 pub mod matmul;
+pub mod muon;
 pub mod reduce;
 pub mod residual;
 pub mod rmsnorm;

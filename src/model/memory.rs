@@ -29,7 +29,8 @@ pub enum Category {
     Params,
     /// The gradient arena.
     Grads,
-    /// AdamW moments and Muon momentum / second-moment buffers.
+    /// AdamW moments and Muon momentum / second-moment buffers, plus the optimizer's per-step
+    /// scalars, tables, gradient-norm partials and Muon workspace (`train::optimizer::plan_entries`).
     Optimizer,
     /// Activations kept from the forward for the backward.
     Activations,
@@ -137,6 +138,10 @@ impl MemoryPlan {
         let (mom, second) = muon_elems(&layout);
         add("muon.momentum", Optimizer, mom);
         add("muon.second_moment", Optimizer, second);
+        // Per-step scalars, tables, norm partials and Muon's slice workspace (train::optimizer).
+        for (name, elems) in crate::train::optimizer::plan_entries(&layout) {
+            add(name, Optimizer, elems);
+        }
 
         add("idx", Batch, n);
         add("targets", Batch, n);

@@ -1,8 +1,9 @@
-//! Training: schedules and hyperparameter transfer ([`schedule`]), peak FLOPS for MFU ([`mfu`]),
-//! the report's chart ([`plot`]).
+//! Training: schedules and hyperparameter transfer ([`schedule`]), the GPU optimizer ([`optimizer`]),
+//! peak FLOPS for MFU ([`mfu`]), the report's chart ([`plot`]).
 
 pub mod checkpoint;
 pub mod mfu;
+pub mod optimizer;
 pub mod plot;
 pub mod schedule;
 

@@ -135,6 +135,7 @@ pub fn run(ctx: &GpuContext, opts: &SuiteOptions, on_row: &mut dyn FnMut(&Row)) 
     reduce_cases(&small, &mut r, true)?;
     super::ops_cases::run(ctx, &small, &mut r)?;
     super::attention_cases::attention_cases(&small, &mut r, true)?;
+    super::optim_cases::run(ctx, &small, &mut r)?;
     Ok(r.rows)
 }
 
