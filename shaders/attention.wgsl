@@ -550,3 +550,146 @@ fn attention_backward_dkdv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Decode (inference with a KV cache): the one query row of the newest position pos, per head,
+// against cached keys and values, in two passes (flash-decoding; deterministic, no atomics).
+//
+// Layouts: q and out (H, D); the caches (rows, Hkv, D), row j holding position j; query head h
+// reads KV head h / G. The host binds cache rows lo ..= pos only, lo = pos − min(pos, window), so
+// the nk = pos − lo + 1 visible keys are rows 0 .. nk of the bound windows.
+//
+// AttnParams as the decode entries read them: T = nk; H, Hkv; scale; off_q, off_k, off_v (row lo
+// of each cache); off_o (out, combine pass); off_g0 (the partials, in whichever binding holds
+// them). The other fields are unused.
+//
+//   attention_decode_partial  grid (ceil(nk / DEC_BK), H): one workgroup per block of DEC_BK keys
+//                             and query head. Scores s = scale·q·k (one key per invocation, K
+//                             staged DEC_CW vec4 columns at a time so that loads are coalesced),
+//                             the block's max m and p = exp(s − m), l = Σ p, and o = Σ p·v (rows
+//                             of V read by DV consecutive invocations). Writes the partial row
+//                             (o as DV vec4, then (m, l, 0, 0)) of (head, block).
+//   attention_decode_combine  grid (H): out = Σ_b e^{m_b − M} o_b / Σ_b e^{m_b − M} l_b with
+//                             M = max_b m_b, blocks in order.
+// Every block holds at least one visible key, so each m_b is finite and l_b ≥ 1.
+//
+// Bindings:     0              1              2    3
+//   partial:    q              k              v    dec_part (rw)
+//   combine:    dec_part_in    dec_out (rw)
+
+const DEC_NT: u32 = 64u; // invocations per workgroup
+const DEC_BK: u32 = 64u; // keys per block: the score phase gives each invocation one (DEC_BK = DEC_NT)
+const DEC_CW: u32 = 16u; // vec4 columns of K staged at a time (64 floats of each key)
+const DEC_CP: u32 = 17u; // DEC_CW + 1: padded staged rows, consecutive keys in different banks
+const DEC_MAX_DV: u32 = 32u; // D ≤ 128
+
+@group(0) @binding(3) var<storage, read_write> dec_part: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> dec_part_in: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> dec_out: array<vec4<f32>>;
+
+var<workgroup> dec_q: array<vec4<f32>, DEC_MAX_DV>;
+var<workgroup> dec_k: array<vec4<f32>, 1088>; // DEC_BK · DEC_CP
+var<workgroup> dec_s: array<f32, DEC_BK>;
+var<workgroup> dec_p: array<f32, DEC_BK>;
+var<workgroup> dec_acc: array<vec4<f32>, DEC_NT>;
+
+@compute @workgroup_size(DEC_NT, 1, 1)
+fn attention_decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let G = p.H / p.Hkv;
+    let blk = wid.x;
+    let h = wid.y;
+    let kvh = h / G;
+    let nb = (p.T + DEC_BK - 1u) / DEC_BK;
+    let j0 = blk * DEC_BK;
+    let nkb = min(DEC_BK, p.T - j0);
+    if (li < DV) {
+        dec_q[li] = q[p.off_q / 4u + h * DV + li];
+    }
+    // Scores: invocation li owns key j0 + li.
+    var acc = 0.0;
+    for (var c0 = 0u; c0 < DV; c0 += DEC_CW) {
+        // The previous chunk has been read (the first time: orders the dec_q writes).
+        workgroupBarrier();
+        for (var e = li; e < DEC_BK * DEC_CW; e += DEC_NT) {
+            let kk = e / DEC_CW;
+            let c = e % DEC_CW;
+            var x = vec4<f32>(0.0);
+            if (kk < nkb && c0 + c < DV) {
+                x = k[p.off_k / 4u + ((j0 + kk) * p.Hkv + kvh) * DV + c0 + c];
+            }
+            dec_k[kk * DEC_CP + c] = x;
+        }
+        workgroupBarrier();
+        let cn = min(DEC_CW, DV - c0);
+        for (var c = 0u; c < cn; c++) {
+            acc += dot(dec_q[c0 + c], dec_k[li * DEC_CP + c]);
+        }
+    }
+    var s = NEG;
+    if (li < nkb) {
+        s = p.scale * acc;
+    }
+    dec_s[li] = s;
+    workgroupBarrier();
+    // The block max, computed by every invocation in the same order (broadcast reads).
+    var m = NEG;
+    for (var kk = 0u; kk < nkb; kk++) {
+        m = max(m, dec_s[kk]);
+    }
+    var pr = 0.0;
+    if (li < nkb) {
+        pr = exp(s - m);
+    }
+    dec_p[li] = pr;
+    workgroupBarrier();
+    // P·V: invocation (g, c) = (li / DV, li % DV) sums keys g, g + RG, … into vec4 column c.
+    let rg = DEC_NT / DV;
+    let c = li % DV;
+    let g = li / DV;
+    var o = vec4<f32>(0.0);
+    if (g < rg) {
+        for (var kk = g; kk < nkb; kk += rg) {
+            o = fma(vec4<f32>(dec_p[kk]), v[p.off_v / 4u + ((j0 + kk) * p.Hkv + kvh) * DV + c], o);
+        }
+    }
+    dec_acc[li] = o;
+    workgroupBarrier();
+    let row = p.off_g0 / 4u + (h * nb + blk) * (DV + 1u);
+    if (li < DV) {
+        var sum = vec4<f32>(0.0);
+        for (var gg = 0u; gg < rg; gg++) {
+            sum += dec_acc[gg * DV + li];
+        }
+        dec_part[row + li] = sum;
+    }
+    if (li == 0u) {
+        var l = 0.0;
+        for (var kk = 0u; kk < nkb; kk++) {
+            l += dec_p[kk];
+        }
+        dec_part[row + DV] = vec4<f32>(m, l, 0.0, 0.0);
+    }
+}
+
+@compute @workgroup_size(DEC_MAX_DV, 1, 1)
+fn attention_decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let h = wid.x;
+    if (li >= DV) {
+        return;
+    }
+    let nb = (p.T + DEC_BK - 1u) / DEC_BK;
+    let base = p.off_g0 / 4u + h * nb * (DV + 1u);
+    var mm = NEG;
+    for (var b = 0u; b < nb; b++) {
+        mm = max(mm, dec_part_in[base + b * (DV + 1u) + DV].x);
+    }
+    var l = 0.0;
+    var o = vec4<f32>(0.0);
+    for (var b = 0u; b < nb; b++) {
+        let ml = dec_part_in[base + b * (DV + 1u) + DV];
+        let w = exp(ml.x - mm);
+        l = fma(w, ml.y, l);
+        o = fma(vec4<f32>(w), dec_part_in[base + b * (DV + 1u) + li], o);
+    }
+    dec_out[p.off_o / 4u + h * DV + li] = o / l;
+}

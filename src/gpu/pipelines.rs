@@ -121,6 +121,8 @@ pub enum Kernel {
     AttentionForward,
     AttentionBackwardDq,
     AttentionBackwardDkdv,
+    AttentionDecodePartial,
+    AttentionDecodeCombine,
     AdamwStep,
     GradNormPartial,
     GradNormFinal,
@@ -170,6 +172,8 @@ impl Kernel {
         Kernel::AttentionForward,
         Kernel::AttentionBackwardDq,
         Kernel::AttentionBackwardDkdv,
+        Kernel::AttentionDecodePartial,
+        Kernel::AttentionDecodeCombine,
         Kernel::AdamwStep,
         Kernel::GradNormPartial,
         Kernel::GradNormFinal,
@@ -207,7 +211,11 @@ impl Kernel {
             | Kernel::ResidualBackoutBackward => Shader::Residual,
             Kernel::SmearForward | Kernel::SmearBackward => Shader::Smear,
             Kernel::VegateForward | Kernel::VegateBackward | Kernel::VegateBackwardDu => Shader::Vegate,
-            Kernel::AttentionForward | Kernel::AttentionBackwardDq | Kernel::AttentionBackwardDkdv => Shader::Attention,
+            Kernel::AttentionForward
+            | Kernel::AttentionBackwardDq
+            | Kernel::AttentionBackwardDkdv
+            | Kernel::AttentionDecodePartial
+            | Kernel::AttentionDecodeCombine => Shader::Attention,
             Kernel::AdamwStep => Shader::Adamw,
             Kernel::GradNormPartial | Kernel::GradNormFinal | Kernel::GradNormTotal => Shader::GradNorm,
             Kernel::MuonMomentum
@@ -256,6 +264,8 @@ impl Kernel {
             Kernel::AttentionForward => "attention_forward",
             Kernel::AttentionBackwardDq => "attention_backward_dq",
             Kernel::AttentionBackwardDkdv => "attention_backward_dkdv",
+            Kernel::AttentionDecodePartial => "attention_decode_partial",
+            Kernel::AttentionDecodeCombine => "attention_decode_combine",
             Kernel::AdamwStep => "adamw_step",
             Kernel::GradNormPartial => "grad_norm_partial",
             Kernel::GradNormFinal => "grad_norm_final",

@@ -535,6 +535,85 @@ pub fn attention_backward_ws(
     Ok(())
 }
 
+/// Keys per block of the decode kernels' first pass (`DEC_BK` in the shader).
+const DECODE_BLOCK: usize = 64;
+
+/// f32 of stream scratch [`attention_decode`] uses at up to `max_len` cached positions: one
+/// partial row (D values, then m and l padded to a vec4) per query head and block of 64 keys.
+pub fn attention_decode_scratch_len(max_len: usize, h: usize, d: usize) -> usize {
+    h * max_len.div_ceil(DECODE_BLOCK).max(1) * (d + 4)
+}
+
+/// One decode step: out[h] = Σ_j softmax_j(scale · q[h]·k_cache[j, h/G]) v_cache[j, h/G] for the
+/// query at position `pos`, over cache rows pos − window ≤ j ≤ pos (G = H / Hkv). q and out are
+/// (H, D); k_cache and v_cache are (rows, Hkv, D) with rows > pos (rows past pos are never read,
+/// nor rows before the window). Two passes (per block of 64 keys, then a combine over blocks);
+/// the partials take [`attention_decode_scratch_len`]`(pos + 1, h, d)` f32 of stream scratch,
+/// which must not share a buffer with an operand. out may not share a buffer with q or the caches.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode(
+    s: &mut Stream<'_>,
+    out: &GpuTensor,
+    q: &GpuTensor,
+    k_cache: &GpuTensor,
+    v_cache: &GpuTensor,
+    pos: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    window: usize,
+    scale: f32,
+) -> Result<()> {
+    let dims = check_dims(1, 1, h, hkv, d, scale)?;
+    let kvd = hkv * d;
+    check_tensor("out", out, dims.q_len(), true)?;
+    check_tensor("q", q, dims.q_len(), true)?;
+    for (name, cache) in [("k_cache", k_cache), ("v_cache", v_cache)] {
+        if !cache.len().is_multiple_of(kvd) || cache.len() / kvd <= pos {
+            return Err(bad(format!(
+                "{name} has {} elements; position {pos} needs at least {} rows of Hkv·D = {kvd}",
+                cache.len(),
+                pos + 1
+            )));
+        }
+        check_tensor(name, cache, cache.len(), true)?;
+    }
+    check_aliasing(&[("out", out)], &[("q", q), ("k_cache", k_cache), ("v_cache", v_cache)])?;
+    let lo = pos - pos.min(window);
+    let nk = pos + 1 - lo;
+    let nb = nk.div_ceil(DECODE_BLOCK);
+    let part = s.scratch("attention_decode", attention_decode_scratch_len(nk, h, d))?;
+    check_tensor("the partials scratch", &part, part.len(), true)?;
+    check_aliasing(&[("the partials scratch", &part)], &[("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("out", out)])?;
+    let ctx = s.ctx;
+    let overrides = Overrides::new().set("D", d as f64);
+    let p_part = ctx.pipeline(Kernel::AttentionDecodePartial, &overrides)?;
+    let p_comb = ctx.pipeline(Kernel::AttentionDecodeCombine, &overrides)?;
+    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
+    let max = ctx.max_binding_bytes();
+    let base = AttnParams { t: nk as u32, h: h as u32, hkv: hkv as u32, scale, one: 1, ..Default::default() };
+
+    let wq = q.window(0, q.len(), align, max)?;
+    let wk = k_cache.window(lo * kvd, (pos + 1) * kvd, align, max)?;
+    let wv = v_cache.window(lo * kvd, (pos + 1) * kvd, align, max)?;
+    let wp = part.window(0, part.len(), align, max)?;
+    let params = AttnParams {
+        off_q: wq.elem_offset,
+        off_k: wk.elem_offset,
+        off_v: wv.elem_offset,
+        off_g0: wp.elem_offset,
+        ..base
+    };
+    let groups = [nb as u32, h as u32, 1];
+    s.push(ctx.dispatch(Kernel::AttentionDecodePartial, p_part, &[wq, wk, wv, wp], bytemuck::bytes_of(&params), groups)?);
+
+    let wp = part.window(0, part.len(), align, max)?;
+    let wo = out.window(0, out.len(), align, max)?;
+    let params = AttnParams { off_o: wo.elem_offset, off_g0: wp.elem_offset, ..base };
+    s.push(ctx.dispatch(Kernel::AttentionDecodeCombine, p_comb, &[wp, wo], bytemuck::bytes_of(&params), [h as u32, 1, 1])?);
+    Ok(())
+}
+
 /// What `wgpt bench attention` times: one problem shape, several windows.
 #[derive(Clone, Debug)]
 pub struct AttnBenchOptions {

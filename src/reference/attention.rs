@@ -140,3 +140,42 @@ pub fn attention_backward<R: Real>(
         *o = R::of(x);
     }
 }
+
+/// One decode step: out[h] = Σ_j softmax_j(scale · q[h]·k_cache[j, h/G]) v_cache[j, h/G] over the
+/// cached positions pos − window ≤ j ≤ pos (G = H / Hkv), for the single query at position pos.
+/// q and out are (H, D); k_cache and v_cache hold at least pos + 1 rows of (Hkv, D), and rows
+/// outside the window are never read. This is row pos of [`attention_forward`] with T > pos.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode<R: Real>(
+    out: &mut [R],
+    q: &[R],
+    k_cache: &[R],
+    v_cache: &[R],
+    pos: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    window: usize,
+    scale: f32,
+) {
+    let scale = scale as f64;
+    let g = h / hkv;
+    let keys = pos.saturating_sub(window)..=pos;
+    for hi in 0..h {
+        let qv = &q[hi * d..(hi + 1) * d];
+        let kv_off = |j: usize| (j * hkv + hi / g) * d;
+        let scores: Vec<f64> = keys.clone().map(|j| scale * dot(qv, &k_cache[kv_off(j)..kv_off(j) + d])).collect();
+        let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+        let mut acc = vec![0.0f64; d];
+        for (s, j) in scores.iter().zip(keys.clone()) {
+            let p = (s - m).exp() / sum;
+            for (e, a) in acc.iter_mut().enumerate() {
+                *a += p * v_cache[kv_off(j) + e].f();
+            }
+        }
+        for (e, a) in acc.into_iter().enumerate() {
+            out[hi * d + e] = R::of(a);
+        }
+    }
+}

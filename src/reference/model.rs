@@ -193,6 +193,15 @@ impl<'a, R: Real> RefGpt<'a, R> {
         Forward { loss, losses, valid, e_raw, rstd0, e, x0, layers, x_mid, xf, z, rstd_f, logits }
     }
 
+    /// The softcapped logits 15·tanh(z/15) of a forward over a (B, T) batch, (B·T, V) with the
+    /// vocabulary padding dropped: what nanochat's model returns when called without targets.
+    pub fn logits(&self, idx: &[i32], b: usize, t: usize) -> Vec<R> {
+        let (v, vp) = (self.cfg.vocab_size, self.cfg.padded_vocab);
+        let fw = self.forward(idx, &vec![-1; b * t], b, t);
+        let cap = SOFTCAP as f64;
+        fw.logits.chunks(vp).flat_map(|row| row[..v].iter().map(move |z| R::of(cap * (z.f() / cap).tanh()))).collect()
+    }
+
     /// Gradient of `grad_scale · Σ losses` (grad_scale = 1/valid gives the mean loss's gradient)
     /// with respect to every parameter, in the arena layout.
     pub fn backward(

@@ -72,6 +72,9 @@ fn unit_rms_rows(rng: &mut Rng, rows: usize, d: usize, gain: f32) -> Vec<f32> {
 }
 
 pub(crate) fn attention_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<()> {
+    if !chunked {
+        decode_cases(ctx, r)?;
+    }
     let suffix = if chunked { " chunked" } else { "" };
     let fwd = format!("attention_forward{suffix}");
     let bwd = format!("attention_backward{suffix}");
@@ -164,6 +167,74 @@ fn run_case(ctx: &GpuContext, r: &mut Runner<'_>, fwd: &str, bwd: &str, c: &Case
         r.record(bwd, "dq", &shape, &ctx.read(&t_dq)?, &dq, tol, secs);
         r.record(bwd, "dk", &shape, &ctx.read(&t_dk)?, &dk, tol, secs);
         r.record(bwd, "dv", &shape, &ctx.read(&t_dv)?, &dv, tol, secs);
+    }
+    Ok(())
+}
+
+/// One `attention_decode` row: the query at `pos` against a cache of `cap` rows.
+struct DecodeCase {
+    pos: usize,
+    cap: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    window: usize,
+    /// q, caches and out start inside their buffers (multiples of 4 elements).
+    offset: bool,
+}
+
+/// `attention_decode` against `reference::attention::attention_decode`: a single key (pos 0);
+/// positions inside the first key block, filling it exactly (64 keys), one past it (a second
+/// block holding one key) and several blocks in; windows of 0 (itself only), narrower than a
+/// block, wider than the position (causal); GQA (H/Hkv = 2, 4); D = 16, 64, 80 (a partial staged
+/// column chunk), 128; and the GPT shape at its last position (T = 2048, H = 6, D = 128, causal
+/// and w512). Cache rows outside the window, and every row past pos, are NaN: a kernel that reads
+/// one fails (0·NaN is NaN).
+fn decode_cases(ctx: &GpuContext, r: &mut Runner<'_>) -> Result<()> {
+    const NAME: &str = "attention_decode";
+    if !r.wants(NAME) {
+        return Ok(());
+    }
+    let c = |pos, cap, h, hkv, d, window| DecodeCase { pos, cap, h, hkv, d, window, offset: false };
+    let cases = [
+        c(0, 8, 2, 1, 64, 2048),
+        c(37, 64, 4, 1, 64, 2048),
+        c(37, 64, 4, 2, 64, 16),
+        c(63, 64, 2, 2, 128, 2048),
+        c(64, 80, 2, 1, 128, 2048),
+        c(150, 160, 2, 1, 80, 0),
+        c(45, 50, 3, 3, 16, 2048),
+        DecodeCase { offset: true, ..c(200, 256, 6, 6, 128, 100) },
+        c(200, 256, 4, 1, 128, 2048),
+        c(2047, 2048, 6, 6, 128, 512),
+        c(2047, 2048, 6, 6, 128, 2048),
+    ];
+    for case in &cases {
+        let DecodeCase { pos, cap, h, hkv, d, window, offset } = *case;
+        let w = if window >= pos { "causal".to_string() } else { format!("w{window}") };
+        let shape = format!("pos {pos}/{cap} H{h}/{hkv} D{d} {w}{}", if offset { " +off" } else { "" });
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut rng = r.rng(&format!("{NAME} {shape}"));
+        let q = unit_rms_rows(&mut rng, h, d, 1.2);
+        let mut k = unit_rms_rows(&mut rng, cap * hkv, d, 1.2);
+        let mut v = unit_rms_rows(&mut rng, cap * hkv, d, 1.0);
+        let mut want = vec![0.0f32; h * d];
+        reference::attention::attention_decode(&mut want, &q, &k, &v, pos, h, hkv, d, window, scale);
+        let kvd = hkv * d;
+        let lo = pos - pos.min(window);
+        for j in (0..lo).chain(pos + 1..cap) {
+            k[j * kvd..(j + 1) * kvd].fill(f32::NAN);
+            v[j * kvd..(j + 1) * kvd].fill(f32::NAN);
+        }
+        let pad = if offset { 12 } else { 0 };
+        let (tq, tk, tv) = (upload_at(ctx, "q", &q, pad)?, upload_at(ctx, "k", &k, pad)?, upload_at(ctx, "v", &v, pad)?);
+        let t_out = upload_at(ctx, "out", &vec![f32::NAN; h * d], pad)?;
+        let t0 = Instant::now();
+        let mut st = Stream::new(ctx);
+        attention::attention_decode(&mut st, &t_out, &tq, &tk, &tv, pos, h, hkv, d, window, scale)?;
+        st.run()?;
+        let secs = t0.elapsed().as_secs_f64();
+        r.record(NAME, "out", &shape, &ctx.read(&t_out)?, &want, attention_tolerance(), secs);
     }
     Ok(())
 }
