@@ -86,6 +86,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::data::cli::DataCommand,
     },
+    /// Generate text from a checkpoint (KV-cache inference; greedy or temperature/top-k sampling).
+    Sample(crate::sample::SampleArgs),
 }
 
 #[derive(Args, Debug)]
@@ -262,6 +264,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Tokenizer { cmd } => crate::tokenizer::cli::run(cmd),
         Command::Data { cmd } => crate::data::cli::run(cmd),
+        Command::Sample(args) => crate::sample::run(&cli.gpu, &args),
     }
 }
 

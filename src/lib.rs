@@ -20,6 +20,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod reference;
+pub mod sample;
 pub mod testing;
 pub mod tokenizer;
 pub mod train;
