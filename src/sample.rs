@@ -103,8 +103,11 @@ pub fn run(gpu: &GpuArgs, args: &SampleArgs) -> anyhow::Result<i32> {
     tok.check_vocab_size(cfg.vocab_size)?;
     let layout = ParamLayout::new(&cfg);
     let arena = load_weights(&ckpt.join("model.safetensors"), &layout)?;
-    let prompts: Vec<String> =
-        if args.prompts.is_empty() { NANOCHAT_PROMPTS.iter().map(|s| s.to_string()).collect() } else { args.prompts.clone() };
+    let prompts: Vec<String> = if args.prompts.is_empty() {
+        NANOCHAT_PROMPTS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.prompts.clone()
+    };
     // Room for the longest prompt (with BOS) and its continuation, within the model's context.
     let mut longest = 0;
     for p in &prompts {
@@ -137,7 +140,8 @@ pub fn run(gpu: &GpuArgs, args: &SampleArgs) -> anyhow::Result<i32> {
         );
     }
     for p in &prompts {
-        let text = complete(&mut engine, &tok, p, args.max_tokens, sampling).with_context(|| format!("prompt {p:?}"))?;
+        let text =
+            complete(&mut engine, &tok, p, args.max_tokens, sampling).with_context(|| format!("prompt {p:?}"))?;
         println!("\nprompt: {p:?}");
         println!("sample: {text:?}");
     }

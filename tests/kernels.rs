@@ -594,3 +594,63 @@ fn attention_refuses_bad_input_before_dispatch() {
     assert!(e.contains("scale must be finite"), "{e}");
     assert!(s.dispatches().is_empty(), "nothing may be recorded for refused input");
 }
+
+#[test]
+fn attention_decode_matches_reference() {
+    assert_all_pass("attention_decode");
+}
+
+/// Decoding position t against caches holding the k and v rows of a sequence gives row t of the
+/// full forward over it (to the attention tolerance: the two kernels sum in different orders),
+/// inside the first key block, at its edge and beyond, with a window; and two runs agree to the bit.
+#[test]
+fn attention_decode_agrees_with_the_forward_rows() {
+    let Some(ctx) = gpu() else { return };
+    let (t, h, hkv, d, window) = (140, 4, 2, 64, 100);
+    let [q, k, v, _] = attention_inputs(&mut Rng::new(3), 1, t, h, hkv, d);
+    let scale = 1.0 / (d as f32).sqrt();
+    let up = |x: &[f32]| ctx.upload("x", x).unwrap();
+    let (tq, tk, tv) = (up(&q), up(&k), up(&v));
+    let (out, lse) = (ctx.tensor("out", t * h * d).unwrap(), ctx.tensor("lse", t * h).unwrap());
+    let mut s = Stream::new(ctx);
+    attention::attention_forward(&mut s, &out, &lse, &tq, &tk, &tv, 1, t, h, hkv, d, window, scale).unwrap();
+    s.run().unwrap();
+    let full = ctx.read(&out).unwrap();
+    let decode = |pos: usize| {
+        let q_row = up(&q[pos * h * d..(pos + 1) * h * d]);
+        let o = ctx.tensor("o", h * d).unwrap();
+        let mut s = Stream::new(ctx);
+        attention::attention_decode(&mut s, &o, &q_row, &tk, &tv, pos, h, hkv, d, window, scale).unwrap();
+        s.run().unwrap();
+        ctx.read(&o).unwrap()
+    };
+    for pos in [0, 1, 63, 64, 100, 101, 139] {
+        let got = decode(pos);
+        let want = &full[pos * h * d..(pos + 1) * h * d];
+        if let Err(stats) = wgpt::validate::compare(&got, want, wgpt::validate::attention_tolerance()) {
+            panic!("position {pos}: decode differs from the forward's row: {stats}");
+        }
+        assert!(bitwise_equal(&[got], &[decode(pos)]), "position {pos}: two decode runs differ");
+    }
+}
+
+#[test]
+fn attention_decode_refuses_bad_input_before_dispatch() {
+    let Some(ctx) = gpu() else { return };
+    let (rows, h, hkv, d) = (8, 4, 2, 64);
+    let t4 = |n: usize| ctx.tensor("x", n).unwrap();
+    let (q, out, k, v) = (t4(h * d), t4(h * d), t4(rows * hkv * d), t4(rows * hkv * d));
+    let mut s = Stream::new(ctx);
+    let err = |r: wgpt::Result<()>| r.unwrap_err().to_string();
+    let e = err(attention::attention_decode(&mut s, &out, &q, &k, &v, rows, h, hkv, d, 100, 0.1));
+    assert!(e.contains("position 8 needs at least 9 rows"), "{e}");
+    let e = err(attention::attention_decode(&mut s, &out, &q, &k, &v, 3, h, 3, d, 100, 0.1));
+    assert!(e.contains("not a multiple of Hkv"), "{e}");
+    let e = err(attention::attention_decode(&mut s, &k.view(0, h * d), &q, &k, &v, 3, h, hkv, d, 100, 0.1));
+    assert!(e.contains("share a buffer"), "{e}");
+    // A workspace too small for the partials of 9 keys (4 heads × 1 block × (64 + 4)).
+    let mut small = Stream::with_workspace(ctx, t4(100));
+    let e = err(attention::attention_decode(&mut small, &out, &q, &k, &v, 7, h, hkv, d, 100, 0.1));
+    assert!(e.contains("272 f32 of stream workspace"), "{e}");
+    assert!(s.dispatches().is_empty() && small.dispatches().is_empty(), "nothing may be recorded for refused input");
+}

@@ -584,7 +584,10 @@ pub fn attention_decode(
     let nb = nk.div_ceil(DECODE_BLOCK);
     let part = s.scratch("attention_decode", attention_decode_scratch_len(nk, h, d))?;
     check_tensor("the partials scratch", &part, part.len(), true)?;
-    check_aliasing(&[("the partials scratch", &part)], &[("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("out", out)])?;
+    check_aliasing(
+        &[("the partials scratch", &part)],
+        &[("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("out", out)],
+    )?;
     let ctx = s.ctx;
     let overrides = Overrides::new().set("D", d as f64);
     let p_part = ctx.pipeline(Kernel::AttentionDecodePartial, &overrides)?;
@@ -605,12 +608,24 @@ pub fn attention_decode(
         ..base
     };
     let groups = [nb as u32, h as u32, 1];
-    s.push(ctx.dispatch(Kernel::AttentionDecodePartial, p_part, &[wq, wk, wv, wp], bytemuck::bytes_of(&params), groups)?);
+    s.push(ctx.dispatch(
+        Kernel::AttentionDecodePartial,
+        p_part,
+        &[wq, wk, wv, wp],
+        bytemuck::bytes_of(&params),
+        groups,
+    )?);
 
     let wp = part.window(0, part.len(), align, max)?;
     let wo = out.window(0, out.len(), align, max)?;
     let params = AttnParams { off_o: wo.elem_offset, off_g0: wp.elem_offset, ..base };
-    s.push(ctx.dispatch(Kernel::AttentionDecodeCombine, p_comb, &[wp, wo], bytemuck::bytes_of(&params), [h as u32, 1, 1])?);
+    s.push(ctx.dispatch(
+        Kernel::AttentionDecodeCombine,
+        p_comb,
+        &[wp, wo],
+        bytemuck::bytes_of(&params),
+        [h as u32, 1, 1],
+    )?);
     Ok(())
 }
 

@@ -73,7 +73,9 @@ impl Sampling {
             });
         }
         if self.top_k == Some(0) {
-            return Err(Error::Config { message: "top-k must be at least 1 (leave it unset to sample from all)".into() });
+            return Err(Error::Config {
+                message: "top-k must be at least 1 (leave it unset to sample from all)".into(),
+            });
         }
         Ok(())
     }
@@ -248,7 +250,10 @@ impl<'c> Engine<'c> {
         let expected = ParamLayout::new(cfg).len;
         if arena.len() != expected {
             return Err(Error::Config {
-                message: format!("the parameter arena has {} elements; the model config lays out {expected}", arena.len()),
+                message: format!(
+                    "the parameter arena has {} elements; the model config lays out {expected}",
+                    arena.len()
+                ),
             });
         }
         let params = ctx.upload("engine params", arena)?;
@@ -316,7 +321,9 @@ impl<'c> Engine<'c> {
     /// The softcapped logits (length V) of the next token after everything fed so far.
     pub fn logits(&self) -> Result<Vec<f32>> {
         if self.len == 0 {
-            return Err(Error::Config { message: "no tokens fed yet: the logits predict the token after a context".into() });
+            return Err(Error::Config {
+                message: "no tokens fed yet: the logits predict the token after a context".into(),
+            });
         }
         let (c, vp, v) = (self.cfg.n_embd, self.cfg.padded_vocab, self.cfg.vocab_size);
         let mut s = self.stream();
@@ -453,7 +460,13 @@ impl<'c> Engine<'c> {
 }
 
 /// The text `engine` generates after `prompt` (BOS prepended, as nanochat does), decoded.
-pub fn complete(engine: &mut Engine<'_>, tok: &Tokenizer, prompt: &str, max_new: usize, sampling: Sampling) -> Result<String> {
+pub fn complete(
+    engine: &mut Engine<'_>,
+    tok: &Tokenizer,
+    prompt: &str,
+    max_new: usize,
+    sampling: Sampling,
+) -> Result<String> {
     let mut ids = vec![tok.bos_id()? as i32];
     ids.extend(tok.encode(prompt)?.into_iter().map(|t| t as i32));
     let out = engine.generate(&ids, max_new, sampling)?;

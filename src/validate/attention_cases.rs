@@ -227,7 +227,8 @@ fn decode_cases(ctx: &GpuContext, r: &mut Runner<'_>) -> Result<()> {
             v[j * kvd..(j + 1) * kvd].fill(f32::NAN);
         }
         let pad = if offset { 12 } else { 0 };
-        let (tq, tk, tv) = (upload_at(ctx, "q", &q, pad)?, upload_at(ctx, "k", &k, pad)?, upload_at(ctx, "v", &v, pad)?);
+        let (tq, tk, tv) =
+            (upload_at(ctx, "q", &q, pad)?, upload_at(ctx, "k", &k, pad)?, upload_at(ctx, "v", &v, pad)?);
         let t_out = upload_at(ctx, "out", &vec![f32::NAN; h * d], pad)?;
         let t0 = Instant::now();
         let mut st = Stream::new(ctx);
