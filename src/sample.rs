@@ -9,7 +9,7 @@
 
 use crate::cli::GpuArgs;
 use crate::model::checkpoint::{load_meta, load_weights};
-use crate::model::engine::{complete, Engine, Sampling, NANOCHAT_PROMPTS};
+use crate::model::engine::{complete, positions_needed, Engine, Sampling, NANOCHAT_PROMPTS};
 use crate::model::ParamLayout;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context};
@@ -108,12 +108,10 @@ pub fn run(gpu: &GpuArgs, args: &SampleArgs) -> anyhow::Result<i32> {
     } else {
         args.prompts.clone()
     };
-    // Room for the longest prompt (with BOS) and its continuation, within the model's context.
-    let mut longest = 0;
-    for p in &prompts {
-        longest = longest.max(1 + tok.encode(p)?.len());
-    }
-    let max_len = (longest + args.max_tokens).min(cfg.sequence_len);
+    // Room for the longest prompt (with BOS) and its continuation, within the model's context (a
+    // prompt that does not fit is refused by the engine, with the numbers).
+    let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let max_len = positions_needed(&tok, &texts, args.max_tokens)?.min(cfg.sequence_len);
 
     let ctx = gpu.open()?;
     let mut engine = Engine::from_arena(&ctx, &cfg, &arena, max_len)?;
@@ -146,4 +144,47 @@ pub fn run(gpu: &GpuArgs, args: &SampleArgs) -> anyhow::Result<i32> {
         println!("sample: {text:?}");
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::GptConfig;
+
+    #[test]
+    fn checkpoints_resolve_from_run_checkpoints_and_step_directories() {
+        let root = std::env::temp_dir().join(format!("wgpt-sample-resolve-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let cfg = GptConfig::new(1, 1, 1, 32, 64, 8, "L").unwrap();
+        let layout = ParamLayout::new(&cfg);
+        let run = root.join("run");
+        let meta = serde_json::json!({ "model_config": cfg.nanochat_json(), "tokenizer": "tok/tokenizer.json" });
+        crate::train::checkpoint::save(&run, 3, &layout, &layout.init(1), &[], &meta).unwrap();
+        let step = crate::train::checkpoint::save(&run, 5, &layout, &layout.init(1), &[], &meta).unwrap();
+        assert_eq!(resolve_checkpoint(&run).unwrap(), step);
+        assert_eq!(resolve_checkpoint(&run.join("checkpoints")).unwrap(), step);
+        let older = run.join("checkpoints/step_000003");
+        assert_eq!(resolve_checkpoint(&older).unwrap(), older);
+        let e = resolve_checkpoint(&root).unwrap_err().to_string();
+        assert!(e.contains("is not a checkpoint"), "{e}");
+
+        // The recorded tokenizer: relative to the current directory, else to the checkpoint.
+        let args = |tokenizer: Option<PathBuf>| SampleArgs {
+            checkpoint: run.clone(),
+            prompts: vec![],
+            max_tokens: 1,
+            temperature: 0.0,
+            top_k: None,
+            seed: 0,
+            tokenizer,
+        };
+        let e = tokenizer_path(&args(None), &step, &meta).unwrap_err().to_string();
+        assert!(e.contains("does not exist") && e.contains("--tokenizer"), "{e}");
+        std::fs::create_dir_all(step.join("tok")).unwrap();
+        std::fs::write(step.join("tok/tokenizer.json"), "{}").unwrap();
+        assert_eq!(tokenizer_path(&args(None), &step, &meta).unwrap(), step.join("tok/tokenizer.json"));
+        let flag = PathBuf::from("elsewhere.json");
+        assert_eq!(tokenizer_path(&args(Some(flag.clone())), &step, &meta).unwrap(), flag);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{synthetic_docs, Scratch};
 use std::process::Command;
-use wgpt::model::engine::{complete, nanochat_samples, Engine, Sampling, NANOCHAT_PROMPTS};
+use wgpt::model::engine::{complete, nanochat_samples, positions_needed, Engine, Sampling, NANOCHAT_PROMPTS};
 use wgpt::model::{GptConfig, ParamLayout};
 use wgpt::reference::model::RefGpt;
 use wgpt::testing::gpu;
@@ -201,7 +201,10 @@ fn wgpt_sample_generates_from_a_checkpoint() {
     let step_dir = wgpt::train::checkpoint::save(&run, 7, &layout, &params, &[], &meta).unwrap();
 
     // What the library generates in this process: nanochat's prompts, greedy, 16 tokens.
-    let mut engine = Engine::from_arena(ctx, &cfg, &params, cfg.sequence_len).unwrap();
+    // Sized as the trainer sizes its engine: exactly the positions the seven prompts need.
+    let needed = positions_needed(&tok, &NANOCHAT_PROMPTS, 16).unwrap();
+    assert!(needed <= cfg.sequence_len, "{needed} positions");
+    let mut engine = Engine::from_arena(ctx, &cfg, &params, needed).unwrap();
     let samples = nanochat_samples(&mut engine, &tok, 16).unwrap();
     assert_eq!(samples.len(), 7);
     for ((p, _), want) in samples.iter().zip(NANOCHAT_PROMPTS) {

@@ -12,6 +12,9 @@
 //! Δ_t = ⟨dout_t, out_t⟩ into a (B, T, H) scratch that the dk/dv pass reads. [`attention_backward`]
 //! allocates that scratch on every call; a caller that runs the backward every layer of every step
 //! should allocate it once and call [`attention_backward_ws`] instead.
+//!
+//! [`attention_decode`] is inference's one query row per head (the newest position) against a KV
+//! cache, in two passes over blocks of 64 keys (flash-decoding), also without atomics.
 
 use crate::error::{Error, Result};
 use crate::gpu::tensor::window_slack;

@@ -473,6 +473,18 @@ pub fn complete(
     tok.decode(&out.iter().map(|&t| t as u32).collect::<Vec<_>>())
 }
 
+/// Cache positions that generating `max_new` tokens after each of `prompts` (BOS prepended)
+/// needs: the longest prompt plus all but the last new token. Size an [`Engine`] with it (capped
+/// at the model's sequence_len), e.g. `positions_needed(tok, &NANOCHAT_PROMPTS, 16)` for
+/// [`nanochat_samples`].
+pub fn positions_needed(tok: &Tokenizer, prompts: &[&str], max_new: usize) -> Result<usize> {
+    let mut longest = 0;
+    for p in prompts {
+        longest = longest.max(1 + tok.encode(p)?.len());
+    }
+    Ok(longest + max_new.saturating_sub(1))
+}
+
 /// nanochat's training-time samples (spec §4.3): each of the seven prompts with BOS prepended,
 /// `max_new` tokens (nanochat: 16) greedily. Returns (prompt, continuation) pairs.
 pub fn nanochat_samples(engine: &mut Engine<'_>, tok: &Tokenizer, max_new: usize) -> Result<Vec<(String, String)>> {

@@ -19,6 +19,8 @@
 //! the backward's Δ scratch) are NaN before every run, so an element a kernel never writes fails.
 //! The backward's `out` and `lse` inputs are the reference forward's, so its rows measure the
 //! backward kernels alone.
+//!
+//! `attention_decode` (one query against a KV cache) has its own rows (`decode_cases` below).
 
 use super::attention_tolerance;
 use super::suite::{upload_at, Runner};
