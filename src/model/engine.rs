@@ -1,11 +1,13 @@
 //! Text generation with a KV cache on the GPU, batch 1 (nanochat's `Engine`, spec §7.5).
 //!
 //! [`Engine`] runs the model one position at a time: every token fed goes through the same kernels
-//! as training with N = 1 row (the attention a [decode kernel](crate::kernels::attention::attention_decode)
+//! as training with N = 1 row (attention is the [decode kernel](crate::kernels::attention::attention_decode)
 //! over the cache), appends its normalized k and v to each layer's cache and leaves the final
 //! normed stream z, from which [`Engine::logits`] computes the next-token logits. So the logits
 //! after feeding tokens 0..=t equal row t of the training forward over the same tokens (checked
-//! against the f64 reference model in `tests/engine.rs`).
+//! against the f64 reference model in `tests/engine.rs`). A prompt is fed the same way, one
+//! position per submission: prefill costs one decode step per prompt token, which suits sampling
+//! prompts of a few dozen tokens.
 //!
 //! Parameters are read from a caller-supplied arena tensor at every dispatch and never written:
 //! the trainer passes its live parameter arena ([`crate::model::gpu::GpuModel::params`]) and
@@ -288,7 +290,9 @@ impl<'c> Engine<'c> {
         self.feed_tokens(&[token])
     }
 
-    /// Append tokens at the next positions: the same as feeding them one by one.
+    /// Append tokens at the next positions: the same as feeding them one by one. Tokens that do
+    /// not fit or an id outside [0, V) are refused with the context intact; a device error after
+    /// that loses the context (the engine is reset).
     pub fn feed_tokens(&mut self, tokens: &[i32]) -> Result<()> {
         if tokens.is_empty() {
             return Ok(());
@@ -306,15 +310,19 @@ impl<'c> Engine<'c> {
         if let Some(bad) = tokens.iter().find(|&&x| x < 0 || x >= v) {
             return Err(Error::Shape { op: "engine", message: format!("token id {bad} outside [0, V = {v})") });
         }
-        self.ctx.write_i32(&self.bufs.tokens.view(self.len, tokens.len()), tokens)?;
-        for pos in self.len..self.len + tokens.len() {
+        let (start, end) = (self.len, self.len + tokens.len());
+        // Whatever happens next, positions from `start` on are being overwritten: until this call
+        // succeeds the context is not a valid one (a failed call leaves the engine reset).
+        self.len = 0;
+        self.ctx.write_i32(&self.bufs.tokens.view(start, tokens.len()), tokens)?;
+        for pos in start..end {
             // One submission per position keeps the recorded bind groups few; the queue runs them in order.
             let mut s = self.stream();
             self.record_position(&mut s, pos)?;
             s.submit();
         }
         self.ctx.wait()?;
-        self.len += tokens.len();
+        self.len = end;
         Ok(())
     }
 
