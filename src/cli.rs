@@ -69,6 +69,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Parameter counts, FLOPs per token and the training memory plan of a config.
     Info(InfoArgs),
+    /// Train a model (nanochat's base_train): `cargo xtask train` trains configs/cpu-small.toml.
+    Train(crate::train::trainer::TrainArgs),
     /// One forward and backward on given weights and batch; prints {"loss": …} as the last line.
     StepCheck(StepCheckArgs),
     /// Measure throughput.
@@ -214,6 +216,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Adapters { json } => adapters_cmd(&cli.gpu, json),
         Command::Validate(args) => validate_cmd(&cli.gpu, &args),
         Command::Info(args) => info_cmd(&args),
+        Command::Train(args) => {
+            let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+            let gpu = cli.gpu.clone();
+            crate::train::trainer::run(&|| gpu.open(), &args, &command_line)
+        }
         Command::StepCheck(args) => step_check_cmd(&cli.gpu, &args),
         Command::Bench { what: BenchCommand::Step(args) } => {
             let rc = crate::config::RunConfig::load(&args.config, &args.overrides)?;

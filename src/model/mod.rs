@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod engine;
 pub mod gpu;
 pub mod memory;
 pub mod params;
