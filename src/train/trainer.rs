@@ -340,7 +340,7 @@ pub fn run(
 
     let n_it = hyper.num_iterations;
     let eval_steps = (tr.eval_tokens / (tr.device_batch_size * rc.model.sequence_len)).max(1);
-    let due = |every: i64, step: usize| every > 0 && step % every as usize == 0;
+    let due = |every: i64, step: usize| every > 0 && step.is_multiple_of(every as usize);
     let flops_per_token = rc.model.flops_per_token() as f64;
     let mut step = start;
     let mut stopped_early = false;
