@@ -69,6 +69,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Parameter counts, FLOPs per token and the training memory plan of a config.
     Info(InfoArgs),
+    /// Train a model (nanochat's base_train): `cargo xtask train` trains configs/cpu-small.toml.
+    Train(crate::train::trainer::TrainArgs),
     /// One forward and backward on given weights and batch; prints {"loss": …} as the last line.
     StepCheck(StepCheckArgs),
     /// Measure throughput.
@@ -120,6 +122,24 @@ pub struct StepCheckArgs {
     /// What the backward recomputes: none, mlp or block (results agree to rounding).
     #[arg(long, default_value = "none")]
     pub recompute: String,
+    /// Take K optimizer steps on the batch (no schedule: group lrs as nanochat's setup_optimizer
+    /// builds them from the flags below, Muon momentum 0.95) and print the K losses as JSON.
+    #[arg(long, default_value_t = 0)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 0.02)]
+    pub matrix_lr: f64,
+    #[arg(long, default_value_t = 0.3)]
+    pub embedding_lr: f64,
+    #[arg(long, default_value_t = 0.008)]
+    pub unembedding_lr: f64,
+    #[arg(long, default_value_t = 0.5)]
+    pub scalar_lr: f64,
+    /// Muon's weight decay (AdamW's per-group decays are nanochat's constants).
+    #[arg(long, default_value_t = 0.28)]
+    pub weight_decay: f64,
+    /// Muon variant: seed (the seed run's) or plus (MuonEq + Muon+).
+    #[arg(long, default_value = "seed")]
+    pub muon: String,
 }
 
 #[derive(Args, Debug)]
@@ -216,6 +236,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Adapters { json } => adapters_cmd(&cli.gpu, json),
         Command::Validate(args) => validate_cmd(&cli.gpu, &args),
         Command::Info(args) => info_cmd(&args),
+        Command::Train(args) => {
+            let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+            let gpu = cli.gpu.clone();
+            crate::train::trainer::run(&|| gpu.open(), &args, &command_line)
+        }
         Command::StepCheck(args) => step_check_cmd(&cli.gpu, &args),
         Command::Bench { what: BenchCommand::Step(args) } => {
             let rc = crate::config::RunConfig::load(&args.config, &args.overrides)?;
@@ -431,6 +456,51 @@ fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
     let mut model = GpuModel::new(&ctx, &cfg, b, &MemorySpec { recompute, logits_chunk_rows: 0 })?;
     model.write_params(&arena)?;
     model.set_batch(idx, targets, 1)?;
+    if args.steps > 0 {
+        use crate::model::memory::MemoryPlan;
+        use crate::reference::optim::MuonVariant;
+        use crate::train::optimizer::{Optimizer, StepScalars};
+        let variant = match args.muon.as_str() {
+            "seed" => MuonVariant::Seed,
+            "plus" => MuonVariant::Plus,
+            other => bail!("--muon {other}: expected seed or plus"),
+        };
+        let plan = MemoryPlan::new(&cfg, b, &MemorySpec { recompute, logits_chunk_rows: 0 });
+        let mut opt = Optimizer::new(&ctx, &plan, &layout, variant)?;
+        // nanochat's setup_optimizer: width scaling on the embedding/unembedding groups only.
+        let dmodel = (cfg.n_embd as f64 / 768.0).powf(-0.5);
+        let adamw_lr = [
+            args.unembedding_lr * dmodel,
+            args.embedding_lr * dmodel,
+            args.embedding_lr * dmodel * 0.5,
+            args.scalar_lr * 0.01,
+            args.scalar_lr,
+            0.2,
+        ];
+        let mut losses = Vec::with_capacity(args.steps);
+        for k in 0..args.steps {
+            let mut s = model.stream();
+            model.zero_grads(&mut s)?;
+            s.run()?;
+            losses.push(model.forward_backward()?);
+            let sc = StepScalars {
+                adamw_step: k as u64 + 1,
+                adamw_lr,
+                muon_lr: args.matrix_lr,
+                muon_momentum: 0.95,
+                muon_weight_decay: args.weight_decay,
+            };
+            let mut s = model.stream();
+            opt.step_with(&mut s, model.params(), model.grads(), &sc)?;
+            s.run()?;
+            let g = opt.grad_report()?;
+            if g.nonfinite > 0 {
+                bail!("step {k}: non-finite gradient in {:?}", opt.nonfinite_tensors(&g));
+            }
+        }
+        println!("{}", serde_json::json!({ "losses": losses }));
+        return Ok(0);
+    }
     let mut s = model.stream();
     model.zero_grads(&mut s)?;
     s.run()?;

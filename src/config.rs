@@ -55,6 +55,8 @@ pub struct TrainSpec {
     pub save_every: i64,
     /// Seed for the parameter init (and anything else random).
     pub seed: u64,
+    /// "seed": Muon as the seed run had it; "plus": nanochat HEAD's MuonEq + Muon+.
+    pub muon: crate::reference::optim::MuonVariant,
 }
 
 impl Default for TrainSpec {
@@ -78,6 +80,7 @@ impl Default for TrainSpec {
             sample_every: 2000,
             save_every: -1,
             seed: 42,
+            muon: crate::reference::optim::MuonVariant::Seed,
         }
     }
 }

@@ -238,3 +238,106 @@ fn step_check_cli_reads_nanochat_files_and_writes_gradients() {
     assert!(grads.iter().any(|&g| g != 0.0) && grads.iter().all(|g| g.is_finite()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `step-check --steps K`: the GPU model and optimizer, stepped K times on one batch, give the
+/// losses of the f64 reference model stepped by the reference AdamW and Muon with the same
+/// hyperparameters (nanochat's setup_optimizer from the flags, momentum 0.95, no schedule).
+#[test]
+fn step_check_steps_match_the_reference_optimizers() {
+    use std::process::Command;
+    use wgpt::model::{checkpoint, OptGroup};
+    use wgpt::reference::optim::{adamw_step, muon_step, MuonVariant};
+    use wgpt::train::optimizer::adamw_group_constants;
+    if gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wgpt-step-k-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = GptConfig::new(2, 2, 1, 128, 512, 64, "L").unwrap();
+    let layout = ParamLayout::new(&cfg);
+    let params = perturbed(&layout, 21);
+    checkpoint::save_weights(&dir.join("w.safetensors"), &layout, &params).unwrap();
+    checkpoint::save_meta(&dir.join("meta.json"), &cfg, serde_json::json!({})).unwrap();
+    let (idx, targets) = batch(&cfg, 2, 22, 0);
+    let bytes = |v: &[i32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let (ib, tb) = (bytes(&idx), bytes(&targets));
+    let views = vec![
+        ("idx".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![2, 64], &ib).unwrap()),
+        (
+            "targets".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![2, 64], &tb).unwrap(),
+        ),
+    ];
+    std::fs::write(dir.join("batch.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    let (k, mlr, elr, ulr, slr, wd) = (3, 0.02, 0.3, 0.008, 0.5, 0.28);
+    let out = Command::new(env!("CARGO_BIN_EXE_wgpt"))
+        .args(["step-check", "--steps", "3", "--weights"])
+        .arg(dir.join("w.safetensors"))
+        .arg("--meta")
+        .arg(dir.join("meta.json"))
+        .arg("--batch")
+        .arg(dir.join("batch.safetensors"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let got: Vec<f64> = v["losses"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+
+    // The reference: f64 model, AdamW per tensor, Muon per stacked shape group.
+    let mut p: Vec<f64> = params.iter().map(|&x| x as f64).collect();
+    let (mut m, mut vv) = (vec![0.0f64; p.len()], vec![0.0f64; p.len()]);
+    let mut mom = vec![0.0f64; p.len()];
+    let mut second: Vec<Vec<f64>> =
+        layout.muon_groups.iter().map(|g| vec![0.0; g.members.len() * g.rows.max(g.cols)]).collect();
+    let dmodel = (cfg.n_embd as f64 / 768.0).powf(-0.5);
+    let lr = |g: OptGroup| match g {
+        OptGroup::Unembedding => ulr * dmodel,
+        OptGroup::Embedding => elr * dmodel,
+        OptGroup::ValueEmbeds => elr * dmodel * 0.5,
+        OptGroup::Resid => slr * 0.01,
+        OptGroup::X0 => slr,
+        OptGroup::Smear => 0.2,
+        OptGroup::Muon => mlr,
+    };
+    let mut want = Vec::new();
+    for step in 0..k {
+        let model = RefGpt::new(&cfg, &layout, &p);
+        let fw = model.forward(&idx, &targets, 2, 64);
+        want.push(fw.loss);
+        let g = model.backward(&fw, &idx, &targets, 2, 64, 1.0 / fw.valid as f64);
+        for (spec, &off) in layout.specs.iter().zip(&layout.offsets) {
+            if spec.group == OptGroup::Muon {
+                continue;
+            }
+            let r = off..off + spec.numel();
+            let (b1, b2, d) = adamw_group_constants(spec.group).unwrap();
+            let (pp, mm, vs) = (&mut p[r.clone()], &mut m[r.clone()], &mut vv[r.clone()]);
+            adamw_step(pp, mm, vs, &g[r.clone()], lr(spec.group), b1, b2, 1e-10, d, step as u64 + 1);
+        }
+        for (gi, grp) in layout.muon_groups.iter().enumerate() {
+            let r = grp.offset..grp.offset + grp.members.len() * grp.rows * grp.cols;
+            let (pp, mo) = (&mut p[r.clone()], &mut mom[r.clone()]);
+            muon_step(
+                pp,
+                mo,
+                &mut second[gi],
+                &g[r.clone()],
+                grp.members.len(),
+                grp.rows,
+                grp.cols,
+                mlr,
+                0.95,
+                wd,
+                MuonVariant::Seed,
+            );
+        }
+    }
+    eprintln!("step-check --steps 3: gpu {got:?}\n                      ref {want:?}");
+    assert_eq!(got.len(), k);
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() / b <= 1e-4, "loss {a} vs reference {b}");
+    }
+    assert!(got[2] < got[0], "three steps on one batch lower the loss");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

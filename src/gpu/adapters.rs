@@ -255,3 +255,20 @@ pub fn format_report(r: &AdapterReport, chosen: bool) -> String {
     s += &format!("      max immediate size                {} bytes\n", r.max_immediate_size);
     s
 }
+
+/// Bytes of device-local memory the adapter has (the sum of its DEVICE_LOCAL Vulkan heaps: VRAM
+/// on a discrete GPU, shared system memory on integrated and CPU drivers), or `None` when the
+/// backend is not Vulkan. Used to refuse a memory plan that cannot fit before allocating it.
+pub fn device_memory_bytes(adapter: &wgpu::Adapter) -> Option<u64> {
+    // SAFETY: only reads physical-device properties through the raw handles wgpu-hal exposes;
+    // nothing is created or destroyed, and the adapter outlives the call.
+    unsafe {
+        let hal = adapter.as_hal::<wgpu::hal::api::Vulkan>()?;
+        let instance = hal.shared_instance().raw_instance();
+        let props = instance.get_physical_device_memory_properties(hal.raw_physical_device());
+        let heaps = &props.memory_heaps[..props.memory_heap_count as usize];
+        // VK_MEMORY_HEAP_DEVICE_LOCAL_BIT = 0x1
+        let total: u64 = heaps.iter().filter(|h| h.flags.as_raw() & 1 != 0).map(|h| h.size).sum();
+        (total > 0).then_some(total)
+    }
+}

@@ -1,0 +1,331 @@
+//! The run report: `report.md` and `report.svg` in the run directory, written at the end of a
+//! run and on a clean stop. It records exactly what ran (command line, resolved config, adapter
+//! and driver, precision), how fast (throughput, step time, MFU, allocated memory), and what came
+//! of it (val bpb table, train loss, samples), with an assessment.
+//!
+//! The history comes from `metrics.jsonl` (appended every step, kept across resumptions; a step
+//! logged twice, before a crash and again after resuming from an earlier checkpoint, counts once),
+//! so a resumed run's report covers the whole run.
+
+use super::plot::{svg, Panel, Series};
+use super::Hyper;
+use crate::config::RunConfig;
+use crate::gpu::GpuContext;
+use crate::model::memory::MemoryPlan;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SampleRecord {
+    pub prompt: String,
+    pub completion: String,
+}
+
+pub struct Report {
+    config_name: String,
+    desc: String,
+    command_line: String,
+    config_toml: String,
+    adapter: String,
+    plan_total: u64,
+    tokenizer: PathBuf,
+    data: PathBuf,
+    tokens_per_param: f64,
+    num_iterations: usize,
+    total_batch: usize,
+    flops_per_token: f64,
+    /// Loop state (also saved in checkpoints).
+    smooth: f64,
+    total_time: f64,
+    timed_steps: usize,
+    min_bpb: f64,
+    last_bpb: Option<f64>,
+    samples: Vec<(usize, Vec<SampleRecord>)>,
+    failure: Option<String>,
+    stopped_early: bool,
+    allocated: u64,
+    started: std::time::SystemTime,
+}
+
+impl Report {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rc: &RunConfig,
+        h: &Hyper,
+        desc: &str,
+        command_line: &str,
+        ctx: &GpuContext,
+        plan: &MemoryPlan,
+        tokenizer: &Path,
+        data: &Path,
+    ) -> Self {
+        Report {
+            config_name: rc.source.as_ref().map_or("<config>".into(), |p| p.display().to_string()),
+            desc: desc.to_string(),
+            command_line: command_line.to_string(),
+            config_toml: rc.to_toml(),
+            adapter: ctx.describe(),
+            plan_total: plan.total_bytes(),
+            tokenizer: tokenizer.to_path_buf(),
+            data: data.to_path_buf(),
+            tokens_per_param: h.tokens_per_param,
+            num_iterations: h.num_iterations,
+            total_batch: rc.train().total_batch_size,
+            flops_per_token: rc.model.flops_per_token() as f64,
+            smooth: 0.0,
+            total_time: 0.0,
+            timed_steps: 0,
+            min_bpb: f64::INFINITY,
+            last_bpb: None,
+            samples: Vec::new(),
+            failure: None,
+            stopped_early: false,
+            allocated: 0,
+            started: std::time::SystemTime::now(),
+        }
+    }
+
+    /// What a checkpoint keeps of the loop (nanochat's loop_state plus what the EMA needs).
+    pub fn loop_state(&self) -> serde_json::Value {
+        serde_json::json!({
+            "min_val_bpb": if self.min_bpb.is_finite() { Some(self.min_bpb) } else { None },
+            "smooth_train_loss": self.smooth,
+            "total_training_time": self.total_time,
+            "timed_steps": self.timed_steps,
+            "last_val_bpb": self.last_bpb,
+        })
+    }
+
+    pub fn restore(&mut self, v: &serde_json::Value) {
+        self.min_bpb = v["min_val_bpb"].as_f64().unwrap_or(f64::INFINITY);
+        self.smooth = v["smooth_train_loss"].as_f64().unwrap_or(0.0);
+        self.total_time = v["total_training_time"].as_f64().unwrap_or(0.0);
+        self.timed_steps = v["timed_steps"].as_u64().unwrap_or(0) as usize;
+        self.last_bpb = v["last_val_bpb"].as_f64();
+    }
+
+    pub fn eval(&mut self, bpb: f64) {
+        self.min_bpb = self.min_bpb.min(bpb);
+        self.last_bpb = Some(bpb);
+    }
+
+    pub fn last_bpb(&self) -> Option<f64> {
+        self.last_bpb
+    }
+
+    pub fn samples(&mut self, step: usize, s: Vec<SampleRecord>) {
+        self.samples.push((step, s));
+    }
+
+    /// Record a step; returns the debiased smoothed loss nanochat logs.
+    pub fn train_step(&mut self, step: usize, loss: f64, dt: f64, _tps: f64, _mfu: Option<f64>, _gnorm: f64) -> f64 {
+        self.smooth = 0.9 * self.smooth + 0.1 * loss;
+        if step > 10 {
+            self.total_time += dt;
+            self.timed_steps += 1;
+        }
+        self.smooth / (1.0 - 0.9f64.powi(step as i32 + 1))
+    }
+
+    /// Mean step time over the timed steps (every step after the tenth), for the ETA.
+    pub fn mean_dt(&self) -> f64 {
+        if self.timed_steps == 0 {
+            0.0
+        } else {
+            self.total_time / self.timed_steps as f64
+        }
+    }
+
+    pub fn total_time(&self) -> f64 {
+        self.total_time
+    }
+
+    pub fn failure(&mut self, step: usize, why: &str) {
+        self.failure = Some(format!("stopped at step {step}: {why}"));
+    }
+
+    pub fn finish(&mut self, stopped_early: bool, allocated: u64) {
+        self.stopped_early = stopped_early;
+        self.allocated = allocated;
+    }
+
+    /// Write report.md and report.svg; returns the path of report.md.
+    pub fn write(&self, run_dir: &Path) -> crate::Result<PathBuf> {
+        let hist = History::read(&run_dir.join("metrics.jsonl"));
+        let chart = self.chart(&hist);
+        crate::util::write_atomic(&run_dir.join("report.svg"), chart.as_bytes())?;
+        let md = self.markdown(&hist);
+        let path = run_dir.join("report.md");
+        crate::util::write_atomic(&path, md.as_bytes())?;
+        Ok(path)
+    }
+
+    fn chart(&self, h: &History) -> String {
+        let loss: Vec<(f64, f64)> = h.train.iter().map(|(s, r)| (*s as f64, r.loss)).collect();
+        let smooth: Vec<(f64, f64)> = h.train.iter().map(|(s, r)| (*s as f64, r.smooth)).collect();
+        let bpb: Vec<(f64, f64)> = h.evals.iter().map(|(s, b)| (*s as f64, *b)).collect();
+        svg(
+            &format!("wgpt: {}", self.config_name),
+            "step",
+            &[
+                Panel {
+                    y_label: "train loss (nats)",
+                    series: vec![
+                        Series { name: "loss (last micro-batch)", points: &loss, color: "#9ecae1", markers: false },
+                        Series { name: "smoothed (EMA 0.9)", points: &smooth, color: "#1f77b4", markers: false },
+                    ],
+                },
+                Panel {
+                    y_label: "validation bits per byte",
+                    series: vec![Series { name: "val bpb", points: &bpb, color: "#d62728", markers: true }],
+                },
+            ],
+        )
+    }
+
+    fn markdown(&self, h: &History) -> String {
+        let mut s = String::new();
+        let status = if let Some(f) = &self.failure {
+            format!("**failed** — {f}")
+        } else if self.stopped_early {
+            "stopped before the horizon (interrupted; resume with `--resume`)".to_string()
+        } else {
+            "completed".to_string()
+        };
+        s += "# wgpt training report\n\n";
+        s += &format!("- status: {status}\n");
+        s += &format!("- started: {}\n", humantime(self.started));
+        s += &format!("- config: `{}`\n", self.config_name);
+        s += &format!("- command: `{}`\n", self.command_line);
+        s += &format!("- adapter: {} · matmul precision f32 (WGSL, SIMT)\n", self.adapter);
+        s += &format!("- data: `{}` · tokenizer: `{}`\n\n", self.data.display(), self.tokenizer.display());
+        s += "![train loss and validation bpb](report.svg)\n\n";
+        s += "## Run\n\n```\n";
+        s += &self.desc;
+        s += "```\n\n";
+        s += "## Throughput\n\n";
+        let dts: Vec<f64> = h.train.iter().filter(|(st, _)| *st > 10).map(|(_, r)| r.dt_ms).collect();
+        let steps_done = h.train.len();
+        if dts.is_empty() {
+            s += "Too few steps to time (the first ten are excluded as warm-up).\n\n";
+        } else {
+            let mean_ms = dts.iter().sum::<f64>() / dts.len() as f64;
+            let tps = self.total_batch as f64 / (mean_ms / 1e3);
+            let mfu: Vec<f64> = h.train.iter().filter(|(st, _)| *st > 10).filter_map(|(_, r)| r.mfu).collect();
+            s += "| measure | value |\n| --- | --- |\n";
+            s += &format!("| steps run | {steps_done} of {} |\n", self.num_iterations);
+            s += &format!("| mean step time (steps > 10) | {mean_ms:.1} ms |\n");
+            s += &format!("| throughput | {tps:.0} tokens/s |\n");
+            s += &format!("| model FLOP/s | {:.3e} |\n", tps * self.flops_per_token);
+            s += &format!(
+                "| MFU (f32 peak) | {} |\n",
+                mfu.last().map_or("n/a (peak unknown; pass --peak-tflops)".into(), |m| format!("{m:.2}%"))
+            );
+            s += &format!("| training time (steps > 10) | {:.1} min |\n", self.total_time / 60.0);
+            s += &format!(
+                "| GPU memory allocated | {:.1} MiB (plan: {:.1} MiB) |\n\n",
+                self.allocated as f64 / 1048576.0,
+                self.plan_total as f64 / 1048576.0
+            );
+        }
+        s += "## Validation bits per byte\n\n| step | val bpb |\n| --- | --- |\n";
+        for (st, b) in &h.evals {
+            s += &format!("| {st} | {b:.4} |\n");
+        }
+        s += "\n## Train loss\n\n| step | loss | smoothed |\n| --- | --- | --- |\n";
+        let every = (h.train.len() / 20).max(1);
+        for (i, (st, r)) in h.train.iter().enumerate() {
+            if i % every == 0 || i + 1 == h.train.len() {
+                s += &format!("| {st} | {:.4} | {:.4} |\n", r.loss, r.smooth);
+            }
+        }
+        s += "\n## Samples (greedy, 16 tokens)\n\n";
+        if self.samples.is_empty() {
+            s += "None this run.\n";
+        }
+        for (st, list) in &self.samples {
+            s += &format!("Step {st}:\n\n");
+            for r in list {
+                s += &format!("- {} →{}\n", r.prompt, r.completion.replace('\n', "⏎"));
+            }
+            s += "\n";
+        }
+        s += "\n## Assessment\n\n";
+        s += &format!(
+            "- Tokens per scaling parameter: {:.2} (Chinchilla-optimal is ~20; nanochat's compute-optimal is ~10.5–12). {}\n",
+            self.tokens_per_param,
+            if self.tokens_per_param < 10.0 {
+                "Undertrained for its size: a longer horizon or a smaller model would use the compute better."
+            } else if self.tokens_per_param > 25.0 {
+                "Past the compute-optimal point: a larger model would use this budget better."
+            } else {
+                "Near nanochat's compute-optimal range."
+            }
+        );
+        if h.evals.len() >= 2 {
+            let (a, b) = (h.evals[h.evals.len() - 2].1, h.evals[h.evals.len() - 1].1);
+            let falling = b < a * 0.999;
+            s += &format!(
+                "- Validation bpb at the end: {b:.4}, {} the previous evaluation ({a:.4}): {}\n",
+                if falling { "below" } else { "not below" },
+                if falling {
+                    "still falling — the model was not saturated and would benefit from training longer."
+                } else {
+                    "flat — more steps at this size would gain little."
+                }
+            );
+            s += &format!("- Best validation bpb: {:.4}\n", h.evals.iter().map(|e| e.1).fold(f64::INFINITY, f64::min));
+        }
+        s += "\n## Resolved config\n\n```toml\n";
+        s += &self.config_toml;
+        s += "```\n";
+        s
+    }
+}
+
+fn humantime(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    format!("{secs} s since the Unix epoch")
+}
+
+#[derive(Clone, Copy, Debug)]
+struct TrainRow {
+    loss: f64,
+    smooth: f64,
+    dt_ms: f64,
+    mfu: Option<f64>,
+}
+
+/// Everything metrics.jsonl says, one entry per step (the last logged wins).
+struct History {
+    train: Vec<(usize, TrainRow)>,
+    evals: Vec<(usize, f64)>,
+}
+
+impl History {
+    fn read(path: &Path) -> History {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut train: BTreeMap<usize, TrainRow> = BTreeMap::new();
+        let mut evals: BTreeMap<usize, f64> = BTreeMap::new();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let Some(step) = v["step"].as_u64().map(|s| s as usize) else { continue };
+            if let Some(b) = v["val_bpb"].as_f64() {
+                evals.insert(step, b);
+            }
+            if let Some(loss) = v["loss"].as_f64() {
+                train.insert(
+                    step,
+                    TrainRow {
+                        loss,
+                        smooth: v["smooth_loss"].as_f64().unwrap_or(loss),
+                        dt_ms: v["dt_ms"].as_f64().unwrap_or(0.0),
+                        mfu: v["mfu"].as_f64(),
+                    },
+                );
+            }
+        }
+        History { train: train.into_iter().collect(), evals: evals.into_iter().collect() }
+    }
+}
