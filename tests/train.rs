@@ -56,7 +56,7 @@ fn config(dir: &Path) -> PathBuf {
         &p,
         "[model]\ndepth = 2\nhead_dim = 32\nvocab_size = 512\nsequence_len = 32\nwindow_pattern = \"SL\"\n\
          [train]\ndevice_batch_size = 2\ntotal_batch_size = 128\nnum_iterations = 6\neval_every = 3\neval_tokens = 128\n\
-         sample_every = -1\nsave_every = -1\nwarmup_steps = 2\n[memory]\nrecompute = \"mlp\"\n",
+         sample_every = 3\nsave_every = -1\nwarmup_steps = 2\n[memory]\nrecompute = \"mlp\"\n",
     )
     .unwrap();
     p
@@ -125,6 +125,7 @@ fn resumed_run_reproduces_the_uninterrupted_losses() {
     assert!(l1.last().unwrap().1 < l1[0].1, "{l1:?}");
     let md = std::fs::read_to_string(full.join("report.md")).unwrap();
     assert!(md.contains("report.svg") && md.contains("val bpb") && md.contains("Tokens per scaling parameter"));
+    assert!(md.contains("The capital of France is"), "samples in the report");
     assert!(std::fs::read_to_string(full.join("report.svg")).unwrap().contains("<polyline"));
     // A finished run refuses to start again over its checkpoints.
     let e = run(&opener, &args(&cfg, &data, &tok, &full), "test").unwrap_err().to_string();

@@ -361,7 +361,7 @@ pub fn run(
         if fresh && tr.sample_every > 0 && (last || (step > 0 && due(tr.sample_every, step))) {
             if engine.is_none() {
                 // Built once and kept: its KV cache is reported on top of the training plan.
-                engine = Some(super::sampling::engine_for(&ctx, &model, &tok)?);
+                engine = Some(super::sampling::engine_for(&ctx, &model)?);
             }
             let samples = super::sampling::samples(engine.as_mut().unwrap(), &tok)?;
             for s in &samples {
