@@ -18,7 +18,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::tensor::window_slack;
-use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides};
+use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides, Window};
 use crate::kernels::Stream;
 
 /// Largest head size the kernels' register tiles hold (D/4 ≤ 32 vec4 columns, two per invocation).
@@ -475,65 +475,45 @@ pub fn attention_backward_ws(
     let g = h / hkv;
     // All dq dispatches first, so every chunk's Δ exists before any dk/dv dispatch reads it (each
     // chunk only reads its own rows, but this keeps the ordering argument trivial).
+    // The windows both passes bind for a chunk of batches: q, k, v, dout, lse, Δ.
+    let common = |b0: usize, b1: usize| -> Result<[Window<'_>; 6]> {
+        Ok([
+            q.window(b0 * qb, b1 * qb, align, max)?,
+            k.window(b0 * kb, b1 * kb, align, max)?,
+            v.window(b0 * kb, b1 * kb, align, max)?,
+            dout.window(b0 * qb, b1 * qb, align, max)?,
+            lse.window(b0 * lb, b1 * lb, align, max)?,
+            delta.window(b0 * lb, b1 * lb, align, max)?,
+        ])
+    };
+    let base = |w: &[Window<'_>; 6]| AttnParams {
+        off_q: w[0].elem_offset,
+        off_k: w[1].elem_offset,
+        off_v: w[2].elem_offset,
+        off_o: w[3].elem_offset,
+        off_lse: w[4].elem_offset,
+        off_delta: w[5].elem_offset,
+        ..params(&dims, window, scale)
+    };
     for &(b0, b1) in &chunks {
-        let wq = q.window(b0 * qb, b1 * qb, align, max)?;
-        let wk = k.window(b0 * kb, b1 * kb, align, max)?;
-        let wv = v.window(b0 * kb, b1 * kb, align, max)?;
-        let wdo = dout.window(b0 * qb, b1 * qb, align, max)?;
-        let wl = lse.window(b0 * lb, b1 * lb, align, max)?;
-        let wd = delta.window(b0 * lb, b1 * lb, align, max)?;
+        let w = common(b0, b1)?;
         let wo = out.window(b0 * qb, b1 * qb, align, max)?;
         let wdq = dq.window(b0 * qb, b1 * qb, align, max)?;
-        let params = AttnParams {
-            off_q: wq.elem_offset,
-            off_k: wk.elem_offset,
-            off_v: wv.elem_offset,
-            off_o: wdo.elem_offset,
-            off_lse: wl.elem_offset,
-            off_delta: wd.elem_offset,
-            off_x: wo.elem_offset,
-            off_g0: wdq.elem_offset,
-            ..params(&dims, window, scale)
-        };
+        let p = AttnParams { off_x: wo.elem_offset, off_g0: wdq.elem_offset, ..base(&w) };
         let groups = [t_dq.groups_x(AttnPass::BackwardDq, t, g) as u32, hkv as u32, (b1 - b0) as u32];
-        let dispatch = ctx.dispatch(
-            Kernel::AttentionBackwardDq,
-            p_dq.clone(),
-            &[wq, wk, wv, wdo, wl, wd, wo, wdq],
-            bytemuck::bytes_of(&params),
-            groups,
-        )?;
-        s.push(dispatch);
+        let [wq, wk, wv, wdo, wl, wd] = w;
+        let windows = [wq, wk, wv, wdo, wl, wd, wo, wdq];
+        s.push(ctx.dispatch(Kernel::AttentionBackwardDq, p_dq.clone(), &windows, bytemuck::bytes_of(&p), groups)?);
     }
     for &(b0, b1) in &chunks {
-        let wq = q.window(b0 * qb, b1 * qb, align, max)?;
-        let wk = k.window(b0 * kb, b1 * kb, align, max)?;
-        let wv = v.window(b0 * kb, b1 * kb, align, max)?;
-        let wdo = dout.window(b0 * qb, b1 * qb, align, max)?;
-        let wl = lse.window(b0 * lb, b1 * lb, align, max)?;
-        let wd = delta.window(b0 * lb, b1 * lb, align, max)?;
+        let w = common(b0, b1)?;
         let wdk = dk.window(b0 * kb, b1 * kb, align, max)?;
         let wdv = dv.window(b0 * kb, b1 * kb, align, max)?;
-        let params = AttnParams {
-            off_q: wq.elem_offset,
-            off_k: wk.elem_offset,
-            off_v: wv.elem_offset,
-            off_o: wdo.elem_offset,
-            off_lse: wl.elem_offset,
-            off_delta: wd.elem_offset,
-            off_g0: wdk.elem_offset,
-            off_g1: wdv.elem_offset,
-            ..params(&dims, window, scale)
-        };
+        let p = AttnParams { off_g0: wdk.elem_offset, off_g1: wdv.elem_offset, ..base(&w) };
         let groups = [t_kv.groups_x(AttnPass::BackwardDkdv, t, g) as u32, hkv as u32, (b1 - b0) as u32];
-        let dispatch = ctx.dispatch(
-            Kernel::AttentionBackwardDkdv,
-            p_kv.clone(),
-            &[wq, wk, wv, wdo, wl, wd, wdk, wdv],
-            bytemuck::bytes_of(&params),
-            groups,
-        )?;
-        s.push(dispatch);
+        let [wq, wk, wv, wdo, wl, wd] = w;
+        let windows = [wq, wk, wv, wdo, wl, wd, wdk, wdv];
+        s.push(ctx.dispatch(Kernel::AttentionBackwardDkdv, p_kv.clone(), &windows, bytemuck::bytes_of(&p), groups)?);
     }
     Ok(())
 }
