@@ -110,7 +110,7 @@ pub fn matmul_bench(
     out(&format!("adapter: {}", ctx.describe()));
     out(&format!("cpu sgemm: matrixmultiply crate, {threads} thread(s)"));
     out(&format!("autotune: {:?}, cache {:?}", ctx.autotune.mode(), ctx.autotune.cache_file()));
-    out("figures are GFLOP/s (2·M·N·K per product), median of the timed runs after one warm-up");
+    out("figures are GFLOP/s (2·M·N·K per product): median of the timed runs after one warm-up, variants timed round-robin");
     let mut rows = Vec::new();
     let mut summary = Vec::new();
     for &shape in &opts.shapes {
@@ -122,21 +122,38 @@ pub fn matmul_bench(
             let tc = ctx.tensor("bench C", g.c_len())?;
             let pick = matmul::choose_variant(ctx, &g)?;
             out(&format!("\n{}x{}x{} {} (M×N×K, {})", shape.0, shape.1, shape.2, g.layout(), layout_role(layout)));
-            let mut naive = None;
-            let mut picked = None;
-            for v in MATMUL_VARIANTS.iter().copied().filter(|v| v.fits(&ctx.limits)) {
+            // Record every variant, warm each up, then time them round-robin: on a shared, noisy
+            // machine each variant then sees the same mix of load, so the ratios hold even when
+            // the absolute figures drift.
+            let variants: Vec<MatmulVariant> =
+                MATMUL_VARIANTS.iter().copied().filter(|v| v.fits(&ctx.limits)).collect();
+            let mut recorded = Vec::new();
+            for &v in &variants {
                 let mut s = Stream::new(ctx);
                 matmul::matmul_variant(&mut s, v, &tc, &ta, &tb, &g, 1.0, 0.0)?;
-                let (rate, n) = sample(g.flops(), opts.reps, opts.budget, || ctx.time(s.dispatches(), 1))?;
-                if v == MatmulVariant::Naive {
-                    naive = Some(rate);
+                ctx.time(s.dispatches(), 1)?;
+                recorded.push(s.dispatches().to_vec());
+            }
+            let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+            let start = Instant::now();
+            let mut round = 0;
+            while round < opts.reps.max(3) && (round < 3 || start.elapsed() < opts.budget * variants.len() as u32) {
+                for (i, d) in recorded.iter().enumerate() {
+                    rates[i].push(g.flops() / ctx.time(d, 1)?.as_secs_f64() / 1e9);
                 }
+                round += 1;
+            }
+            let naive = variants.iter().position(|&v| v == MatmulVariant::Naive).map(|i| median(&rates[i]));
+            let mut picked = None;
+            for (i, &v) in variants.iter().enumerate() {
+                let rate = median(&rates[i]);
+                let n = rates[i].len();
                 if v == pick {
                     picked = Some(rate);
                 }
                 let ratio = naive.map_or(String::new(), |b| format!("{:>6.2}x naive", rate / b));
                 let mark = if v == pick { "  <- autotune pick" } else { "" };
-                out(&format!("  {:<18} {:>9.2}  {ratio}{mark}   ({n} runs)", v.name(), rate));
+                out(&format!("  {:<20} {:>9.2}  {ratio}{mark}   ({n} runs)", v.name(), rate));
                 rows.push(MatmulBenchRow {
                     shape,
                     layout: layout.clone(),
