@@ -20,7 +20,14 @@ use wgpt::validate::suite::{self, Row, SuiteOptions};
 /// Run the suite rows whose kernel name contains `filter`; fail with every failing row's report.
 fn suite_rows(ctx: &GpuContext, filter: &str, quick: bool) -> Vec<Row> {
     let seed = std::env::var("WGPT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(Rng::fresh_seed);
-    let opts = SuiteOptions { filter: Some(filter.to_string()), quick, ..SuiteOptions::new(seed) };
+    // Every variant at every shape but the GPT-size products, where the two per-adapter defaults
+    // run (all variants there: `wgpt validate`).
+    let opts = SuiteOptions {
+        filter: Some(filter.to_string()),
+        quick,
+        all_variants_at_gpt_shapes: false,
+        ..SuiteOptions::new(seed)
+    };
     let rows = suite::run(ctx, &opts, &mut |_| {}).expect("suite ran");
     assert!(!rows.is_empty(), "filter {filter} matched nothing");
     eprintln!("seed {seed}: {} rows for {filter}", rows.len());

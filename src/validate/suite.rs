@@ -24,13 +24,17 @@ pub struct SuiteOptions {
     pub filter: Option<String>,
     /// Skip the GPT-size products (2048×768×768 and 2048×3072×768) for quick local iterations.
     pub quick: bool,
+    /// Run every matmul variant at the GPT-size products too (`wgpt validate`). Without it only
+    /// the two per-adapter defaults run there (`cargo test`, to keep CI short); every variant
+    /// still runs at every other shape, ragged, batched and chunked ones included.
+    pub all_variants_at_gpt_shapes: bool,
     /// Binding limit of the second context that exercises chunking.
     pub chunk_binding_bytes: u64,
 }
 
 impl SuiteOptions {
     pub fn new(seed: u64) -> Self {
-        Self { seed, filter: None, quick: false, chunk_binding_bytes: 64 << 10 }
+        Self { seed, filter: None, quick: false, all_variants_at_gpt_shapes: true, chunk_binding_bytes: 64 << 10 }
     }
 }
 
@@ -213,7 +217,11 @@ fn run_matmul_case(ctx: &GpuContext, r: &mut Runner<'_>, kernel: &str, case: &Ma
     let ta = upload_at(ctx, "A", &a, case.pads[0])?;
     let tb = upload_at(ctx, "B", &b, case.pads[1])?;
     let tc = upload_at(ctx, "C", &c0, case.pads[2])?;
-    for v in MATMUL_VARIANTS.iter().filter(|v| v.fits(&ctx.limits)) {
+    let gpt_size = g.m * g.n * g.k >= 1 << 30;
+    let defaults =
+        [MatmulVariant::Register { rx: 8, ry: 8, tm: 8, tn: 8 }, MatmulVariant::Tiled { bm: 64, bn: 64, bk: 16 }];
+    let run_all = r.opts.all_variants_at_gpt_shapes || !gpt_size;
+    for v in MATMUL_VARIANTS.iter().filter(|v| v.fits(&ctx.limits) && (run_all || defaults.contains(v))) {
         ctx.write(&tc, &c0)?;
         let t0 = Instant::now();
         let mut st = Stream::new(ctx);
