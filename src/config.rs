@@ -39,6 +39,16 @@ pub struct TrainSpec {
     pub unembedding_lr: f64,
     pub matrix_lr: f64,
     pub scalar_lr: f64,
+    /// The batch the lrs above were tuned at: every lr but the smear group's is multiplied by
+    /// √(total_batch_size / lr_reference_batch). nanochat tunes at 524,288 tokens (so the seed run's
+    /// 65,536 scales them by 0.354). A short run at a tiny batch can set its own batch here and
+    /// take the lrs as they are (configs/cpu-small.toml). The Muon weight decay keeps nanochat's
+    /// rule at 524,288 whatever this is.
+    pub lr_reference_batch: usize,
+    /// The smear group's lr (smear gate, smear lambda, backout lambda). nanochat fixes it at 0.2
+    /// and, unlike every other lr, does not scale it with the batch: at a small batch it is then
+    /// far hotter than the rest of the model (see configs/cpu-small.toml).
+    pub smear_lr: f64,
     /// Muon weight decay at the reference batch, scaled by batch and horizon (0.28 → 0.099 for
     /// the seed run).
     pub weight_decay: f64,
@@ -71,6 +81,8 @@ impl Default for TrainSpec {
             unembedding_lr: 0.008,
             matrix_lr: 0.02,
             scalar_lr: 0.5,
+            lr_reference_batch: 524_288,
+            smear_lr: 0.2,
             weight_decay: 0.28,
             warmup_steps: 40,
             warmdown_ratio: 0.65,

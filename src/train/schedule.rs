@@ -67,7 +67,12 @@ impl Hyper {
             });
         }
         let total_tokens = num_iterations as u64 * tr.total_batch_size as u64;
-        let batch_lr_scale = (b / B_REF).sqrt();
+        if tr.lr_reference_batch == 0 {
+            return Err(Error::Config {
+                message: "train.lr_reference_batch is 0\n  HINT: nanochat's is 524288 (the default)".into(),
+            });
+        }
+        let batch_lr_scale = (b / tr.lr_reference_batch as f64).sqrt();
         let dmodel_lr_scale = (m.n_embd as f64 / 768.0).powf(-0.5);
         let warmdown_steps = (tr.warmdown_ratio * num_iterations as f64).round() as usize;
         Ok(Hyper {
@@ -83,9 +88,9 @@ impl Hyper {
             lr_value_embeds: tr.embedding_lr * batch_lr_scale * dmodel_lr_scale * 0.5,
             lr_resid: tr.scalar_lr * batch_lr_scale * 0.01,
             lr_x0: tr.scalar_lr * batch_lr_scale,
-            lr_smear: 0.2,
+            lr_smear: tr.smear_lr,
             lr_muon: tr.matrix_lr * batch_lr_scale,
-            muon_weight_decay: tr.weight_decay * batch_lr_scale * (d_ref / d),
+            muon_weight_decay: tr.weight_decay * (b / B_REF).sqrt() * (d_ref / d),
             warmup_steps: tr.warmup_steps,
             warmdown_steps,
             final_lr_frac: tr.final_lr_frac,
@@ -191,5 +196,24 @@ mod tests {
         assert!(close(h.muon_momentum(9999), 0.90001, 1e-5));
         assert!(close(h.muon_weight_decay_at(3500), 0.07197, 5e-6));
         assert!(close(h.muon_weight_decay_at(6750), 0.02364, 5e-6));
+    }
+
+    #[test]
+    fn lr_reference_batch_scales_lrs_but_not_the_muon_decay() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/rtx4070-d12.toml");
+        let own = ["train.lr_reference_batch=65536".to_string(), "train.smear_lr=0.05".to_string()];
+        let h = Hyper::resolve(&RunConfig::load(&path, &own).unwrap()).unwrap();
+        let seed = seed_run();
+        // At its own batch the lrs are nanochat's CLI values as given (d12: width scale 1).
+        assert_eq!(h.batch_lr_scale, 1.0);
+        assert!(close(h.lr_muon, 0.02, 1e-12));
+        assert!(close(h.lr_embedding, 0.3, 1e-12));
+        assert!(close(h.lr_unembedding, 0.008, 1e-12));
+        assert!(close(h.lr_x0, 0.5, 1e-12));
+        assert_eq!(h.lr_smear, 0.05);
+        assert_eq!(h.muon_weight_decay, seed.muon_weight_decay);
+        let zero = ["train.lr_reference_batch=0".to_string()];
+        let err = Hyper::resolve(&RunConfig::load(&path, &zero).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("lr_reference_batch"), "{err}");
     }
 }

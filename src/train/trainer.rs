@@ -110,8 +110,8 @@ pub fn describe_run(rc: &RunConfig, h: &Hyper, plan: &MemoryPlan) -> String {
         h.num_iterations, h.horizon_source, h.total_tokens, h.tokens_per_param, h.total_flops
     );
     s += &format!(
-        "lr scale: batch √({}/524288) = {:.6}, width (C/768)^-½ = {:.6}\n",
-        tr.total_batch_size, h.batch_lr_scale, h.dmodel_lr_scale
+        "lr scale: batch √({}/{}) = {:.6}, width (C/768)^-½ = {:.6}\n",
+        tr.total_batch_size, tr.lr_reference_batch, h.batch_lr_scale, h.dmodel_lr_scale
     );
     s += "optimizer groups (effective base lr before the schedule):\n";
     for g in [
