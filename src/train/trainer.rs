@@ -71,16 +71,24 @@ pub struct TrainArgs {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_sigint(_: libc::c_int) {
+extern "C" fn on_sigint(sig: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
+    // SAFETY: signal() is async-signal-safe. Back to the default action, so a second Ctrl-C (or
+    // SIGTERM) kills the process at once.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
 }
 
-/// Ctrl-C sets a flag the loop checks after every step; a second Ctrl-C kills as usual.
+/// Ctrl-C, or the SIGTERM a job scheduler or `kill` sends, sets a flag the loop checks after
+/// every step (it then checkpoints, writes the report and exits); a second one kills as usual.
 fn install_sigint() {
     #[cfg(unix)]
     unsafe {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        // SAFETY: the handler only stores to an atomic and resets its own disposition, both
+        // async-signal-safe.
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
     }
 }
 
