@@ -155,6 +155,17 @@ fn bad_configs_and_inputs_are_refused_before_training() {
     a.overrides = vec!["model.vocab_size=1024".into()];
     let e = run(&opener, &a, "t").unwrap_err().to_string();
     assert!(e.contains("512") && e.contains("1024"), "{e}");
+    // A tokenizer path that does not exist.
+    let mut a = args(&cfg, &data, &dir.join("missing-tokenizer.json"), &dir.join("r4"));
+    let e = run(&opener, &a, "t").unwrap_err().to_string();
+    assert!(e.contains("missing-tokenizer.json") && e.contains("no such file"), "{e}");
+    // A plan larger than the adapter's memory (lavapipe's heap is the machine's RAM): 2^20
+    // sequences per micro-step need hundreds of GiB.
+    a.tokenizer = Some(tok.clone());
+    a.overrides = vec!["train.device_batch_size=1048576".into(), "train.total_batch_size=67108864".into()];
+    let e = run(&opener, &a, "t").unwrap_err().to_string();
+    assert!(e.contains("memory plan needs") && e.contains("device_batch_size"), "{e}");
+    assert!(!dir.join("r4").join("checkpoints").exists(), "a refused run writes no checkpoint");
     // A dry run allocates nothing and needs no data.
     let mut d = args(&cfg, &dir.join("absent"), &dir.join("absent.json"), &dir.join("r3"));
     d.dry_run = true;
