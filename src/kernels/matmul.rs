@@ -219,11 +219,15 @@ impl MatmulVariant {
     /// register kernel on CPU drivers.
     pub fn default_for(ctx: &GpuContext) -> Self {
         if ctx.is_cpu() {
-            MatmulVariant::Register { rx: 8, ry: 8, tm: 8, tn: 8 }
+            Self::CPU_DEFAULT
         } else {
-            MatmulVariant::Tiled { bm: 64, bn: 64, bk: 16 }
+            Self::GPU_DEFAULT
         }
     }
+
+    /// The default on CPU drivers (lavapipe) and on GPUs, see [`MatmulVariant::default_for`].
+    pub const CPU_DEFAULT: Self = MatmulVariant::Register { rx: 8, ry: 8, tm: 8, tn: 8 };
+    pub const GPU_DEFAULT: Self = MatmulVariant::Tiled { bm: 64, bn: 64, bk: 16 };
 
     fn overrides(&self, g: &Gemm, aligned: bool) -> Overrides {
         let o = Overrides::new().flag("TRANS_A", g.trans_a).flag("TRANS_B", g.trans_b);

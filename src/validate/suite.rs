@@ -218,8 +218,7 @@ fn run_matmul_case(ctx: &GpuContext, r: &mut Runner<'_>, kernel: &str, case: &Ma
     let tb = upload_at(ctx, "B", &b, case.pads[1])?;
     let tc = upload_at(ctx, "C", &c0, case.pads[2])?;
     let gpt_size = g.m * g.n * g.k >= 1 << 30;
-    let defaults =
-        [MatmulVariant::Register { rx: 8, ry: 8, tm: 8, tn: 8 }, MatmulVariant::Tiled { bm: 64, bn: 64, bk: 16 }];
+    let defaults = [MatmulVariant::CPU_DEFAULT, MatmulVariant::GPU_DEFAULT];
     let run_all = r.opts.all_variants_at_gpt_shapes || !gpt_size;
     for v in MATMUL_VARIANTS.iter().filter(|v| v.fits(&ctx.limits) && (run_all || defaults.contains(v))) {
         ctx.write(&tc, &c0)?;
