@@ -4,8 +4,9 @@
 
 use crate::error::Result;
 use crate::gpu::GpuContext;
-use crate::kernels::matmul::{self, median, Gemm, MatmulVariant, MATMUL_VARIANTS};
+use crate::kernels::matmul::{self, median, Gemm, MatmulPrecision, MatmulVariant};
 use crate::kernels::Stream;
+use crate::train::mfu::{peak_flops, Precision};
 use crate::util::Rng;
 use std::time::{Duration, Instant};
 
@@ -38,8 +39,12 @@ pub struct MatmulBenchRow {
     pub shape: (usize, usize, usize),
     pub layout: String,
     pub variant: String,
+    /// "f32", "f16" (f16 inputs, f32 accumulation) or "f16acc"; "cpu" for the sgemm line.
+    pub precision: String,
     pub gflops: f64,
     pub samples: usize,
+    /// Percent of the adapter's peak at the variant's precision, where the peak is known.
+    pub peak_percent: Option<f64>,
 }
 
 fn gemm_for(layout: &str, (m, n, k): (usize, usize, usize)) -> Gemm {
@@ -120,17 +125,21 @@ pub fn matmul_bench(
             let ta = ctx.upload("bench A", &rng.vec_uniform(g.a_len(), -1.0, 1.0))?;
             let tb = ctx.upload("bench B", &rng.vec_uniform(g.b_len(), -1.0, 1.0))?;
             let tc = ctx.tensor("bench C", g.c_len())?;
-            let pick = matmul::choose_variant(ctx, &g)?;
+            // What autotuning picks for an f32 product and for one that accepts f16 inputs.
+            let pick = matmul::choose_variant(ctx, &g, crate::gpu::DType::F32)?;
+            let g16 = g.with_precision(MatmulPrecision::F16);
+            let pick16 = matmul::choose_variant(ctx, &g16, crate::gpu::DType::F32)?;
             out(&format!("\n{}x{}x{} {} (M×N×K, {})", shape.0, shape.1, shape.2, g.layout(), layout_role(layout)));
             // Record every variant, warm each up, then time them round-robin: on a shared, noisy
             // machine each variant then sees the same mix of load, so the ratios hold even when
-            // the absolute figures drift.
-            let variants: Vec<MatmulVariant> =
-                MATMUL_VARIANTS.iter().copied().filter(|v| v.fits(&ctx.limits)).collect();
+            // the absolute figures drift. Coop variants run where the adapter has cooperative
+            // matrices (also unadvertised sizes, labelled so), on f32 operands rounded while staged.
+            let variants: Vec<MatmulVariant> = matmul::all_variants().filter(|v| v.fits(ctx)).collect();
             let mut recorded = Vec::new();
             for &v in &variants {
                 let mut s = Stream::new(ctx);
-                matmul::matmul_variant(&mut s, v, &tc, &ta, &tb, &g, 1.0, 0.0)?;
+                let gv = if v.precision() == MatmulPrecision::F32 { g } else { g.with_precision(v.precision()) };
+                matmul::matmul_variant(&mut s, v, &tc, &ta, &tb, &gv, 1.0, 0.0)?;
                 ctx.time(s.dispatches(), 1)?;
                 recorded.push(s.dispatches().to_vec());
             }
@@ -144,54 +153,136 @@ pub fn matmul_bench(
                 round += 1;
             }
             let naive = variants.iter().position(|&v| v == MatmulVariant::Naive).map(|i| median(&rates[i]));
-            let mut picked = None;
+            let (mut best32, mut best16) = (None::<(String, f64)>, None::<(String, f64)>);
+            let (mut picked, mut picked16) = (None, None);
             for (i, &v) in variants.iter().enumerate() {
                 let rate = median(&rates[i]);
                 let n = rates[i].len();
                 if v == pick {
                     picked = Some(rate);
                 }
+                if v == pick16 {
+                    picked16 = Some(rate);
+                }
+                let best = if v.precision() == MatmulPrecision::F32 { &mut best32 } else { &mut best16 };
+                if best.as_ref().is_none_or(|b| rate > b.1) {
+                    *best = Some((v.name(), rate));
+                }
+                let peak = peak_flops(
+                    &ctx.info.name,
+                    if v.precision() == MatmulPrecision::F32 { Precision::F32 } else { Precision::Bf16Dense },
+                );
+                let pct = peak.map(|p| 100.0 * rate * 1e9 / p);
                 let ratio = naive.map_or(String::new(), |b| format!("{:>6.2}x naive", rate / b));
-                let mark = if v == pick { "  <- autotune pick" } else { "" };
-                out(&format!("  {:<20} {:>9.2}  {ratio}{mark}   ({n} runs)", v.name(), rate));
+                let mut mark = String::new();
+                if v == pick {
+                    mark += "  <- autotune pick (f32)";
+                }
+                if v == pick16 && v != pick {
+                    mark += "  <- autotune pick (f16 accepted)";
+                }
+                let adv = match v {
+                    MatmulVariant::Coop(c) if !c.advertised(ctx) => " unadv.",
+                    _ => "",
+                };
+                out(&format!(
+                    "  {:<22} {:<6}{:<7} {:>9.2} {:>8} {ratio}{mark}   ({n} runs)",
+                    v.name(),
+                    v.precision().name(),
+                    adv,
+                    rate,
+                    tflops_and_peak(rate, pct),
+                ));
                 rows.push(MatmulBenchRow {
                     shape,
                     layout: layout.clone(),
                     variant: v.name(),
+                    precision: v.precision().name().into(),
                     gflops: rate,
                     samples: n,
+                    peak_percent: pct,
                 });
             }
             let cpu = cpu_sgemm_gflops(&g, opts.reps, opts.budget)?;
-            out(&format!("  {:<18} {:>9.2}", "cpu sgemm", cpu));
+            out(&format!("  {:<22} {:<13} {:>9.2}", "cpu sgemm", "f32", cpu));
             rows.push(MatmulBenchRow {
                 shape,
                 layout: layout.clone(),
                 variant: "cpu_sgemm".into(),
+                precision: "cpu".into(),
                 gflops: cpu,
                 samples: 0,
+                peak_percent: None,
             });
-            summary.push((shape, g.layout(), pick.name(), picked.unwrap_or(0.0), naive.unwrap_or(0.0), cpu));
+            summary.push(SummaryLine {
+                shape,
+                layout: g.layout(),
+                pick: pick.name(),
+                pick_rate: picked.unwrap_or(0.0),
+                pick16: pick16.name(),
+                pick16_rate: picked16.unwrap_or(0.0),
+                best32,
+                best16,
+                cpu,
+            });
         }
     }
-    out("\nsummary");
+    out("\nsummary (GFLOP/s; ratio = best f16-input variant / best f32 variant, same run)");
     out(&format!(
-        "  {:<16} {:<6} {:<18} {:>10} {:>10} {:>12} {:>10}",
-        "shape", "layout", "autotune pick", "pick", "naive", "pick/naive", "cpu sgemm"
+        "  {:<16} {:<6} {:<22} {:>9} {:<22} {:>9} {:>8} {:>10}",
+        "shape", "layout", "best f32", "", "best coop f16", "", "ratio", "cpu sgemm"
     ));
-    for (shape, layout, name, pick, naive, cpu) in summary {
+    for l in &summary {
+        let (n32, r32) = l.best32.clone().unwrap_or(("-".into(), 0.0));
+        let (n16, r16) = l.best16.clone().unwrap_or(("(no coop)".into(), 0.0));
+        let ratio = if r16 > 0.0 { format!("{:.2}x", r16 / r32.max(1e-12)) } else { "-".into() };
         out(&format!(
-            "  {:<16} {:<6} {:<18} {:>10.2} {:>10.2} {:>11.2}x {:>10.2}",
-            format!("{}x{}x{}", shape.0, shape.1, shape.2),
-            layout,
-            name,
-            pick,
-            naive,
-            pick / naive.max(1e-12),
-            cpu
+            "  {:<16} {:<6} {:<22} {:>9.2} {:<22} {:>9.2} {:>8} {:>10.2}",
+            format!("{}x{}x{}", l.shape.0, l.shape.1, l.shape.2),
+            l.layout,
+            n32,
+            r32,
+            n16,
+            r16,
+            ratio,
+            l.cpu
+        ));
+    }
+    out("autotune picks:");
+    for l in &summary {
+        out(&format!(
+            "  {:<16} {:<6} f32: {} ({:.2})   f16 accepted: {} ({:.2})",
+            format!("{}x{}x{}", l.shape.0, l.shape.1, l.shape.2),
+            l.layout,
+            l.pick,
+            l.pick_rate,
+            l.pick16,
+            l.pick16_rate
         ));
     }
     Ok(rows)
+}
+
+struct SummaryLine {
+    shape: (usize, usize, usize),
+    layout: &'static str,
+    pick: String,
+    pick_rate: f64,
+    pick16: String,
+    pick16_rate: f64,
+    best32: Option<(String, f64)>,
+    best16: Option<(String, f64)>,
+    cpu: f64,
+}
+
+/// "12.3 TF 21%" above 1 TFLOP/s, else the percent alone (or nothing when the peak is unknown).
+fn tflops_and_peak(gflops: f64, pct: Option<f64>) -> String {
+    let p = pct.map_or(String::new(), |p| format!("{p:.0}%"));
+    if gflops >= 1000.0 {
+        format!("{:.1}TF {p}", gflops / 1000.0)
+    } else {
+        p
+    }
 }
 
 fn layout_role(layout: &str) -> &'static str {

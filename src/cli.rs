@@ -318,6 +318,10 @@ fn adapters_cmd(gpu: &GpuArgs, json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+fn wgpt_coop_line(ctx: &crate::gpu::GpuContext) -> String {
+    crate::kernels::matmul_coop::coop_status(ctx).describe()
+}
+
 fn validate_cmd(gpu: &GpuArgs, args: &ValidateArgs) -> anyhow::Result<i32> {
     let seed = args.seed.unwrap_or_else(Rng::fresh_seed);
     let ctx = gpu.open()?;
@@ -334,14 +338,17 @@ fn validate_cmd(gpu: &GpuArgs, args: &ValidateArgs) -> anyhow::Result<i32> {
             println!("    {}", d.replace('\n', "\n    "));
         }
     })?;
-    let failed = rows.iter().filter(|r| !r.pass).count();
+    let failed = rows.iter().filter(|r| r.failed()).count();
+    let not_run = rows.iter().filter(|r| !r.ran()).count();
     println!(
-        "\n{} rows, {} passed, {} failed, {:.1} s (seed {seed})",
+        "\n{} rows, {} passed, {} failed, {} not run, {:.1} s (seed {seed})",
         rows.len(),
-        rows.len() - failed,
+        rows.iter().filter(|r| r.pass).count(),
         failed,
+        not_run,
         t0.elapsed().as_secs_f64()
     );
+    println!("cooperative matrices: {}", wgpt_coop_line(&ctx));
     if rows.is_empty() {
         eprintln!("no rows matched the filter");
         return Ok(1);

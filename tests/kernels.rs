@@ -5,9 +5,10 @@
 //! These need an adapter (lavapipe in CI). Without one they fail, unless WGPT_ALLOW_NO_GPU=1.
 
 use wgpt::config::MemorySpec;
-use wgpt::gpu::{AutotuneMode, GpuContext, GpuOptions, Shader};
+use wgpt::gpu::{AutotuneMode, DType, GpuContext, GpuOptions, Shader};
 use wgpt::kernels::embedding::{EmbeddingBuckets, GpuEmbeddingBuckets};
-use wgpt::kernels::matmul::{self, Gemm, MatmulVariant};
+use wgpt::kernels::matmul::{self, Gemm, MatmulPrecision, MatmulVariant};
+use wgpt::kernels::matmul_coop;
 use wgpt::kernels::{attention, crossentropy, elementwise, embedding, reduce, residual, smear, vegate, Stream};
 use wgpt::model::memory::{Category, MemoryPlan};
 use wgpt::model::{GptConfig, ParamLayout};
@@ -44,7 +45,7 @@ fn assert_rows_pass(filter: &str, quick: bool) {
     let rows = suite_rows(ctx, filter, quick);
     let failures: Vec<String> = rows
         .iter()
-        .filter(|r| !r.pass)
+        .filter(|r| r.failed())
         .map(|r| format!("{}\n    {}", suite::format_row(r), r.detail.as_deref().unwrap_or("")))
         .collect();
     assert!(failures.is_empty(), "{} failing rows (replay with WGPT_SEED):\n{}", failures.len(), failures.join("\n"));
@@ -353,7 +354,7 @@ fn broken_tile_edge_is_caught() {
         good.replace(needle, "if (n0 + j + 1u < p.N) {\n                    store_c("),
     );
     let rows = suite_rows(&ctx, "matmul_nt", true);
-    let failed: Vec<&Row> = rows.iter().filter(|r| !r.pass).collect();
+    let failed: Vec<&Row> = rows.iter().filter(|r| r.failed()).collect();
     // Every register and tiled row fails (they share store_tile); the naive kernel does not use it.
     assert!(failed.iter().any(|r| r.variant.starts_with("register")));
     assert!(failed.iter().any(|r| r.variant.starts_with("tiled")));
@@ -439,8 +440,8 @@ fn autotune_picks_a_passing_variant_and_caches_it() {
     let opts = GpuOptions { autotune: AutotuneMode::On, cache_dir: Some(dir.clone()), ..test_options() };
     let g = Gemm::nt(256, 192, 128);
     let ctx = GpuContext::new(&opts).unwrap();
-    let v = matmul::choose_variant(&ctx, &g).unwrap();
-    let class = matmul::shape_class(&g);
+    let v = matmul::choose_variant(&ctx, &g, DType::F32).unwrap();
+    let class = matmul::shape_class(&g, DType::F32);
     let choice = ctx.autotune.lookup(&class).expect("choice recorded");
     assert_eq!(choice.variant, v.name());
     assert!(choice.measured.windows(2).all(|w| w[0].1 >= w[1].1), "ranked best first");
@@ -455,8 +456,112 @@ fn autotune_picks_a_passing_variant_and_caches_it() {
     assert_eq!(ctx2.autotune.lookup(&class), Some(choice));
     // Autotune off: the per-adapter default, no timing.
     let off = GpuContext::new(&GpuOptions { autotune: AutotuneMode::Off, cache_dir: None, ..test_options() }).unwrap();
-    assert_eq!(matmul::choose_variant(&off, &g).unwrap(), MatmulVariant::default_for(&off));
+    assert_eq!(
+        matmul::choose_variant(&off, &g, DType::F32).unwrap(),
+        MatmulVariant::default_for(&off, MatmulPrecision::F32, DType::F32).unwrap()
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Autotuning ranks only variants whose precision the caller accepts: an f32 product never gets a
+/// coop kernel, whatever is fastest; one that accepts f16 may, where the adapter uses them, and
+/// then its choice is cached under its own class. Where cooperative matrices are not in use, an
+/// f16-accepting product gets an f32 kernel, and f16 operands are refused with the reason.
+#[test]
+fn autotune_respects_the_accepted_precision() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wgpt-autotune-prec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = GpuOptions { autotune: AutotuneMode::On, cache_dir: Some(dir.clone()), ..test_options() };
+    let ctx = GpuContext::new(&opts).unwrap();
+    let g = Gemm::nt(96, 64, 80);
+    let g16 = g.with_precision(MatmulPrecision::F16);
+    assert!(matmul::candidates(&ctx, &g, DType::F32).iter().all(|v| v.precision() == MatmulPrecision::F32));
+    assert_eq!(matmul::choose_variant(&ctx, &g, DType::F32).unwrap().precision(), MatmulPrecision::F32);
+    assert_ne!(matmul::shape_class(&g, DType::F32), matmul::shape_class(&g16, DType::F32));
+    let coop = matmul_coop::coop_status(&ctx).is_available();
+    let cands16 = matmul::candidates(&ctx, &g16, DType::F32);
+    assert_eq!(cands16.iter().any(|v| v.precision() == MatmulPrecision::F16), coop);
+    assert!(cands16.iter().all(|v| v.precision() <= MatmulPrecision::F16), "no f16 accumulation unless asked");
+    let v16 = matmul::choose_variant(&ctx, &g16, DType::F32).unwrap();
+    assert!(cands16.contains(&v16));
+    let off = GpuContext::new(&GpuOptions { autotune: AutotuneMode::Off, cache_dir: None, ..test_options() }).unwrap();
+    let d16 = MatmulVariant::default_for(&off, MatmulPrecision::F16, DType::F32).unwrap();
+    assert_eq!(
+        d16.precision() == MatmulPrecision::F16,
+        coop,
+        "the f16 default is a coop kernel exactly where coop is in use"
+    );
+    let r = MatmulVariant::default_for(&off, MatmulPrecision::F16, DType::F16);
+    if coop {
+        assert!(matches!(r.unwrap(), MatmulVariant::Coop(_)));
+    } else {
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains("cooperative-matrix") && err.contains("not used"), "{err}");
+    }
+    if expect_coop() {
+        assert!(coop, "WGPT_EXPECT_COOP=1 but {}", matmul_coop::coop_status(&ctx).describe());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Set where the adapter is known to have cooperative matrices (`cargo xtask lavapipe` sets it),
+/// so a driver that silently loses them fails the run instead of skipping the coop rows.
+fn expect_coop() -> bool {
+    std::env::var("WGPT_EXPECT_COOP").is_ok_and(|v| v == "1")
+}
+
+/// The coop rows: on an adapter with cooperative matrices every row runs and passes, in both tile
+/// sizes (16×16 unadvertised on lavapipe) and both operand types; without them each says "not
+/// available on this adapter" and counts as not run, never as passed.
+#[test]
+fn coop_rows_run_where_available_and_are_not_run_elsewhere() {
+    let Some(ctx) = gpu() else { return };
+    let rows = suite_rows(ctx, "matmul_nn", true);
+    let coop: Vec<&Row> = rows.iter().filter(|r| r.variant.starts_with("coop")).collect();
+    assert!(!coop.is_empty());
+    if ctx.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        assert!(coop.iter().all(|r| r.ran() && r.pass), "failing coop rows");
+        for tile in ["coop8_", "coop16_"] {
+            for storage in [" f32 in", " f16 in"] {
+                assert!(
+                    coop.iter().any(|r| r.variant.starts_with(tile) && r.variant.contains(storage)),
+                    "{tile}{storage}"
+                );
+            }
+        }
+    } else {
+        assert!(!expect_coop(), "WGPT_EXPECT_COOP=1 but the adapter has no cooperative matrices");
+        assert!(coop.iter().all(|r| !r.ran() && !r.pass && !r.failed()));
+        assert!(coop
+            .iter()
+            .all(|r| r.not_run.as_deref() == Some("cooperative matrices not available on this adapter")));
+    }
+}
+
+/// One staging index off in the coop kernel (A's k offset) must fail its rows, in both tile
+/// sizes and all layouts, and the start-up self-test must then refuse cooperative matrices.
+#[test]
+fn broken_coop_staging_is_caught() {
+    let Some(shared) = gpu() else { return };
+    if !shared.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        return;
+    }
+    let ctx = GpuContext::new(&test_options()).unwrap();
+    let good = Shader::MatmulCoop.source();
+    let needle = "return f16(a[a0 + m * p.lda + k]);";
+    assert_eq!(good.matches(needle).count(), 1, "the staging load this test breaks has moved");
+    ctx.replace_shader_source(Shader::MatmulCoop, good.replace(needle, "return f16(a[a0 + m * p.lda + k + 1u]);"));
+    for layout in ["matmul_nt", "matmul_nn"] {
+        let rows = suite_rows(&ctx, layout, true);
+        let coop: Vec<&Row> = rows.iter().filter(|r| r.variant.starts_with("coop") && r.shape != "1x1x1").collect();
+        assert!(!coop.is_empty());
+        assert!(coop.iter().all(|r| r.failed()), "{layout}: a coop row passed with a broken staging index");
+        assert!(rows.iter().filter(|r| !r.variant.starts_with("coop")).all(|r| r.pass), "f32 rows are unaffected");
+    }
+    assert!(!matmul_coop::coop_status(&ctx).is_available(), "the self-test must refuse the broken kernel");
 }
 
 /// Timestamps inside passes give one duration per dispatch (lavapipe and every Vulkan GPU

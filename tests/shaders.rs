@@ -4,12 +4,14 @@
 
 use wgpt::gpu::{Kernel, Shader};
 
-/// What wgpt's kernels may use: immediates (parameters) and subgroup operations. Anything more
-/// (say a kernel that needs 64-bit atomics) must be added here deliberately.
+/// What wgpt's kernels may use: immediates (parameters), subgroup operations, f16 and cooperative
+/// matrices (matmul_coop.wgsl only). Anything more (say a kernel that needs 64-bit atomics) must
+/// be added here deliberately.
 fn capabilities() -> naga::valid::Capabilities {
     naga::valid::Capabilities::IMMEDIATES
         | naga::valid::Capabilities::SUBGROUP
         | naga::valid::Capabilities::SHADER_FLOAT16
+        | naga::valid::Capabilities::COOPERATIVE_MATRIX
 }
 
 fn parse_and_validate(name: &str, src: &str) -> naga::Module {
@@ -60,5 +62,21 @@ fn every_kernel_entry_point_exists() {
             let ep = ep.unwrap_or_else(|| panic!("{}: no entry point `{}`", shader.file(), k.entry()));
             assert_eq!(ep.stage, naga::ShaderStage::Compute, "{} is not a compute entry point", k.entry());
         }
+    }
+}
+
+/// Every specialisation of the coop shader (tile 8 and 16, f32 and f16 operands) is valid WGSL,
+/// and only matmul_coop.wgsl enables cooperative matrices: every other kernel must compile on an
+/// adapter without them.
+#[test]
+fn coop_specializations_validate_and_stay_in_their_file() {
+    for (name, spec) in wgpt::kernels::matmul_coop::all_specializations() {
+        let src = spec.apply(Shader::MatmulCoop.source()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let module = parse_and_validate(&format!("matmul_coop.wgsl ({name})"), &src);
+        assert!(module.entry_points.iter().any(|e| e.name == "matmul_coop"));
+    }
+    for &shader in Shader::ALL {
+        let uses = shader.source().contains("enable wgpu_cooperative_matrix");
+        assert_eq!(uses, shader == Shader::MatmulCoop, "{}", shader.file());
     }
 }

@@ -8,12 +8,13 @@
 
 use super::adapters;
 use super::autotune::{AutotuneMode, Autotuner};
-use super::pipelines::{Kernel, Overrides, PipelineKey, Shader};
-use super::tensor::{GpuTensor, Window};
+use super::coop::{self, CoopConfig, CoopGate, CoopMode, CoopStatus};
+use super::pipelines::{Kernel, Overrides, PipelineKey, Shader, Specialization};
+use super::tensor::{DType, GpuTensor, Window};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How to open a context. [`GpuOptions::from_env`] reads the environment; the CLI overrides it.
@@ -34,6 +35,8 @@ pub struct GpuOptions {
     /// Compile shaders with wgpu's injected bounds checks and loop bounding
     /// (`WGPT_SHADER_CHECKS=1`). Off by default: see `GpuContext::module`.
     pub shader_checks: bool,
+    /// Cooperative matrices: where the gates allow, never, or despite the deny list (`WGPT_COOP`).
+    pub coop: CoopMode,
 }
 
 impl Default for GpuOptions {
@@ -45,6 +48,7 @@ impl Default for GpuOptions {
             autotune: AutotuneMode::On,
             cache_dir: default_cache_dir(),
             shader_checks: std::env::var("WGPT_SHADER_CHECKS").is_ok_and(|v| v == "1"),
+            coop: CoopMode::from_env().unwrap_or(CoopMode::Auto),
         }
     }
 }
@@ -77,6 +81,7 @@ impl GpuOptions {
             })?);
         }
         o.autotune = AutotuneMode::from_env()?;
+        o.coop = CoopMode::from_env()?;
         Ok(o)
     }
 }
@@ -102,7 +107,7 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// Effective max bytes per storage binding (the adapter's, or lower on request).
     max_binding: u64,
-    modules: Mutex<HashMap<Shader, Arc<wgpu::ShaderModule>>>,
+    modules: Mutex<HashMap<(Shader, Specialization), Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// Replacement WGSL per shader; only [`GpuContext::replace_shader_source`] sets it.
     source_overrides: Mutex<HashMap<Shader, String>>,
@@ -111,6 +116,12 @@ pub struct GpuContext {
     pub autotune: Autotuner,
     allocated: Mutex<u64>,
     opts: GpuOptions,
+    /// Cooperative-matrix configurations the kernels can use, and the static gates' verdict.
+    pub coop_configs: Vec<CoopConfig>,
+    pub coop_gate: CoopGate,
+    /// The verdict after the start-up self-test, computed on first use
+    /// (`kernels::matmul_coop::coop_status`).
+    coop_status: OnceLock<CoopStatus>,
 }
 
 /// Optional features wgpt uses when the adapter has them.
@@ -215,6 +226,8 @@ impl GpuContext {
             log::info!("max storage binding lowered to {max_binding} bytes (adapter allows {real_max})");
         }
         let autotune = Autotuner::new(opts.autotune, opts.cache_dir.clone(), &info);
+        let coop_configs = coop::usable_configs(&adapter, features);
+        let coop_gate = coop::gate(&info, features, &coop_configs, opts.coop);
         Ok(Self {
             instance,
             adapter,
@@ -231,6 +244,9 @@ impl GpuContext {
             autotune,
             allocated: Mutex::new(0),
             opts: opts.clone(),
+            coop_configs,
+            coop_gate,
+            coop_status: OnceLock::new(),
         })
     }
 
@@ -252,6 +268,11 @@ impl GpuContext {
         )
     }
 
+    /// The cell `kernels::matmul_coop::coop_status` fills once.
+    pub(crate) fn coop_status_cell(&self) -> &OnceLock<CoopStatus> {
+        &self.coop_status
+    }
+
     pub fn is_cpu(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
@@ -267,18 +288,24 @@ impl GpuContext {
     /// tests can prove that the validation harness catches a deliberately broken kernel.
     pub fn replace_shader_source(&self, shader: Shader, source: String) {
         self.source_overrides.lock().unwrap().insert(shader, source);
-        self.modules.lock().unwrap().remove(&shader);
+        self.modules.lock().unwrap().retain(|(s, _), _| *s != shader);
         self.pipelines.lock().unwrap().retain(|k, _| k.kernel.shader() != shader);
     }
 
-    fn module(&self, shader: Shader, entry: &'static str) -> Result<Arc<wgpu::ShaderModule>> {
-        if let Some(m) = self.modules.lock().unwrap().get(&shader) {
+    fn module(&self, shader: Shader, spec: &Specialization, entry: &'static str) -> Result<Arc<wgpu::ShaderModule>> {
+        let key = (shader, spec.clone());
+        if let Some(m) = self.modules.lock().unwrap().get(&key) {
             return Ok(m.clone());
         }
         let source = match self.source_overrides.lock().unwrap().get(&shader) {
             Some(s) => s.clone(),
             None => shader.source().to_string(),
         };
+        let source = spec.apply(&source).map_err(|message| Error::Shader {
+            file: shader.file(),
+            entry,
+            message: format!("specialisation: {message}"),
+        })?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(shader.file()),
@@ -298,17 +325,27 @@ impl GpuContext {
             return Err(Error::Shader { file: shader.file(), entry, message: e.to_string() });
         }
         let module = Arc::new(module);
-        self.modules.lock().unwrap().insert(shader, module.clone());
+        self.modules.lock().unwrap().insert(key, module.clone());
         Ok(module)
     }
 
     /// The pipeline for `kernel` specialised with `overrides`, built on first use and cached.
     pub fn pipeline(&self, kernel: Kernel, overrides: &Overrides) -> Result<Arc<wgpu::ComputePipeline>> {
-        let key = PipelineKey { kernel, overrides: overrides.clone() };
+        self.pipeline_specialized(kernel, &Specialization::new(), overrides)
+    }
+
+    /// As [`GpuContext::pipeline`], from the shader source rewritten by `spec`.
+    pub fn pipeline_specialized(
+        &self,
+        kernel: Kernel,
+        spec: &Specialization,
+        overrides: &Overrides,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = PipelineKey { kernel, spec: spec.clone(), overrides: overrides.clone() };
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
-        let module = self.module(kernel.shader(), kernel.entry())?;
+        let module = self.module(kernel.shader(), spec, kernel.entry())?;
         let constants = overrides.constants();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -329,7 +366,7 @@ impl GpuContext {
             return Err(Error::Shader {
                 file: kernel.shader().file(),
                 entry: kernel.entry(),
-                message: format!("{e}\n  (overrides: {constants:?})"),
+                message: format!("{e}\n  (overrides: {constants:?}, specialisation: {spec:?})"),
             });
         }
         let pipeline = Arc::new(pipeline);
@@ -388,6 +425,24 @@ impl GpuContext {
         Ok(GpuTensor::new(Arc::new(buffer), 0, len))
     }
 
+    /// Allocate a zero-filled f16 tensor of `len` elements (needs SHADER_F16 to be bound).
+    pub fn tensor_f16(&self, label: &str, len: usize) -> Result<GpuTensor> {
+        let bytes = ((len.max(1) as u64 * 2).div_ceil(256)) * 256;
+        let buffer = self.create_buffer(
+            label,
+            bytes,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        )?;
+        Ok(GpuTensor::typed(Arc::new(buffer), 0, len, DType::F16))
+    }
+
+    /// Allocate an f16 tensor holding `data` rounded to nearest f16.
+    pub fn upload_f16(&self, label: &str, data: &[f32]) -> Result<GpuTensor> {
+        let t = self.tensor_f16(label, data.len())?;
+        self.write(&t, data)?;
+        Ok(t)
+    }
+
     /// Allocate a tensor and upload `data` into it.
     pub fn upload(&self, label: &str, data: &[f32]) -> Result<GpuTensor> {
         let t = self.tensor(label, data.len())?;
@@ -411,7 +466,8 @@ impl GpuContext {
         Ok(bytemuck::cast_slice(&self.read(t)?).to_vec())
     }
 
-    /// Copy host data into a tensor (ordered before any later submission).
+    /// Copy host data into a tensor (ordered before any later submission); an f16 tensor gets
+    /// each value rounded to nearest f16.
     pub fn write(&self, t: &GpuTensor, data: &[f32]) -> Result<()> {
         if data.len() != t.len() {
             return Err(Error::Shape {
@@ -419,8 +475,25 @@ impl GpuContext {
                 message: format!("tensor has {} elements, data has {}", t.len(), data.len()),
             });
         }
-        if !data.is_empty() {
-            self.queue.write_buffer(t.buffer(), t.byte_offset(), bytemuck::cast_slice(data));
+        if data.is_empty() {
+            return Ok(());
+        }
+        match t.dtype() {
+            DType::F32 => self.queue.write_buffer(t.buffer(), t.byte_offset(), bytemuck::cast_slice(data)),
+            DType::F16 => {
+                let mut halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+                // queue.write_buffer wants a multiple of 4 bytes; the buffer is rounded up to 256.
+                if !halves.len().is_multiple_of(2) && t.byte_offset() + t.byte_len() + 2 <= t.buffer().size() {
+                    halves.push(half::f16::ZERO);
+                }
+                if !t.byte_offset().is_multiple_of(4) || !halves.len().is_multiple_of(2) {
+                    return Err(Error::Shape {
+                        op: "write",
+                        message: "an f16 view must start and end on a 4-byte boundary to be written".into(),
+                    });
+                }
+                self.queue.write_buffer(t.buffer(), t.byte_offset(), bytemuck::cast_slice(&halves))
+            }
         }
         Ok(())
     }
@@ -444,10 +517,19 @@ impl GpuContext {
         Ok(buffer)
     }
 
-    /// Read a tensor back to the host (waits for all submitted work).
+    /// Read a tensor back to the host (waits for all submitted work); f16 tensors are widened.
     pub fn read(&self, t: &GpuTensor) -> Result<Vec<f32>> {
         if t.is_empty() {
             return Ok(Vec::new());
+        }
+        if t.dtype() == DType::F16 {
+            // Copies must be 4-byte aligned: read the enclosing f32 words and pick the halves.
+            let lo = t.byte_offset() / 4;
+            let words = (t.byte_offset() + t.byte_len()).div_ceil(4) - lo;
+            let raw = self.read(&t.reinterpret(lo as usize, words as usize, DType::F32))?;
+            let halves: &[half::f16] = bytemuck::cast_slice(&raw);
+            let skip = (t.byte_offset() % 4 / 2) as usize;
+            return Ok(halves[skip..skip + t.len()].iter().map(|h| h.to_f32()).collect());
         }
         let bytes = t.len() as u64 * 4;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {

@@ -4,10 +4,11 @@
 pub mod adapters;
 pub mod autotune;
 pub mod context;
+pub mod coop;
 pub mod pipelines;
 pub mod tensor;
 
 pub use autotune::AutotuneMode;
 pub use context::{Dispatch, GpuContext, GpuOptions};
-pub use pipelines::{Kernel, Overrides, Shader};
-pub use tensor::{GpuTensor, Window};
+pub use pipelines::{Kernel, Overrides, Shader, Specialization};
+pub use tensor::{DType, GpuTensor, Window};

@@ -8,6 +8,7 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Shader {
     Matmul,
+    MatmulCoop,
     Elementwise,
     Reduce,
     Crossentropy,
@@ -27,6 +28,7 @@ pub enum Shader {
 impl Shader {
     pub const ALL: &'static [Shader] = &[
         Shader::Matmul,
+        Shader::MatmulCoop,
         Shader::Elementwise,
         Shader::Reduce,
         Shader::Crossentropy,
@@ -47,6 +49,7 @@ impl Shader {
     pub fn file(self) -> &'static str {
         match self {
             Shader::Matmul => "shaders/matmul.wgsl",
+            Shader::MatmulCoop => "shaders/matmul_coop.wgsl",
             Shader::Elementwise => "shaders/elementwise.wgsl",
             Shader::Reduce => "shaders/reduce.wgsl",
             Shader::Crossentropy => "shaders/crossentropy.wgsl",
@@ -67,6 +70,7 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::MatmulCoop => include_str!("../../shaders/matmul_coop.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Crossentropy => include_str!("../../shaders/crossentropy.wgsl"),
@@ -91,6 +95,7 @@ pub enum Kernel {
     MatmulNaive,
     MatmulRegister,
     MatmulTiled,
+    MatmulCoop,
     ElementwiseFill,
     ElementwiseCopy,
     ElementwiseAdd,
@@ -142,6 +147,7 @@ impl Kernel {
         Kernel::MatmulNaive,
         Kernel::MatmulRegister,
         Kernel::MatmulTiled,
+        Kernel::MatmulCoop,
         Kernel::ElementwiseFill,
         Kernel::ElementwiseCopy,
         Kernel::ElementwiseAdd,
@@ -191,6 +197,7 @@ impl Kernel {
     pub fn shader(self) -> Shader {
         match self {
             Kernel::MatmulNaive | Kernel::MatmulRegister | Kernel::MatmulTiled => Shader::Matmul,
+            Kernel::MatmulCoop => Shader::MatmulCoop,
             Kernel::ElementwiseFill
             | Kernel::ElementwiseCopy
             | Kernel::ElementwiseAdd
@@ -234,6 +241,7 @@ impl Kernel {
             Kernel::MatmulNaive => "matmul_naive",
             Kernel::MatmulRegister => "matmul_register",
             Kernel::MatmulTiled => "matmul_tiled",
+            Kernel::MatmulCoop => "matmul_coop",
             Kernel::ElementwiseFill => "elementwise_fill",
             Kernel::ElementwiseCopy => "elementwise_copy",
             Kernel::ElementwiseAdd => "elementwise_add",
@@ -308,8 +316,84 @@ impl Overrides {
     }
 }
 
+/// A textual specialisation of a shader file, for what `override` constants cannot express
+/// (types: the operand element type and the cooperative-matrix tile size of matmul_coop.wgsl).
+/// Each entry names a module-scope `alias NAME = …;` or `const NAME: T = …;` declaration, which
+/// must appear exactly once on a line of its own, and the new right-hand side. The file as
+/// written is itself one valid specialisation, so naga validates it without the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Specialization(Vec<(&'static str, String)>);
+
+impl Specialization {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Replace the right-hand side of declaration `name` with `value`.
+    pub fn set(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.0.retain(|(n, _)| *n != name);
+        self.0.push((name, value.into()));
+        self.0.sort();
+        self
+    }
+
+    /// The source with every declaration rewritten; `Err` names a declaration that is missing or
+    /// ambiguous.
+    pub fn apply(&self, source: &str) -> std::result::Result<String, String> {
+        let mut lines: Vec<String> = source.lines().map(str::to_string).collect();
+        for (name, value) in &self.0 {
+            let alias = format!("alias {name} =");
+            let constant = format!("const {name}:");
+            let hits: Vec<usize> = (0..lines.len())
+                .filter(|&i| {
+                    let l = lines[i].trim_start();
+                    l.starts_with(&alias) || l.starts_with(&constant)
+                })
+                .collect();
+            let [i] = hits[..] else {
+                return Err(format!("declaration `{name}` appears {} times (expected once)", hits.len()));
+            };
+            let line = &lines[i];
+            let eq = line.find('=').ok_or_else(|| format!("`{name}` has no `=`"))?;
+            let semi = line.rfind(';').filter(|&s| s > eq).ok_or_else(|| format!("`{name}` has no `;`"))?;
+            lines[i] = format!("{} {value}{}", &line[..=eq], &line[semi..]);
+        }
+        let mut out = lines.join("\n");
+        out.push('\n');
+        Ok(out)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PipelineKey {
     pub kernel: Kernel,
+    pub spec: Specialization,
     pub overrides: Overrides,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specialization_rewrites_exactly_the_named_declarations() {
+        let src = "alias Elem = f32;\nconst CT: u32 = 8u;\n  alias TileA = coop_mat8x8<f16, A>; // tile\nfn f() {}\n";
+        let out = Specialization::new()
+            .set("Elem", "f16")
+            .set("CT", "16u")
+            .set("TileA", "coop_mat16x16<f16, A>")
+            .apply(src)
+            .unwrap();
+        assert_eq!(
+            out,
+            "alias Elem = f16;\nconst CT: u32 = 16u;\n  alias TileA = coop_mat16x16<f16, A>; // tile\nfn f() {}\n"
+        );
+        assert!(Specialization::new().set("Missing", "x").apply(src).is_err());
+        assert!(Specialization::new().set("Elem", "f16").apply(&format!("{src}{src}")).is_err());
+        assert_eq!(Specialization::new().apply(src).unwrap(), src);
+    }
 }

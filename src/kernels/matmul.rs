@@ -1,16 +1,49 @@
-//! Launchers for `shaders/matmul.wgsl`: C = α·op(A)·op(B) + β·C, f32, batched.
+//! Launchers for the matmul family: C = α·op(A)·op(B) + β·C, batched, C in f32. The SIMT kernels
+//! of `shaders/matmul.wgsl` (f32 in, f32 accumulation) and the cooperative-matrix kernels of
+//! `shaders/matmul_coop.wgsl` (f16 products on the tensor cores, see `kernels::matmul_coop`) are
+//! variants of one family: same contract, same parameters, same chunking.
 //!
 //! [`matmul`] mirrors `reference::matmul::matmul` name for name and argument for argument (the
 //! [`Stream`] first). It checks the shapes, splits the problem into chunks whose operands each fit
 //! one storage binding, picks a kernel variant (autotuned per adapter and shape class, see
-//! `gpu::autotune`) and records one dispatch per chunk.
+//! `gpu::autotune`) and records one dispatch per chunk. Which variants are candidates is decided
+//! by the precision the caller accepts ([`Gemm::precision`]): an f32 product never silently gets
+//! f16 inputs.
 
 use crate::error::{Error, Result};
 use crate::gpu::autotune::{AutotuneMode, Choice};
+use crate::gpu::coop::CoopStatus;
 use crate::gpu::tensor::window_slack;
-use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides, Shader};
+use crate::gpu::{DType, GpuContext, GpuTensor, Kernel, Overrides, Shader};
+use crate::kernels::matmul_coop::{self, CoopVariant, COOP_VARIANTS};
 use crate::kernels::Stream;
 use crate::util::Rng;
+use serde::{Deserialize, Serialize};
+
+/// The least precision a caller accepts for a product. Ordered from most to least precise: a
+/// caller accepting `p` may get any variant whose precision is `<= p`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatmulPrecision {
+    /// f32 inputs, f32 accumulation: the SIMT kernels.
+    #[default]
+    F32,
+    /// Inputs rounded to f16, products accumulated in f32: cooperative matrices (tensor cores).
+    F16,
+    /// f16 inputs, accumulation in f16 within K blocks and in f32 across them.
+    #[serde(rename = "f16acc")]
+    F16Acc,
+}
+
+impl MatmulPrecision {
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulPrecision::F32 => "f32",
+            MatmulPrecision::F16 => "f16",
+            MatmulPrecision::F16Acc => "f16acc",
+        }
+    }
+}
 
 /// Shape and memory layout of one (batched) product. All sizes in elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +64,8 @@ pub struct Gemm {
     pub stride_a: usize,
     pub stride_b: usize,
     pub stride_c: usize,
+    /// The least precision the caller accepts (f32 unless it asks for less).
+    pub precision: MatmulPrecision,
 }
 
 impl Gemm {
@@ -51,7 +86,14 @@ impl Gemm {
             stride_a: m * k,
             stride_b: k * n,
             stride_c: m * n,
+            precision: MatmulPrecision::F32,
         }
+    }
+
+    /// The same product, accepting `precision` (see [`MatmulPrecision`]).
+    pub fn with_precision(mut self, precision: MatmulPrecision) -> Self {
+        self.precision = precision;
+        self
     }
 
     /// Linear-layer forward: Y (M×N) = X (M×K) · Wᵀ, W stored N×K as PyTorch keeps it.
@@ -162,9 +204,12 @@ pub enum MatmulVariant {
     Register { rx: u32, ry: u32, tm: u32, tn: u32 },
     /// BM×BN workgroup tiles staged through workgroup memory in BK steps.
     Tiled { bm: u32, bn: u32, bk: u32 },
+    /// Cooperative matrices, f16 products (`shaders/matmul_coop.wgsl`).
+    Coop(CoopVariant),
 }
 
-/// Every variant autotuning considers (those that fit the adapter's limits).
+/// Every f32 (SIMT) variant autotuning considers (those that fit the adapter's limits); the coop
+/// ones are `kernels::matmul_coop::COOP_VARIANTS`, and [`all_variants`] is both.
 pub const MATMUL_VARIANTS: &[MatmulVariant] = &[
     MatmulVariant::Naive,
     MatmulVariant::Register { rx: 8, ry: 8, tm: 4, tn: 4 },
@@ -181,17 +226,23 @@ pub const MATMUL_VARIANTS: &[MatmulVariant] = &[
     MatmulVariant::Tiled { bm: 64, bn: 128, bk: 8 },
 ];
 
+/// Every variant of the family, f32 and coop.
+pub fn all_variants() -> impl Iterator<Item = MatmulVariant> {
+    MATMUL_VARIANTS.iter().copied().chain(COOP_VARIANTS.iter().map(|&v| MatmulVariant::Coop(v)))
+}
+
 impl MatmulVariant {
     pub fn name(&self) -> String {
         match *self {
             MatmulVariant::Naive => "naive".into(),
             MatmulVariant::Register { rx, ry, tm, tn } => format!("register_{rx}x{ry}_t{tm}x{tn}"),
             MatmulVariant::Tiled { bm, bn, bk } => format!("tiled_{bm}x{bn}x{bk}"),
+            MatmulVariant::Coop(v) => v.name(),
         }
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        MATMUL_VARIANTS.iter().copied().find(|v| v.name() == name)
+        all_variants().find(|v| v.name() == name)
     }
 
     pub fn kernel(&self) -> Kernel {
@@ -199,15 +250,27 @@ impl MatmulVariant {
             MatmulVariant::Naive => Kernel::MatmulNaive,
             MatmulVariant::Register { .. } => Kernel::MatmulRegister,
             MatmulVariant::Tiled { .. } => Kernel::MatmulTiled,
+            MatmulVariant::Coop(_) => Kernel::MatmulCoop,
         }
     }
 
-    /// Whether the adapter can run it (invocations per workgroup, workgroup memory).
-    pub fn fits(&self, limits: &wgpu::Limits) -> bool {
+    /// What the variant computes in: f32, or f16 inputs with f32 or f16 accumulation.
+    pub fn precision(&self) -> MatmulPrecision {
+        match self {
+            MatmulVariant::Coop(v) => v.precision(),
+            _ => MatmulPrecision::F32,
+        }
+    }
+
+    /// Whether the adapter can run it (invocations per workgroup, workgroup memory; for coop
+    /// variants the feature too, at whatever subgroup size they would be launched for).
+    pub fn fits(&self, ctx: &GpuContext) -> bool {
+        let limits = &ctx.limits;
         let (x, y, shared) = match *self {
             MatmulVariant::Naive => (16, 16, 0),
             MatmulVariant::Register { rx, ry, .. } => (rx, ry, 0),
             MatmulVariant::Tiled { bm, bn, bk } => (bn / 4, bm / 4, bk * (bm + bn) * 4),
+            MatmulVariant::Coop(v) => return v.fits(ctx, matmul_coop::subgroup_size(ctx)),
         };
         x * y <= limits.max_compute_invocations_per_workgroup
             && x <= limits.max_compute_workgroup_size_x
@@ -215,14 +278,38 @@ impl MatmulVariant {
             && shared <= limits.max_compute_workgroup_storage_size
     }
 
-    /// The variant used when autotuning is off: workgroup-memory tiles on GPUs, the barrier-free
-    /// register kernel on CPU drivers.
-    pub fn default_for(ctx: &GpuContext) -> Self {
-        if ctx.is_cpu() {
-            Self::CPU_DEFAULT
-        } else {
-            Self::GPU_DEFAULT
+    /// Whether autotuning may pick it here: it fits, and a coop variant also has the tile size the
+    /// adapter advertises, in use after the self-test (see `matmul_coop::coop_status`).
+    pub fn usable(&self, ctx: &GpuContext) -> bool {
+        match self {
+            MatmulVariant::Coop(v) => match matmul_coop::coop_status(ctx) {
+                CoopStatus::Available { tile, f16_accumulator, .. } => {
+                    v.tile == *tile && (v.flush == 0 || *f16_accumulator) && self.fits(ctx)
+                }
+                CoopStatus::Unavailable(_) => false,
+            },
+            _ => self.fits(ctx),
         }
+    }
+
+    /// The variant used when autotuning is off, for a product accepting `precision` with operands
+    /// stored as `operand`: workgroup-memory tiles on GPUs, the barrier-free register kernel on
+    /// CPU drivers; the first usable coop variant when f16 is accepted and the adapter has them
+    /// (required for f16 operands).
+    pub fn default_for(ctx: &GpuContext, precision: MatmulPrecision, operand: DType) -> Result<Self> {
+        if precision >= MatmulPrecision::F16 {
+            let coop = COOP_VARIANTS
+                .iter()
+                .map(|&v| MatmulVariant::Coop(v))
+                .find(|v| v.precision() == MatmulPrecision::F16 && v.usable(ctx));
+            if let Some(v) = coop {
+                return Ok(v);
+            }
+        }
+        if operand == DType::F16 {
+            return Err(no_coop_for_f16(ctx));
+        }
+        Ok(if ctx.is_cpu() { Self::CPU_DEFAULT } else { Self::GPU_DEFAULT })
     }
 
     /// The default on CPU drivers (lavapipe) and on GPUs, see [`MatmulVariant::default_for`].
@@ -232,7 +319,7 @@ impl MatmulVariant {
     fn overrides(&self, g: &Gemm, aligned: bool) -> Overrides {
         let o = Overrides::new().flag("TRANS_A", g.trans_a).flag("TRANS_B", g.trans_b);
         match *self {
-            MatmulVariant::Naive => o,
+            MatmulVariant::Naive | MatmulVariant::Coop(_) => o,
             MatmulVariant::Register { rx, ry, tm, tn } => o
                 .flag("ALIGNED", aligned)
                 .set("RX", rx as f64)
@@ -250,9 +337,28 @@ impl MatmulVariant {
             MatmulVariant::Naive => (16, 16),
             MatmulVariant::Register { rx, ry, tm, tn } => ((tm * ry) as usize, (tn * rx) as usize),
             MatmulVariant::Tiled { bm, bn, .. } => (bm as usize, bn as usize),
+            MatmulVariant::Coop(v) => (v.bm() as usize, v.bn() as usize),
         };
         [n.div_ceil(tn) as u32, m.div_ceil(tm) as u32, batch as u32]
     }
+}
+
+fn no_coop_for_f16(ctx: &GpuContext) -> Error {
+    Error::Validation {
+        context: "matmul".into(),
+        message: format!(
+            "f16 operands need the cooperative-matrix kernels, which this adapter does not use ({}); \
+             keep the operands in f32",
+            matmul_coop::coop_status(ctx).describe()
+        ),
+    }
+}
+
+/// How one product is launched: an f32 kernel, or a coop kernel for subgroups of a given size.
+#[derive(Clone, Copy, Debug)]
+enum Launch {
+    Simt(MatmulVariant),
+    Coop(CoopVariant, u32),
 }
 
 /// Per-dispatch parameters; field order and sizes match `MatmulParams` in the shader.
@@ -377,7 +483,8 @@ pub fn plan_chunks(g: &Gemm, limit: u64, align: u64, max_batch: usize) -> Result
     Ok(chunks)
 }
 
-/// C = α·op(A)·op(B) + β·C with the variant autotuning (or the adapter default) picks.
+/// C = α·op(A)·op(B) + β·C with the variant autotuning (or the adapter default) picks among those
+/// whose precision `g.precision` accepts.
 pub fn matmul(
     s: &mut Stream<'_>,
     c: &GpuTensor,
@@ -388,11 +495,14 @@ pub fn matmul(
     beta: f32,
 ) -> Result<()> {
     g.check(a.len(), b.len(), c.len())?;
-    let variant = choose_variant(s.ctx, g)?;
+    let operand = operand_dtype(g, c, a, b)?;
+    let variant = choose_variant(s.ctx, g, operand)?;
     matmul_variant(s, variant, c, a, b, g, alpha, beta)
 }
 
-/// As [`matmul`], with an explicit kernel variant (validation and benchmarks use every one).
+/// As [`matmul`], with an explicit kernel variant (validation and benchmarks use every one). A
+/// coop variant is launched for the subgroup size its self-test chose (or the adapter's, where
+/// coop is not in use: validation of gated-off and unadvertised configurations).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_variant(
     s: &mut Stream<'_>,
@@ -404,16 +514,84 @@ pub fn matmul_variant(
     alpha: f32,
     beta: f32,
 ) -> Result<()> {
+    let launch = match variant {
+        MatmulVariant::Coop(v) => Launch::Coop(v, matmul_coop::subgroup_size(s.ctx)),
+        v => Launch::Simt(v),
+    };
+    record(s, launch, c, a, b, g, alpha, beta)
+}
+
+/// A coop variant launched for subgroups of `sg` lanes, bypassing the coop status (the self-test
+/// that decides the status uses it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record_coop(
+    s: &mut Stream<'_>,
+    v: CoopVariant,
+    sg: u32,
+    c: &GpuTensor,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    g: &Gemm,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
+    record(s, Launch::Coop(v, sg), c, a, b, g, alpha, beta)
+}
+
+/// The storage type of A and B (they must agree; C is always f32), checked against what the
+/// product accepts: f16 storage implies f16 inputs.
+fn operand_dtype(g: &Gemm, c: &GpuTensor, a: &GpuTensor, b: &GpuTensor) -> Result<DType> {
+    let bad = |message: String| Err(Error::Shape { op: "matmul", message });
+    if c.dtype() != DType::F32 {
+        return bad("C must be f32".into());
+    }
+    if a.dtype() != b.dtype() {
+        return bad(format!("A is {:?} but B is {:?}; store both operands alike", a.dtype(), b.dtype()));
+    }
+    if a.dtype() == DType::F16 && g.precision == MatmulPrecision::F32 {
+        return bad("f16 operands given to a product that asks for f32 precision; set Gemm::precision to f16".into());
+    }
+    Ok(a.dtype())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    s: &mut Stream<'_>,
+    launch: Launch,
+    c: &GpuTensor,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    g: &Gemm,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
     g.check(a.len(), b.len(), c.len())?;
+    let operand = operand_dtype(g, c, a, b)?;
     let ctx = s.ctx;
-    if !variant.fits(&ctx.limits) {
-        return Err(Error::Shape {
-            op: "matmul",
-            message: format!("variant {} does not fit this adapter", variant.name()),
-        });
+    let (name, fits) = match launch {
+        Launch::Simt(v) => (v.name(), v.fits(ctx)),
+        Launch::Coop(v, sg) => (v.name(), v.fits(ctx, sg)),
+    };
+    if !fits {
+        let why = match launch {
+            Launch::Coop(..) if !ctx.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) => {
+                "cooperative matrices are not available on this adapter"
+            }
+            _ => "it exceeds this adapter's limits",
+        };
+        return Err(Error::Shape { op: "matmul", message: format!("variant {name} cannot run: {why}") });
+    }
+    if let Launch::Simt(_) = launch {
+        if operand == DType::F16 {
+            return Err(Error::Shape {
+                op: "matmul",
+                message: format!("variant {name} reads f32 operands; f16 operands need a coop variant"),
+            });
+        }
     }
     let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
     let max_batch = ctx.limits.max_compute_workgroups_per_dimension as usize;
+    // Chunks are planned as if every element took 4 bytes: exact for f32, conservative for f16.
     let chunks = plan_chunks(g, ctx.max_binding_bytes(), align, max_batch)?;
     for ch in chunks {
         let (bc, mc, nc, kc) = (ch.b.1 - ch.b.0, ch.m.1 - ch.m.0, ch.n.1 - ch.n.0, ch.k.1 - ch.k.0);
@@ -452,14 +630,21 @@ pub fn matmul_variant(
             beta: if ch.k.0 == 0 { beta } else { 1.0 },
             ..bytemuck::Zeroable::zeroed()
         };
-        let pipeline = ctx.pipeline(variant.kernel(), &variant.overrides(g, aligned))?;
-        let d = ctx.dispatch(
-            variant.kernel(),
-            pipeline,
-            &[wa, wb, wc],
-            bytemuck::bytes_of(&params),
-            variant.workgroups(mc, nc, bc),
-        )?;
+        let (kernel, pipeline, grid) = match launch {
+            Launch::Simt(v) => {
+                (v.kernel(), ctx.pipeline(v.kernel(), &v.overrides(g, aligned))?, v.workgroups(mc, nc, bc))
+            }
+            Launch::Coop(v, sg) => (
+                Kernel::MatmulCoop,
+                ctx.pipeline_specialized(
+                    Kernel::MatmulCoop,
+                    &matmul_coop::specialization(v.tile, operand),
+                    &v.overrides(g, sg),
+                )?,
+                v.workgroups(mc, nc, bc),
+            ),
+        };
+        let d = ctx.dispatch(kernel, pipeline, &[wa, wb, wc], bytemuck::bytes_of(&params), grid)?;
         s.push(d);
     }
     Ok(())
@@ -467,82 +652,162 @@ pub fn matmul_variant(
 
 // ---- autotuning --------------------------------------------------------------------------------
 
-/// Shape classes share a choice: layout, alignment, batched or not, and each of M, N, K by its
-/// power-of-two bucket. The shader's fingerprint is part of the key, so editing the kernel
-/// invalidates old choices.
-pub fn shape_class(g: &Gemm) -> String {
+/// Shape classes share a choice: layout, alignment, batched or not, each of M, N, K by its
+/// power-of-two bucket, the accepted precision and the operand storage. Both shaders'
+/// fingerprints are part of the key, so editing a kernel invalidates old choices.
+pub fn shape_class(g: &Gemm, operand: DType) -> String {
     let bucket = |x: usize| (x.max(16) as f64).log2().ceil() as u32;
     let aligned = g.rows_vec4_aligned();
+    let fingerprint = crate::util::fnv1a(Shader::Matmul.source().as_bytes())
+        ^ crate::util::fnv1a(Shader::MatmulCoop.source().as_bytes()).rotate_left(1);
     format!(
-        "matmul/{:016x}/{}/{}/{}/m{}n{}k{}",
-        crate::util::fnv1a(Shader::Matmul.source().as_bytes()),
+        "matmul/{:016x}/{}/{}/{}/m{}n{}k{}/{}{}",
+        fingerprint,
         g.layout(),
         if aligned { "vec4" } else { "scalar" },
         if g.batch > 1 { "batched" } else { "single" },
         bucket(g.m),
         bucket(g.n),
-        bucket(g.k)
+        bucket(g.k),
+        g.precision.name(),
+        if operand == DType::F16 { "/f16-storage" } else { "" },
     )
 }
 
+/// The candidates for a product: variants that can run here (coop ones only where the adapter
+/// uses them), compute at least as precisely as `g.precision` asks, and read `operand` storage.
+pub fn candidates(ctx: &GpuContext, g: &Gemm, operand: DType) -> Vec<MatmulVariant> {
+    all_variants()
+        .filter(|v| v.precision() <= g.precision)
+        .filter(|v| operand == DType::F32 || matches!(v, MatmulVariant::Coop(_)))
+        .filter(|v| v.usable(ctx))
+        .collect()
+}
+
 /// The variant for this product: the cached choice, a fresh tuning run, or the adapter default.
-pub fn choose_variant(ctx: &GpuContext, g: &Gemm) -> Result<MatmulVariant> {
+/// `WGPT_MATMUL_VARIANT` forces one for every product whose precision admits it (so forcing a
+/// coop variant never changes the f32 products, e.g. Muon's).
+pub fn choose_variant(ctx: &GpuContext, g: &Gemm, operand: DType) -> Result<MatmulVariant> {
     if let Ok(v) = std::env::var("WGPT_MATMUL_VARIANT") {
-        return MatmulVariant::parse(&v).filter(|v| v.fits(&ctx.limits)).ok_or_else(|| Error::Validation {
+        let forced = MatmulVariant::parse(&v).filter(|v| v.fits(ctx)).ok_or_else(|| Error::Validation {
             context: "WGPT_MATMUL_VARIANT".into(),
             message: format!(
                 "`{v}` is not a variant this adapter can run; choose from: {}",
-                MATMUL_VARIANTS.iter().filter(|v| v.fits(&ctx.limits)).map(|v| v.name()).collect::<Vec<_>>().join(", ")
+                all_variants().filter(|v| v.fits(ctx)).map(|v| v.name()).collect::<Vec<_>>().join(", ")
             ),
-        });
+        })?;
+        let storage_ok = operand == DType::F32 || matches!(forced, MatmulVariant::Coop(_));
+        if forced.precision() <= g.precision && storage_ok {
+            return Ok(forced);
+        }
     }
     if ctx.autotune.mode() == AutotuneMode::Off {
-        return Ok(MatmulVariant::default_for(ctx));
+        return MatmulVariant::default_for(ctx, g.precision, operand);
     }
-    let class = shape_class(g);
+    let class = shape_class(g, operand);
     if let Some(choice) = ctx.autotune.lookup(&class) {
-        if let Some(v) = MatmulVariant::parse(&choice.variant) {
+        if let Some(v) = MatmulVariant::parse(&choice.variant).filter(|v| candidates(ctx, g, operand).contains(v)) {
             return Ok(v);
         }
     }
-    let choice = tune(ctx, g)?;
+    let choice = tune(ctx, g, operand)?;
     log::info!("autotune {class}: {} ({:.1} GFLOP/s)", choice.variant, choice.measured[0].1);
     let v = MatmulVariant::parse(&choice.variant).expect("tuned variant is in the table");
     ctx.autotune.record(&class, choice);
     Ok(v)
 }
 
-/// Check every fitting variant against the CPU reference on a small ragged problem of the same
-/// layout, then time the survivors on a representative problem of the class (each dimension
-/// capped at 1024 so tuning stays short on slow drivers) and rank them.
-pub fn tune(ctx: &GpuContext, g: &Gemm) -> Result<Choice> {
-    let candidates: Vec<MatmulVariant> = MATMUL_VARIANTS.iter().copied().filter(|v| v.fits(&ctx.limits)).collect();
+/// The tolerance a variant is held to against the f64 reference of its precision (f16 variants:
+/// on f16-rounded inputs), at reduction length `k`.
+pub fn variant_tolerance(v: MatmulVariant, k: usize) -> crate::validate::Tol {
+    match v {
+        MatmulVariant::Coop(c) => crate::validate::matmul_coop_tolerance(k, c.f16_block()),
+        _ => crate::validate::matmul_tolerance(k),
+    }
+}
+
+/// Check every candidate against the CPU reference on a small ragged problem of the same layout,
+/// then time the survivors on a representative problem of the class (each dimension capped at
+/// 1024 so tuning stays short on slow drivers) and rank them. A variant that accumulates in f16
+/// must also pass its error check on the timing problem itself (the class's K, capped), against
+/// the reference on the same rounded inputs.
+pub fn tune(ctx: &GpuContext, g: &Gemm, operand: DType) -> Result<Choice> {
+    let candidates = candidates(ctx, g, operand);
     let aligned = g.rows_vec4_aligned();
     let mut rng = Rng::new(0x5EED_0F7E57);
+    let upload = |label: &str, x: &[f32]| match operand {
+        DType::F32 => ctx.upload(label, x),
+        DType::F16 => ctx.upload_f16(label, x),
+    };
+    // The reference of each precision: on the inputs as given, or rounded to f16.
+    let references = |g: &Gemm, a: &[f32], b: &[f32]| {
+        let mut exact = vec![0.0f32; g.c_len()];
+        crate::reference::matmul::matmul(&mut exact, a, b, &Gemm { precision: MatmulPrecision::F32, ..*g }, 1.0, 0.0);
+        let mut rounded = vec![0.0f32; g.c_len()];
+        crate::reference::matmul::matmul(&mut rounded, a, b, &Gemm { precision: MatmulPrecision::F16, ..*g }, 1.0, 0.0);
+        (exact, rounded)
+    };
+    let run = |v: MatmulVariant, c: &GpuTensor, a: &GpuTensor, b: &GpuTensor, g: &Gemm| -> Result<Vec<f32>> {
+        ctx.write(c, &vec![f32::NAN; g.c_len()])?;
+        let mut s = Stream::new(ctx);
+        matmul_variant(&mut s, v, c, a, b, g, 1.0, 0.0)?;
+        s.run()?;
+        ctx.read(c)
+    };
+    let check = |v: MatmulVariant, got: &[f32], refs: &(Vec<f32>, Vec<f32>), k: usize| {
+        let want = if v.precision() == MatmulPrecision::F32 && operand == DType::F32 { &refs.0 } else { &refs.1 };
+        crate::validate::compare(got, want, variant_tolerance(v, k)).map(|_| ())
+    };
 
     // Correctness probe: ragged in every dimension relative to every tile size.
     let probe = {
         let (m, n, k) = if aligned { (68, 44, 36) } else { (67, 45, 35) };
-        Gemm::new(g.trans_a, g.trans_b, m, n, k).batched(if g.batch > 1 { 2 } else { 1 })
+        Gemm::new(g.trans_a, g.trans_b, m, n, k).batched(if g.batch > 1 { 2 } else { 1 }).with_precision(g.precision)
     };
     let pa = rng.vec_uniform(probe.a_len(), -1.0, 1.0);
     let pb = rng.vec_uniform(probe.b_len(), -1.0, 1.0);
-    let mut want = vec![0.0f32; probe.c_len()];
-    crate::reference::matmul::matmul(&mut want, &pa, &pb, &probe, 1.0, 0.0);
-    let (ta, tb, tc) =
-        (ctx.upload("probe A", &pa)?, ctx.upload("probe B", &pb)?, ctx.tensor("probe C", probe.c_len())?);
-    let tol = crate::validate::matmul_tolerance(probe.k);
+    let refs = references(&probe, &pa, &pb);
+    let (ta, tb, tc) = (upload("probe A", &pa)?, upload("probe B", &pb)?, ctx.tensor("probe C", probe.c_len())?);
     let mut passed = Vec::new();
     for &v in &candidates {
-        ctx.write(&tc, &vec![f32::NAN; probe.c_len()])?;
-        let mut s = Stream::new(ctx);
-        matmul_variant(&mut s, v, &tc, &ta, &tb, &probe, 1.0, 0.0)?;
-        s.run()?;
-        let got = ctx.read(&tc)?;
-        match crate::validate::compare(&got, &want, tol) {
-            Ok(_) => passed.push(v),
+        let got = run(v, &tc, &ta, &tb, &probe)?;
+        match check(v, &got, &refs, probe.k) {
+            Ok(()) => passed.push(v),
             Err(report) => log::warn!("autotune: variant {} fails its reference check, excluded: {report}", v.name()),
         }
+    }
+
+    // Timing problem: the class's shape with each dimension capped. Inputs scaled as a linear
+    // layer's (B by 1/√K), as the tolerances assume.
+    let mut t = Gemm::new(g.trans_a, g.trans_b, g.m.min(1024), g.n.min(1024), g.k.min(1024))
+        .batched(g.batch.min(8))
+        .with_precision(g.precision);
+    if !aligned {
+        // Keep the class's alignment: a ragged leading dimension stays ragged.
+        t = Gemm::new(g.trans_a, g.trans_b, t.m | 1, t.n | 1, t.k | 1).batched(t.batch).with_precision(g.precision);
+    }
+    let scale = 1.0 / (t.k as f32).sqrt();
+    let (a_host, b_host) = (rng.vec_uniform(t.a_len(), -1.0, 1.0), rng.vec_uniform(t.b_len(), -scale, scale));
+    let ta = upload("tune A", &a_host)?;
+    let tb = upload("tune B", &b_host)?;
+    let tc = ctx.tensor("tune C", t.c_len())?;
+    if passed.iter().any(|v| v.precision() == MatmulPrecision::F16Acc) {
+        let refs = references(&t, &a_host, &b_host);
+        let mut kept = Vec::new();
+        for v in passed {
+            if v.precision() == MatmulPrecision::F16Acc {
+                if let Err(report) = check(v, &run(v, &tc, &ta, &tb, &t)?, &refs, t.k) {
+                    log::warn!(
+                        "autotune: {} fails its f16-accumulation check at K = {}, excluded: {report}",
+                        v.name(),
+                        t.k
+                    );
+                    continue;
+                }
+            }
+            kept.push(v);
+        }
+        passed = kept;
     }
     if passed.is_empty() {
         return Err(Error::Validation {
@@ -550,16 +815,6 @@ pub fn tune(ctx: &GpuContext, g: &Gemm) -> Result<Choice> {
             message: "no variant passed its reference check".into(),
         });
     }
-
-    // Timing problem: the class's shape with each dimension capped.
-    let mut t = Gemm::new(g.trans_a, g.trans_b, g.m.min(1024), g.n.min(1024), g.k.min(1024)).batched(g.batch.min(8));
-    if !aligned {
-        // Keep the class's alignment: a ragged leading dimension stays ragged.
-        t = Gemm::new(g.trans_a, g.trans_b, t.m | 1, t.n | 1, t.k | 1).batched(t.batch);
-    }
-    let ta = ctx.upload("tune A", &rng.vec_uniform(t.a_len(), -1.0, 1.0))?;
-    let tb = ctx.upload("tune B", &rng.vec_uniform(t.b_len(), -1.0, 1.0))?;
-    let tc = ctx.tensor("tune C", t.c_len())?;
     let measure = |v: MatmulVariant| -> Result<f64> {
         let mut s = Stream::new(ctx);
         matmul_variant(&mut s, v, &tc, &ta, &tb, &t, 1.0, 0.0)?;
@@ -646,6 +901,9 @@ mod tests {
         let tn = Gemm::tn(4, 5, 6).batched(3);
         assert_eq!(tn.a_len(), 2 * 24 + 5 * 4 + 4);
         assert_eq!(MatmulVariant::parse("tiled_64x64x16"), Some(MatmulVariant::Tiled { bm: 64, bn: 64, bk: 16 }));
-        assert!(MATMUL_VARIANTS.iter().all(|v| MatmulVariant::parse(&v.name()) == Some(*v)));
+        assert!(all_variants().all(|v| MatmulVariant::parse(&v.name()) == Some(v)));
+        // Names are unique, so a cached choice means one kernel.
+        let names: std::collections::BTreeSet<String> = all_variants().map(|v| v.name()).collect();
+        assert_eq!(names.len(), all_variants().count());
     }
 }

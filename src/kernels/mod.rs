@@ -12,6 +12,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod grad_norm;
 pub mod matmul;
+pub mod matmul_coop;
 pub mod muon;
 pub mod reduce;
 pub mod residual;

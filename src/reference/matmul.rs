@@ -1,20 +1,25 @@
 //! Reference for `kernels::matmul`: C = α·op(A)·op(B) + β·C over a batch, f64 accumulation.
 
 use super::Real;
-use crate::kernels::matmul::Gemm;
+use crate::kernels::matmul::{Gemm, MatmulPrecision};
 
-/// Same contract as the GPU kernel, including β = 0 never reading C (so NaN in C is overwritten).
-/// Rows of C are spread over the machine's cores with scoped threads: the loops stay plain, but
-/// checking a 2048×3072×768 product takes seconds instead of a minute.
+/// Same contract as the GPU kernels, including β = 0 never reading C (so NaN in C is overwritten).
+/// A product that accepts f16 (`g.precision`) sees its inputs rounded to nearest f16, as the
+/// cooperative-matrix kernels do, and is still accumulated in f64: a comparison then measures
+/// only the error the kernel's own accumulation adds. Rows of C are spread over the machine's
+/// cores with scoped threads: the loops stay plain, but checking a 2048×3072×768 product takes
+/// seconds instead of a minute.
 pub fn matmul<R: Real>(c: &mut [R], a: &[R], b: &[R], g: &Gemm, alpha: f32, beta: f32) {
     g.check(a.len(), b.len(), c.len()).expect("reference matmul: bad shape");
+    let f16_inputs = g.precision != MatmulPrecision::F32;
+    let input = |x: R| if f16_inputs { half::f16::from_f64(x.f()).to_f64() } else { x.f() };
     let at = |bat: usize, m: usize, k: usize| {
         let i = bat * g.stride_a + if g.trans_a { k * g.lda + m } else { m * g.lda + k };
-        a[i].f()
+        input(a[i])
     };
     let bt = |bat: usize, k: usize, n: usize| {
         let i = bat * g.stride_b + if g.trans_b { n * g.ldb + k } else { k * g.ldb + n };
-        b[i].f()
+        input(b[i])
     };
     // Compute every output row in parallel into owned buffers, then write them back.
     let rows: Vec<(usize, usize)> = (0..g.batch).flat_map(|bat| (0..g.m).map(move |m| (bat, m))).collect();

@@ -37,6 +37,32 @@ pub fn matmul_tolerance(_k: usize) -> Tol {
     Tol { atol: 1e-5, rtol: 1e-4 }
 }
 
+/// Matmul on cooperative matrices, f16 inputs, against the f64 reference fed the same
+/// f16-rounded inputs (`Gemm::precision` rounds them there), so neither side rounds the inputs
+/// differently and the products are exact on both (two 11-bit significands multiply into ≤ 22
+/// bits, exact in f32): only the kernel's accumulation remains. Inputs are scaled as a linear
+/// layer's (A in [−1, 1], B in [−1, 1]/√K), so every partial sum has magnitude ≲ 1 and the
+/// terms' root-sum-square is ≤ 1 (≈ 1/3 for uniform inputs).
+/// - f32 accumulation (`f16_block` = 0): a round-to-nearest accumulator (lavapipe) errs like the
+///   f32 kernels, √K·6e-8 ≤ 3.3e-6 (see [`matmul_tolerance`]). NVIDIA's tensor cores do not round
+///   to nearest inside an MMA: they align the products to the largest exponent and truncate
+///   (Fasi, Higham, Mikaitis and Pranesh, "Numerical behavior of NVIDIA tensor cores", 2021), up
+///   to one ulp (≤ ε·|partial| ≤ ε) per product, and the errors can share a sign, so the bound
+///   is linear: K·ε = 3.7e-4 at K = 3072, 9.2e-5 at 768. atol = 1e-5 + K·ε, rtol = 1e-4.
+/// - f16 accumulation over K blocks of `f16_block` (then exact widening and f32 addition): each
+///   of a block's ≤ `f16_block` roundings errs by ≤ ε16/2·|block partial sum| (ε16 = 2^−10),
+///   independently in sign on a round-to-nearest unit; the block partial sums of all blocks have
+///   a root-sum-square ≈ √(f16_block/2)·l2, so by the sum rule below the error stays under
+///   2·ε16·√f16_block·l2 with l2 ≤ 1: 1.6e-2 for blocks of 64, independent of K (that is the
+///   point of flushing). Added to the f32 allowance above. A unit that truncates in f16 could
+///   exceed it; the autotuner checks this variant at the class's own K before ranking it.
+pub fn matmul_coop_tolerance(k: usize, f16_block: u32) -> Tol {
+    const EPS16: f64 = 1.0 / 1024.0;
+    let f32_part = 1e-5 + k as f64 * EPS;
+    let f16_part = if f16_block == 0 { 0.0 } else { 2.0 * EPS16 * (f16_block as f64).sqrt() };
+    Tol { atol: f32_part + f16_part, rtol: 1e-4 }
+}
+
 /// fill/add/scale: one correctly rounded f32 operation, identical to the reference's f64 result
 /// rounded once, so the only allowance is for a driver that flushes denormals (inputs are O(1),
 /// so that never triggers): effectively exact. axpy: `fma` rounds once, but a driver may split it

@@ -10,7 +10,8 @@
 use super::{compare, elementwise_tolerance, matmul_tolerance, reduce_tolerance, Tol};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuOptions, GpuTensor};
-use crate::kernels::matmul::{Gemm, MatmulVariant, MATMUL_VARIANTS};
+use crate::kernels::matmul::{variant_tolerance, Gemm, MatmulPrecision, MatmulVariant, MATMUL_VARIANTS};
+use crate::kernels::matmul_coop::{CoopVariant, COOP_VARIANTS};
 use crate::kernels::{elementwise, matmul, reduce, Stream};
 use crate::reference;
 use crate::util::{fnv1a, Rng};
@@ -51,18 +52,37 @@ pub struct Row {
     /// The comparator's report for a failing row.
     pub detail: Option<String>,
     pub secs: f64,
+    /// Why the row did not run (e.g. no cooperative matrices on this adapter). Such a row is
+    /// neither passed nor failed: it is counted as not run.
+    pub not_run: Option<String>,
+}
+
+impl Row {
+    pub fn failed(&self) -> bool {
+        !self.pass && self.not_run.is_none()
+    }
+
+    pub fn ran(&self) -> bool {
+        self.not_run.is_none()
+    }
 }
 
 pub fn header() -> String {
     format!(
-        "{:<26} {:<20} {:<26} {:>11} {:>11} {:>16}  {}",
+        "{:<26} {:<36} {:<26} {:>11} {:>11} {:>16}  {}",
         "kernel", "variant", "shape", "max abs err", "max rel err", "tolerance", "result"
     )
 }
 
 pub fn format_row(r: &Row) -> String {
+    if let Some(why) = &r.not_run {
+        return format!(
+            "{:<26} {:<36} {:<26} {:>11} {:>11} {:>16}  NOT RUN: {why}",
+            r.kernel, r.variant, r.shape, "-", "-", "-"
+        );
+    }
     format!(
-        "{:<26} {:<20} {:<26} {:>11.3e} {:>11.3e} {:>16}  {}",
+        "{:<26} {:<36} {:<26} {:>11.3e} {:>11.3e} {:>16}  {}",
         r.kernel,
         r.variant,
         r.shape,
@@ -116,6 +136,25 @@ impl Runner<'_> {
             pass,
             detail: (!pass).then(|| stats.to_string()),
             secs,
+            not_run: None,
+        };
+        (self.on_row)(&row);
+        self.rows.push(row);
+    }
+
+    /// Add a row that could not run here, saying why.
+    pub(crate) fn record_not_run(&mut self, kernel: &str, variant: &str, shape: &str, why: &str) {
+        let row = Row {
+            kernel: kernel.to_string(),
+            variant: variant.to_string(),
+            shape: shape.to_string(),
+            max_abs: 0.0,
+            max_rel: 0.0,
+            tol: Tol { atol: 0.0, rtol: 0.0 },
+            pass: false,
+            detail: None,
+            secs: 0.0,
+            not_run: Some(why.to_string()),
         };
         (self.on_row)(&row);
         self.rows.push(row);
@@ -189,6 +228,19 @@ fn matmul_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<(
         if !r.wants(&kernel) {
             continue;
         }
+        if !ctx.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            for v in coop_rows(ctx, false) {
+                for storage in ["f32", "f16"] {
+                    let label = format!("{} {storage} in", v.name());
+                    r.record_not_run(
+                        &kernel,
+                        &label,
+                        "all shapes",
+                        "cooperative matrices not available on this adapter",
+                    );
+                }
+            }
+        }
         for case in cases {
             run_matmul_case(ctx, r, &kernel, &case)?;
         }
@@ -220,7 +272,7 @@ fn run_matmul_case(ctx: &GpuContext, r: &mut Runner<'_>, kernel: &str, case: &Ma
     let gpt_size = g.m * g.n * g.k >= 1 << 30;
     let defaults = [MatmulVariant::CPU_DEFAULT, MatmulVariant::GPU_DEFAULT];
     let run_all = r.opts.all_variants_at_gpt_shapes || !gpt_size;
-    for v in MATMUL_VARIANTS.iter().filter(|v| v.fits(&ctx.limits) && (run_all || defaults.contains(v))) {
+    for v in MATMUL_VARIANTS.iter().filter(|v| v.fits(ctx) && (run_all || defaults.contains(v))) {
         ctx.write(&tc, &c0)?;
         let t0 = Instant::now();
         let mut st = Stream::new(ctx);
@@ -229,7 +281,65 @@ fn run_matmul_case(ctx: &GpuContext, r: &mut Runner<'_>, kernel: &str, case: &Ma
         let got = ctx.read(&tc)?;
         r.record(kernel, &v.name(), &shape, &got, &want, matmul_tolerance(g.k), t0.elapsed().as_secs_f64());
     }
+    if !ctx.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        return Ok(());
+    }
+    // The coop variants, on the same inputs, against the reference on f16-rounded inputs; with
+    // the operands stored in f32 (rounded while staging) and in f16.
+    let g16 = g.with_precision(MatmulPrecision::F16Acc);
+    let mut want16 = c0.clone();
+    reference::matmul::matmul(&mut want16, &a, &b, &g16, case.alpha, case.beta);
+    let a16 = upload_at_f16(ctx, "A f16", &a, case.pads[0])?;
+    let b16 = upload_at_f16(ctx, "B f16", &b, case.pads[1])?;
+    for v in coop_rows(ctx, gpt_size && !r.opts.all_variants_at_gpt_shapes) {
+        for (storage, ta, tb) in [("f32", &ta, &tb), ("f16", &a16, &b16)] {
+            ctx.write(&tc, &c0)?;
+            let t0 = Instant::now();
+            let mut st = Stream::new(ctx);
+            matmul::matmul_variant(&mut st, MatmulVariant::Coop(v), &tc, ta, tb, &g16, case.alpha, case.beta)?;
+            st.run()?;
+            let got = ctx.read(&tc)?;
+            let unadvertised = if v.advertised(ctx) { "" } else { " (unadvertised)" };
+            let label = format!("{} {storage} in{unadvertised}", v.name());
+            let tol = variant_tolerance(MatmulVariant::Coop(v), g.k);
+            r.record(kernel, &label, &shape, &got, &want16, tol, t0.elapsed().as_secs_f64());
+        }
+    }
     Ok(())
+}
+
+/// The coop variants the suite runs on this adapter: every one that fits, or with `defaults_only`
+/// (the GPT-size products under `cargo test`) the first of each tile size and accumulation.
+fn coop_rows(ctx: &GpuContext, defaults_only: bool) -> Vec<CoopVariant> {
+    let sg = crate::kernels::matmul_coop::subgroup_size(ctx);
+    let fitting = COOP_VARIANTS.iter().copied().filter(|v| v.fits(ctx, sg));
+    let mut out: Vec<CoopVariant> = Vec::new();
+    for v in fitting {
+        if !defaults_only || !out.iter().any(|o| o.tile == v.tile && (o.flush == 0) == (v.flush == 0)) {
+            out.push(v);
+        }
+    }
+    if out.is_empty() && !ctx.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        // Name what would have run, for the not-run rows.
+        let mut seen: Vec<CoopVariant> = Vec::new();
+        for &v in COOP_VARIANTS {
+            if !seen.iter().any(|o| o.tile == v.tile && (o.flush == 0) == (v.flush == 0)) {
+                seen.push(v);
+            }
+        }
+        return seen;
+    }
+    out
+}
+
+/// As [`upload_at`], stored as f16.
+pub(crate) fn upload_at_f16(ctx: &GpuContext, label: &str, data: &[f32], pad: usize) -> Result<GpuTensor> {
+    // f16 views written from the host must start on a 4-byte boundary: round the pad up to even.
+    let pad = pad.next_multiple_of(2);
+    let t = ctx.tensor_f16(label, data.len() + pad + 1)?;
+    let v = t.view(pad, data.len());
+    ctx.write(&v, data)?;
+    Ok(v)
 }
 
 fn elementwise_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<()> {
@@ -310,5 +420,5 @@ fn reduce_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<(
 
 /// The variant names the suite covers on this adapter (for the summary line).
 pub fn matmul_variant_names(ctx: &GpuContext) -> Vec<String> {
-    MATMUL_VARIANTS.iter().filter(|v| v.fits(&ctx.limits)).map(MatmulVariant::name).collect()
+    crate::kernels::matmul::all_variants().filter(|v| v.fits(ctx)).map(|v| v.name()).collect()
 }
