@@ -297,9 +297,18 @@ fn adapters_cmd(gpu: &GpuArgs, json: bool) -> anyhow::Result<i32> {
     let backends = adapters::parse_backends(&gpu.backend)?;
     let instance = adapters::create_instance(backends);
     let list = adapters::enumerate(&instance, backends);
-    let reports: Vec<_> = list.iter().enumerate().map(|(i, a)| adapters::describe(i, a)).collect();
+    let mut reports: Vec<_> = list.iter().enumerate().map(|(i, a)| adapters::describe(i, a)).collect();
     // Which one a run would use, by the same rule GpuContext::new applies.
     let chosen = adapters::select(list, gpu.adapter.as_deref(), backends).ok().map(|a| a.get_info().name);
+    // For that one, open a device and run the cooperative-matrix self-test: the final verdict.
+    if let Some(name) = &chosen {
+        if let Some(r) = reports.iter_mut().find(|r| &r.name == name) {
+            r.cooperative_matrix_status = Some(match gpu.open() {
+                Ok(ctx) => wgpt_coop_line(&ctx),
+                Err(e) => format!("could not open the device to self-test: {e}"),
+            });
+        }
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
         return Ok(if reports.is_empty() { 1 } else { 0 });

@@ -7,7 +7,7 @@
 
 use wgpt::config::{MemorySpec, Recompute};
 use wgpt::model::gpu::GpuModel;
-use wgpt::model::{GptConfig, ParamLayout};
+use wgpt::model::{GptConfig, ModelMatmul, ParamLayout};
 use wgpt::reference::model::RefGpt;
 use wgpt::testing::gpu;
 use wgpt::util::Rng;
@@ -38,8 +38,49 @@ fn batch(cfg: &GptConfig, b: usize, seed: u64, ignore_every: usize) -> (Vec<i32>
     (idx, targets)
 }
 
+/// What a comparison allows: the f32 model's bounds (issue 3), or those of `model.matmul = "f16"`.
+struct ModelTol {
+    loss_rel: f64,
+    grad_rel: f64,
+}
+
+/// f32 everywhere: loss rel err ≤ 1e-5, every gradient's relative norm error ≤ 1e-4.
+const F32_TOL: ModelTol = ModelTol { loss_rel: 1e-5, grad_rel: 1e-4 };
+
+/// `model.matmul = "f16"` against the unrounded f64 reference. Every linear layer's inputs are
+/// rounded to f16 (relative error uniform in ±u, u = 2^−11), so each product's output carries an
+/// independent relative perturbation of rms √(2/3)·u ≈ 4.0e-4 (both operands rounded; the f32
+/// accumulation adds nothing comparable, see `validate::matmul_coop_tolerance`). A gradient is
+/// the end of a chain of such products: at depth 2 the longest, to the first layer's weights,
+/// passes through ≈ 18 of them (4 on each layer's path, forward and backward, the head's two and
+/// the weight-gradient product), and independent perturbations add in quadrature: √18·4e-4 ≈
+/// 1.7e-3 relative. Softmax, ReLU² and RMSNorm pass relative perturbations on with gains of
+/// order 1 (ReLU²: 2), so the gradients' relative-norm bound is 5e-3, 3× the quadrature sum.
+/// That holds only while the gradients entering the products are f16 normals (≥ 6.1e-5): below,
+/// the absolute rounding step 2^−24 makes relative errors grow as 3e-8/|g|. This model's
+/// attention gradients are ~1e-6 at a loss gradient of 1/(B·T), so the test scales the loss by
+/// 2^10 (as a loss scaler does; the mixed-precision issue makes it dynamic) and divides the
+/// gradients back; measured worst 1.3e-3. The loss is a mean over every position of log-softmax values
+/// whose logits carry the head's perturbation (≈ 4e-4 of each logit, logits O(1)), so ≈ 4e-4
+/// absolute per position, averaging down over the batch: 1e-3 relative of a loss near ln V ≈ 6
+/// holds with a wide margin. Measured values are printed.
+const F16_TOL: ModelTol = ModelTol { loss_rel: 1e-3, grad_rel: 5e-3 };
+
 fn check(cfg: &GptConfig, b: usize, recompute: Recompute, seed: u64) {
-    let Some(ctx) = gpu() else { return };
+    check_scaled(cfg, b, recompute, seed, ModelMatmul::F32, 1.0, &F32_TOL);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_scaled(
+    cfg: &GptConfig,
+    b: usize,
+    recompute: Recompute,
+    seed: u64,
+    matmul: ModelMatmul,
+    loss_scale: f32,
+    tol: &ModelTol,
+) -> f64 {
+    let Some(ctx) = gpu() else { return 0.0 };
     let layout = ParamLayout::new(cfg);
     let params = perturbed(&layout, seed);
     let (idx, targets) = batch(cfg, b, seed + 1, 37);
@@ -50,18 +91,19 @@ fn check(cfg: &GptConfig, b: usize, recompute: Recompute, seed: u64) {
     let want = reference.backward(&fw, &idx, &targets, b, cfg.sequence_len, 1.0 / fw.valid as f64);
 
     let mem = MemorySpec { recompute, logits_chunk_rows: 100 }; // several chunks, a ragged last one
-    let mut model = GpuModel::new(ctx, cfg, b, &mem).unwrap();
+    let mut model = GpuModel::new(ctx, cfg, b, &mem).unwrap().with_matmul(matmul.precision());
+    model.loss_scale = loss_scale;
     model.write_params(&params).unwrap();
     model.set_batch(&idx, &targets, 1).unwrap();
     let mut s = model.stream();
     model.zero_grads(&mut s).unwrap();
     s.run().unwrap();
     let loss = model.forward_backward().unwrap();
-    let got = model.read_grads().unwrap();
+    let got: Vec<f32> = model.read_grads().unwrap().iter().map(|g| g / loss_scale).collect();
 
     let rel = (loss - fw.loss).abs() / fw.loss.abs();
-    eprintln!("{recompute:?}: loss gpu {loss:.8} ref {:.8} rel err {rel:.2e}", fw.loss);
-    assert!(rel <= 1e-5, "loss rel err {rel:e}");
+    eprintln!("{recompute:?} {matmul:?}: loss gpu {loss:.8} ref {:.8} rel err {rel:.2e}", fw.loss);
+    assert!(rel <= tol.loss_rel, "loss rel err {rel:e}");
     let mut worst = (0.0f64, String::new());
     for (spec, &off) in layout.specs.iter().zip(&layout.offsets) {
         let r = off..off + spec.numel();
@@ -72,7 +114,10 @@ fn check(cfg: &GptConfig, b: usize, recompute: Recompute, seed: u64) {
         // stream, x_f = (1 − λ)·x feeds a scale-invariant RMSNorm, and ∂loss/∂λ vanishes up to
         // eps (the f64 reference gives ~1e-9). Such a tensor is held to an absolute bound instead.
         if den.sqrt() < 1e-8 {
-            assert!(num.sqrt() < 1e-8, "{}: analytically ~0 gradient, got error {:e}", spec.name, num.sqrt());
+            // With f16 inputs the ~0 gradient is ~0 up to the same relative perturbation of the
+            // terms it cancels (O(1) each): 1e-8 for f32, 1e-5 for f16.
+            let abs_bound = if matmul == ModelMatmul::F32 { 1e-8 } else { 1e-5 };
+            assert!(num.sqrt() < abs_bound, "{}: analytically ~0 gradient, got error {:e}", spec.name, num.sqrt());
             eprintln!(
                 "{recompute:?}: {} gradient is analytically ~0 ({:.1e}); abs err {:.1e}",
                 spec.name,
@@ -85,9 +130,10 @@ fn check(cfg: &GptConfig, b: usize, recompute: Recompute, seed: u64) {
         if e > worst.0 {
             worst = (e, spec.name.clone());
         }
-        assert!(e <= 1e-4, "{}: ‖g_gpu − g_ref‖/‖g_ref‖ = {e:e}", spec.name);
+        assert!(e <= tol.grad_rel, "{}: ‖g_gpu − g_ref‖/‖g_ref‖ = {e:e}", spec.name);
     }
-    eprintln!("{recompute:?}: worst gradient rel err {:.2e} ({})", worst.0, worst.1);
+    eprintln!("{recompute:?} {matmul:?} x{loss_scale}: worst gradient rel err {:.2e} ({})", worst.0, worst.1);
+    worst.0
 }
 
 /// (a) depth 2, head dim 64, vocab 512, T 64, B 2, windows "SL".
@@ -102,6 +148,30 @@ fn config_a() -> GptConfig {
 #[test]
 fn depth2_matches_reference() {
     check(&config_a(), 2, Recompute::None, 10);
+}
+
+/// `model.matmul = "f16"`: every linear layer's three products on the cooperative-matrix kernels
+/// (f16 inputs, f32 accumulation), the rest of the model unchanged, against the same f64
+/// reference; the bound is derived at [`F16_TOL`]. Where the adapter has no cooperative matrices
+/// the f32 kernels run (the model logs it) and the bound holds trivially; CI runs this under
+/// Mesa 26 lavapipe, where they exist, and `WGPT_EXPECT_COOP=1` makes their absence a failure.
+#[test]
+fn depth2_matches_reference_with_f16_matmuls() {
+    let Some(ctx) = gpu() else { return };
+    let coop = wgpt::kernels::matmul_coop::coop_status(ctx).is_available();
+    if std::env::var("WGPT_EXPECT_COOP").is_ok_and(|v| v == "1") {
+        assert!(coop, "WGPT_EXPECT_COOP=1 but cooperative matrices are not in use");
+    }
+    eprintln!("cooperative matrices: {}", wgpt::kernels::matmul_coop::coop_status(ctx).describe());
+    let scaled = check_scaled(&config_a(), 2, Recompute::None, 10, ModelMatmul::F16, 1024.0, &F16_TOL);
+    check_scaled(&config_a(), 2, Recompute::Block, 30, ModelMatmul::F16, 1024.0, &F16_TOL);
+    if coop {
+        // Unscaled, the small attention gradients fall into f16's subnormals (see F16_TOL): the
+        // same products then err about ten times more, which is what loss scaling is for.
+        let loose = ModelTol { loss_rel: F16_TOL.loss_rel, grad_rel: 1.0 };
+        let unscaled = check_scaled(&config_a(), 2, Recompute::None, 10, ModelMatmul::F16, 1.0, &loose);
+        assert!(unscaled > 3.0 * scaled, "unscaled {unscaled:e} vs scaled {scaled:e}: f16 rounding did not happen?");
+    }
 }
 
 #[test]

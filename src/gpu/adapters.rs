@@ -115,6 +115,12 @@ pub struct AdapterReport {
     pub shader_float32_atomic: bool,
     pub cooperative_matrix: bool,
     pub cooperative_matrix_configs: Vec<CoopMatrixConfig>,
+    /// Whether wgpt's coop kernels would be used, by the static gates (`gpu::coop::gate`): the
+    /// tile size, or why not. The self-test's verdict needs a device: `wgpt adapters` adds it for
+    /// the adapter a run would choose.
+    pub cooperative_matrix_use: String,
+    /// That verdict after the start-up self-test, where it was run.
+    pub cooperative_matrix_status: Option<String>,
     pub max_storage_buffer_binding_size: u64,
     pub max_buffer_size: u64,
     pub max_compute_workgroup_storage_size: u32,
@@ -165,6 +171,19 @@ pub fn describe(index: usize, adapter: &wgpu::Adapter) -> AdapterReport {
         shader_float32_atomic: f.contains(wgpu::Features::SHADER_FLOAT32_ATOMIC),
         cooperative_matrix: f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
         cooperative_matrix_configs: coop,
+        cooperative_matrix_use: match super::coop::gate(
+            &info,
+            f,
+            &super::coop::usable_configs(adapter, f),
+            super::coop::CoopMode::from_env().unwrap_or(super::coop::CoopMode::Auto),
+        ) {
+            super::coop::CoopGate::Open { tile, f16_accumulator } => format!(
+                "wgpt would use {tile}×{tile}×{tile} tiles (f32 accumulation{}), after its self-test",
+                if f16_accumulator { "; f16 accumulation too" } else { "" }
+            ),
+            super::coop::CoopGate::Closed(why) => format!("not used: {why}"),
+        },
+        cooperative_matrix_status: None,
         max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
         max_buffer_size: l.max_buffer_size,
         max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
@@ -236,6 +255,10 @@ pub fn format_report(r: &AdapterReport, chosen: bool) -> String {
         }
     } else {
         s += "      EXPERIMENTAL_COOPERATIVE_MATRIX   no\n";
+    }
+    match &r.cooperative_matrix_status {
+        Some(status) => s += &format!("      cooperative matrices: {status}\n"),
+        None => s += &format!("      cooperative matrices: {}\n", r.cooperative_matrix_use),
     }
     s += "    limits\n";
     s += &format!(

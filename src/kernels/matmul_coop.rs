@@ -171,6 +171,20 @@ pub fn all_specializations() -> Vec<(String, Specialization)> {
     v
 }
 
+/// What the linear layers of a model run at `precision` compute in on this adapter, for logs and
+/// reports, and whether that is the matrix units (the MFU peak to use).
+pub fn describe_linear_layers(ctx: &GpuContext, precision: MatmulPrecision) -> (String, bool) {
+    if precision == MatmulPrecision::F32 {
+        return ("f32 (WGSL, SIMT)".into(), false);
+    }
+    match coop_status(ctx) {
+        CoopStatus::Available { tile, .. } => {
+            (format!("f16 inputs, f32 accumulation, cooperative matrices ({tile}×{tile}×{tile})"), true)
+        }
+        CoopStatus::Unavailable(why) => (format!("f32 (WGSL, SIMT): model.matmul = f16 asked, but {why}"), false),
+    }
+}
+
 /// The subgroup sizes a coop kernel may be launched for on this adapter, the likeliest first:
 /// the one size a driver reports when min = max (NVIDIA 32, lavapipe 8), else both ends.
 fn candidate_subgroup_sizes(ctx: &GpuContext) -> Vec<u32> {

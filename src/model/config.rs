@@ -30,6 +30,32 @@ pub struct ModelSpec {
     /// layers; the last layer is always `L`. e.g. "L" or "SSSL".
     #[serde(default = "default_window_pattern")]
     pub window_pattern: String,
+    /// Precision of every linear layer's three products (forward X·Wᵀ, input gradient dY·W,
+    /// weight gradient dYᵀ·X): "f32" (the default), or "f16": inputs rounded to f16, products
+    /// accumulated in f32, on the cooperative-matrix kernels where the adapter uses them (storage,
+    /// weights, gradients and everything else stay f32; where the adapter has no cooperative
+    /// matrices the f32 kernels run and the log says so). Not part of the model's shape.
+    #[serde(default)]
+    pub matmul: ModelMatmul,
+}
+
+/// `model.matmul`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelMatmul {
+    #[default]
+    F32,
+    F16,
+}
+
+impl ModelMatmul {
+    /// What the linear layers' products accept.
+    pub fn precision(self) -> crate::kernels::matmul::MatmulPrecision {
+        match self {
+            ModelMatmul::F32 => crate::kernels::matmul::MatmulPrecision::F32,
+            ModelMatmul::F16 => crate::kernels::matmul::MatmulPrecision::F16,
+        }
+    }
 }
 
 fn default_aspect_ratio() -> usize {
@@ -248,6 +274,7 @@ mod tests {
             vocab_size: 32768,
             sequence_len: 2048,
             window_pattern: "L".into(),
+            matmul: ModelMatmul::F32,
         })
         .unwrap()
     }

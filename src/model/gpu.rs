@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::kernels::attention::{attention_backward_ws, attention_forward};
 use crate::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingBuckets, GpuEmbeddingBuckets};
-use crate::kernels::matmul::{matmul, Gemm};
+use crate::kernels::matmul::{matmul, Gemm, MatmulPrecision};
 use crate::kernels::{activation, crossentropy, elementwise, residual, rmsnorm, rope, smear, vegate, Stream};
 use crate::model::config::{QK_SCALE, SOFTCAP};
 use std::collections::BTreeMap;
@@ -31,6 +31,12 @@ pub struct GpuModel<'c> {
     pub b: usize,
     pub t: usize,
     pub logits_chunk_rows: usize,
+    /// What the linear layers' products accept (`model.matmul`): f32, or f16 inputs.
+    pub matmul: MatmulPrecision,
+    /// Every gradient comes out multiplied by this (the loss gradient is; 1 by default), so that
+    /// gradients rounded to f16 on their way into a product stay out of f16's subnormal range.
+    /// Whoever reads the gradients divides by it. Set before [`GpuModel::set_batch`].
+    pub loss_scale: f32,
     pub plan: MemoryPlan,
     bufs: BTreeMap<String, GpuTensor>,
     buckets: GpuEmbeddingBuckets,
@@ -42,7 +48,32 @@ impl<'c> GpuModel<'c> {
     /// Allocate parameters, gradients, activations, workspace and batch buffers (not the optimizer
     /// state: the optimizer allocates its own plan entries) and upload the RoPE tables.
     pub fn for_run(ctx: &'c GpuContext, rc: &RunConfig) -> Result<Self> {
-        Self::new(ctx, &rc.model, rc.train().device_batch_size, &rc.file.memory)
+        let m = Self::new(ctx, &rc.model, rc.train().device_batch_size, &rc.file.memory)?;
+        Ok(m.with_matmul(rc.file.model.matmul.precision()))
+    }
+
+    /// Run the linear layers' products at `precision` (see `model.matmul`); logs what that means
+    /// on this adapter.
+    pub fn with_matmul(mut self, precision: MatmulPrecision) -> Self {
+        if precision != MatmulPrecision::F32 {
+            let status = crate::kernels::matmul_coop::coop_status(self.ctx);
+            if status.is_available() {
+                log::info!("model.matmul = {}: linear layers on the cooperative-matrix kernels", precision.name());
+            } else {
+                log::warn!(
+                    "model.matmul = {}: cooperative matrices {}, so the linear layers run the f32 kernels",
+                    precision.name(),
+                    status.describe()
+                );
+            }
+        }
+        self.matmul = precision;
+        self
+    }
+
+    /// A linear layer's product at the model's matmul precision.
+    fn lin(&self, g: Gemm) -> Gemm {
+        g.with_precision(self.matmul)
     }
 
     /// For `b` sequences of the model's full length per forward/backward.
@@ -69,6 +100,8 @@ impl<'c> GpuModel<'c> {
             b,
             t,
             logits_chunk_rows,
+            matmul: MatmulPrecision::F32,
+            loss_scale: 1.0,
             plan,
             bufs,
             buckets,
@@ -181,7 +214,7 @@ impl<'c> GpuModel<'c> {
         self.ctx.write_i32(self.buf("targets"), targets)?;
         self.buckets.write(self.ctx, &EmbeddingBuckets::new(idx))?;
         self.valid = targets.iter().filter(|&&y| y >= 0).count();
-        let scale = if self.valid == 0 { 0.0 } else { 1.0 / (self.valid * grad_accum.max(1)) as f32 };
+        let scale = if self.valid == 0 { 0.0 } else { self.loss_scale / (self.valid * grad_accum.max(1)) as f32 };
         let mut scalars = vec![0.0f32; self.buf("step_scalars").len()];
         scalars[0] = scale;
         self.ctx.write(self.buf("step_scalars"), &scalars)
@@ -271,9 +304,9 @@ impl<'c> GpuModel<'c> {
         let (hd, kv) = (h * d, hkv * d);
         let (q, k, v) = (self.layer_buf(i, "q_rot"), self.layer_buf(i, "k_rot"), self.layer_buf(i, "v"));
         let u = self.buf("ws.u");
-        matmul(s, q, u, &self.w(i, "attn.c_q.weight"), &Gemm::nt(n, hd, c), 1.0, 0.0)?;
-        matmul(s, k, u, &self.w(i, "attn.c_k.weight"), &Gemm::nt(n, kv, c), 1.0, 0.0)?;
-        matmul(s, v, u, &self.w(i, "attn.c_v.weight"), &Gemm::nt(n, kv, c), 1.0, 0.0)?;
+        matmul(s, q, u, &self.w(i, "attn.c_q.weight"), &self.lin(Gemm::nt(n, hd, c)), 1.0, 0.0)?;
+        matmul(s, k, u, &self.w(i, "attn.c_k.weight"), &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
+        matmul(s, v, u, &self.w(i, "attn.c_v.weight"), &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
         if cfg.has_value_embed(i) {
             let ve = self.buf("ws.ve");
             embedding_forward(s, ve, &self.p(&format!("value_embeds.{i}.weight")), self.buf("idx"), n, kv)?;
@@ -318,7 +351,7 @@ impl<'c> GpuModel<'c> {
             self.attn_scale(),
         )?;
         elementwise::copy(s, x1, self.buf("ws.x_in"))?;
-        matmul(s, x1, att, &self.w(i, "attn.c_proj.weight"), &Gemm::nt(n, c, h * d), 1.0, 1.0)
+        matmul(s, x1, att, &self.w(i, "attn.c_proj.weight"), &self.lin(Gemm::nt(n, c, h * d)), 1.0, 1.0)
     }
 
     /// u2 = norm(x1) into ws.u, h = u2·Wfcᵀ, a = relu(h)² into ws.a.
@@ -327,7 +360,7 @@ impl<'c> GpuModel<'c> {
         let x1 = self.layer_buf(i, "x1");
         rmsnorm::rmsnorm_forward(s, self.buf("ws.u"), self.buf("ws.rstd_b"), x1, n, c, 1.0)?;
         let hb = self.mlp_hidden(i);
-        matmul(s, hb, self.buf("ws.u"), &self.w(i, "mlp.c_fc.weight"), &Gemm::nt(n, 4 * c, c), 1.0, 0.0)?;
+        matmul(s, hb, self.buf("ws.u"), &self.w(i, "mlp.c_fc.weight"), &self.lin(Gemm::nt(n, 4 * c, c)), 1.0, 0.0)?;
         activation::relu2_forward(s, self.buf("ws.a"), hb)
     }
 
@@ -339,7 +372,7 @@ impl<'c> GpuModel<'c> {
         self.block_mlp_hidden(s, i)?;
         let out = self.x_out(i);
         elementwise::copy(s, out, self.layer_buf(i, "x1"))?;
-        matmul(s, out, self.buf("ws.a"), &self.w(i, "mlp.c_proj.weight"), &Gemm::nt(n, c, 4 * c), 1.0, 1.0)?;
+        matmul(s, out, self.buf("ws.a"), &self.w(i, "mlp.c_proj.weight"), &self.lin(Gemm::nt(n, c, 4 * c)), 1.0, 1.0)?;
         if i == self.cfg.backout_layer() && i + 1 >= self.cfg.n_layer {
             elementwise::copy(s, self.buf("x_mid"), out)?;
         }
@@ -388,7 +421,7 @@ impl<'c> GpuModel<'c> {
             let rows = self.logits_chunk_rows.min(n - r0);
             let logits = self.buf("logits").view(0, rows * vp);
             let z = self.buf("z").view(r0 * c, rows * c);
-            matmul(s, &logits, &z, &lm, &Gemm::nt(rows, vp, c), 1.0, 0.0)?;
+            matmul(s, &logits, &z, &lm, &self.lin(Gemm::nt(rows, vp, c)), 1.0, 0.0)?;
             crossentropy::softcap_cross_entropy(
                 s,
                 &self.buf("ws.losses").view(r0, rows),
@@ -402,8 +435,16 @@ impl<'c> GpuModel<'c> {
                 &self.buf("step_scalars").view(0, 1),
             )?;
             if train {
-                matmul(s, &self.buf("ws.du").view(r0 * c, rows * c), &logits, &lm, &Gemm::nn(rows, c, vp), 1.0, 0.0)?;
-                matmul(s, &glm, &logits, &z, &Gemm::tn(vp, c, rows), 1.0, 1.0)?;
+                matmul(
+                    s,
+                    &self.buf("ws.du").view(r0 * c, rows * c),
+                    &logits,
+                    &lm,
+                    &self.lin(Gemm::nn(rows, c, vp)),
+                    1.0,
+                    0.0,
+                )?;
+                matmul(s, &glm, &logits, &z, &self.lin(Gemm::tn(vp, c, rows)), 1.0, 1.0)?;
             }
             r0 += rows;
         }
@@ -457,11 +498,11 @@ impl<'c> GpuModel<'c> {
             }
             // MLP: x_out = x1 + a·Wprojᵀ, a = relu(u2·Wfcᵀ)², u2 = norm(x1).
             let (a, da, du, u) = (self.buf("ws.a"), self.buf("ws.da"), self.buf("ws.du"), self.buf("ws.u"));
-            matmul(s, da, cur, &self.w(i, "mlp.c_proj.weight"), &Gemm::nn(n, f, c), 1.0, 0.0)?;
-            matmul(s, &self.gw(i, "mlp.c_proj.weight"), cur, a, &Gemm::tn(c, f, n), 1.0, 1.0)?;
+            matmul(s, da, cur, &self.w(i, "mlp.c_proj.weight"), &self.lin(Gemm::nn(n, f, c)), 1.0, 0.0)?;
+            matmul(s, &self.gw(i, "mlp.c_proj.weight"), cur, a, &self.lin(Gemm::tn(c, f, n)), 1.0, 1.0)?;
             activation::relu2_backward(s, a, da, hb)?; // ws.a now holds dh
-            matmul(s, du, a, &self.w(i, "mlp.c_fc.weight"), &Gemm::nn(n, c, f), 1.0, 0.0)?;
-            matmul(s, &self.gw(i, "mlp.c_fc.weight"), a, u, &Gemm::tn(f, c, n), 1.0, 1.0)?;
+            matmul(s, du, a, &self.w(i, "mlp.c_fc.weight"), &self.lin(Gemm::nn(n, c, f)), 1.0, 0.0)?;
+            matmul(s, &self.gw(i, "mlp.c_fc.weight"), a, u, &self.lin(Gemm::tn(f, c, n)), 1.0, 1.0)?;
             rmsnorm::rmsnorm_backward(s, cur, du, x1, self.buf("ws.rstd_b"), n, c, 1.0, true)?; // cur = dx1
                                                                                                 // Attention: x1 = x_in + att·Woᵀ.
             rmsnorm::rmsnorm_forward(s, u, self.buf("ws.rstd_a"), self.buf("ws.x_in"), n, c, 1.0)?;
@@ -469,8 +510,8 @@ impl<'c> GpuModel<'c> {
                 self.qk_norm(s, i)?;
             }
             let (att, datt) = (self.layer_buf(i, "att"), self.buf("ws.datt"));
-            matmul(s, datt, cur, &self.w(i, "attn.c_proj.weight"), &Gemm::nn(n, hd, c), 1.0, 0.0)?;
-            matmul(s, &self.gw(i, "attn.c_proj.weight"), cur, att, &Gemm::tn(c, hd, n), 1.0, 1.0)?;
+            matmul(s, datt, cur, &self.w(i, "attn.c_proj.weight"), &self.lin(Gemm::nn(n, hd, c)), 1.0, 0.0)?;
+            matmul(s, &self.gw(i, "attn.c_proj.weight"), cur, att, &self.lin(Gemm::tn(c, hd, n)), 1.0, 1.0)?;
             let (dqn, dkn, dv) = (self.buf("ws.dqn"), self.buf("ws.dkn"), self.buf("ws.dv"));
             attention_backward_ws(
                 s,
@@ -500,12 +541,12 @@ impl<'c> GpuModel<'c> {
             let (cos, sin) = (self.buf("rope.cos"), self.buf("rope.sin"));
             rope::rope_backward(s, dq, cos, sin, n, self.t, 0, h, d)?;
             rope::rope_backward(s, dk, cos, sin, n, self.t, 0, hkv, d)?;
-            matmul(s, du, dq, &self.w(i, "attn.c_q.weight"), &Gemm::nn(n, c, hd), 1.0, 0.0)?;
-            matmul(s, du, dk, &self.w(i, "attn.c_k.weight"), &Gemm::nn(n, c, kv), 1.0, 1.0)?;
-            matmul(s, du, dv, &self.w(i, "attn.c_v.weight"), &Gemm::nn(n, c, kv), 1.0, 1.0)?;
-            matmul(s, &self.gw(i, "attn.c_q.weight"), dq, u, &Gemm::tn(hd, c, n), 1.0, 1.0)?;
-            matmul(s, &self.gw(i, "attn.c_k.weight"), dk, u, &Gemm::tn(kv, c, n), 1.0, 1.0)?;
-            matmul(s, &self.gw(i, "attn.c_v.weight"), dv, u, &Gemm::tn(kv, c, n), 1.0, 1.0)?;
+            matmul(s, du, dq, &self.w(i, "attn.c_q.weight"), &self.lin(Gemm::nn(n, c, hd)), 1.0, 0.0)?;
+            matmul(s, du, dk, &self.w(i, "attn.c_k.weight"), &self.lin(Gemm::nn(n, c, kv)), 1.0, 1.0)?;
+            matmul(s, du, dv, &self.w(i, "attn.c_v.weight"), &self.lin(Gemm::nn(n, c, kv)), 1.0, 1.0)?;
+            matmul(s, &self.gw(i, "attn.c_q.weight"), dq, u, &self.lin(Gemm::tn(hd, c, n)), 1.0, 1.0)?;
+            matmul(s, &self.gw(i, "attn.c_k.weight"), dk, u, &self.lin(Gemm::tn(kv, c, n)), 1.0, 1.0)?;
+            matmul(s, &self.gw(i, "attn.c_v.weight"), dv, u, &self.lin(Gemm::tn(kv, c, n)), 1.0, 1.0)?;
             if cfg.has_value_embed(i) {
                 let (ve, dve) = (self.buf("ws.ve"), dkn);
                 let table = format!("value_embeds.{i}.weight");

@@ -8,5 +8,5 @@ pub mod gpu;
 pub mod memory;
 pub mod params;
 
-pub use config::{GptConfig, ModelSpec};
+pub use config::{GptConfig, ModelMatmul, ModelSpec};
 pub use params::{OptGroup, ParamCounts, ParamLayout, ParamSpec};

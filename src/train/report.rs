@@ -28,6 +28,8 @@ pub struct Report {
     command_line: String,
     config_toml: String,
     adapter: String,
+    /// What the linear layers computed in.
+    matmul: String,
     plan_total: u64,
     tokenizer: PathBuf,
     data: PathBuf,
@@ -66,6 +68,7 @@ impl Report {
             command_line: command_line.to_string(),
             config_toml: rc.to_toml(),
             adapter: ctx.describe(),
+            matmul: crate::kernels::matmul_coop::describe_linear_layers(ctx, rc.file.model.matmul.precision()).0,
             plan_total: plan.total_bytes(),
             tokenizer: tokenizer.to_path_buf(),
             data: data.to_path_buf(),
@@ -198,7 +201,7 @@ impl Report {
         s += &format!("- started: {}\n", humantime(self.started));
         s += &format!("- config: `{}`\n", self.config_name);
         s += &format!("- command: `{}`\n", self.command_line);
-        s += &format!("- adapter: {} · matmul precision f32 (WGSL, SIMT)\n", self.adapter);
+        s += &format!("- adapter: {} · linear layers: {}\n", self.adapter, self.matmul);
         s += &format!("- data: `{}` · tokenizer: `{}`\n\n", self.data.display(), self.tokenizer.display());
         s += "![train loss and validation bpb](report.svg)\n\n";
         s += "## Run\n\n```\n";

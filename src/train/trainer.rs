@@ -315,9 +315,19 @@ pub fn run(
             );
         }
     }
-    let peak = args.peak_tflops.map(|t| t * 1e12).or_else(|| peak_flops(&ctx.info.name, Precision::F32));
+    // MFU against the peak of the units the linear layers run on: the matrix units' f16 rate
+    // with f32 accumulation when model.matmul = "f16" runs on cooperative matrices, else f32.
+    let (linear, on_matrix_units) =
+        crate::kernels::matmul_coop::describe_linear_layers(&ctx, rc.file.model.matmul.precision());
+    println!("linear layers: {linear}");
+    let peak_precision = if on_matrix_units { Precision::Bf16Dense } else { Precision::F32 };
+    let peak = args.peak_tflops.map(|t| t * 1e12).or_else(|| peak_flops(&ctx.info.name, peak_precision));
     if peak.is_none() {
-        println!("MFU: n/a — peak FLOPS unknown for {} (pass --peak-tflops N, the card's f32 TFLOPS)", ctx.info.name);
+        println!(
+            "MFU: n/a — peak FLOPS unknown for {} (pass --peak-tflops N, the card's {} TFLOPS)",
+            ctx.info.name,
+            if on_matrix_units { "dense f16 (f32 accumulation)" } else { "f32" }
+        );
     }
 
     // ---- allocate exactly the plan; initialise or resume -------------------------------------
