@@ -19,13 +19,21 @@
 // Per-dispatch parameters travel as immediates (push constants), so one bind group serves every
 // dispatch that uses the same buffers.
 //
-// Three kernels, one contract; the host picks one per adapter and shape by autotuning:
+// Four kernels, one contract; the host picks one per adapter and shape by autotuning:
 //   matmul_naive     one output per invocation, no reuse: the baseline every other is measured against.
 //   matmul_register  TM×TN outputs per invocation (4 or 8 each) from vec4 loads, no workgroup memory
 //                    and no barriers. Best on CPU drivers (lavapipe), where a barrier costs a thread
 //                    switch and each lane's load is a separate load.
 //   matmul_tiled     BM×BN block per workgroup, BM×BK and BK×BN tiles staged in workgroup memory,
 //                    4×4 register tile per invocation, vec4 loads: the shape a discrete GPU wants.
+//   matmul_tiled8    the GPU-grade one: 128×128 or 128×64 blocks, an 8×8 register tile per
+//                    invocation (16 FMAs per element loaded from workgroup memory), both tiles
+//                    double-buffered with the next stage's global loads held in registers over
+//                    the current stage's arithmetic, op(A) stored transposed (k-major) so the
+//                    inner loop reads it as vec4, and each invocation's 8 rows and 8 columns split
+//                    in two 4-wide halves BM/2 (BN/2) apart so neighbouring invocations' vec4
+//                    reads are contiguous (no bank conflicts): the structure of the fastest
+//                    published SIMT SGEMMs. The cooperative-matrix kernels are matmul_coop.wgsl.
 //
 // Vector loads: a and b are bound as array<vec4<f32>>. When the host sets ALIGNED it promises that
 // the contiguous dimension of A and B starts every row on a multiple of 4 elements (lda, ldb,
@@ -352,4 +360,161 @@ fn matmul_tiled(
         workgroupBarrier();
     }
     store_tile(p.off_c + bat * p.stride_c, m_base + lid.y * 4u, n_base + lid.x * 4u, acc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul_tiled8. Two stages of op(A) k-major (At[stage][k][m/4]) and op(B) k-major
+// (Bt[stage][k][n/4]). Invocation (tx, ty) owns C rows {4ty.., BM/2 + 4ty..} × columns
+// {4tx.., BN/2 + 4tx..}: a 2×2 grid of 4×4 blocks. Workgroup (BN/8)×(BM/8); grid (ceil(N/BN),
+// ceil(M/BM), batch). BM·BK/4 and BN·BK/4 must be multiples of the invocation count, at most
+// MAX_STAGE8 vec4 per invocation (the host checks).
+const MAX_STAGE8: u32 = 4u;
+var<workgroup> At: array<vec4<f32>, 2u * BK * BM / 4u>;
+var<workgroup> Bt: array<vec4<f32>, 2u * BK * BN / 4u>;
+
+// The v-th vec4 of stage k0's op(A) slice as loaded from memory, and where its elements go in
+// At (k-major): contiguous along m when TRANS_A (one vec4 store), else along k (four scalars).
+fn tiled8_load_a(a0: u32, m_base: u32, k0: u32, v: u32) -> vec4<f32> {
+    if (TRANS_A) {
+        let kr = v / (BM / 4u);
+        let m = m_base + (v % (BM / 4u)) * 4u;
+        var n_ok = 0u;
+        if (k0 + kr < p.K) { n_ok = valid4(m, p.M); }
+        return fetch4_a(a0 + (k0 + kr) * p.lda + m, n_ok);
+    }
+    let r = v / (BK / 4u);
+    let k = k0 + (v % (BK / 4u)) * 4u;
+    var n_ok = 0u;
+    if (m_base + r < p.M) { n_ok = valid4(k, p.K); }
+    return fetch4_a(a0 + (m_base + r) * p.lda + k, n_ok);
+}
+
+fn tiled8_store_a(base: u32, v: u32, val: vec4<f32>) {
+    if (TRANS_A) {
+        At[base + v] = val;
+        return;
+    }
+    let r = v / (BK / 4u);
+    let kq = v % (BK / 4u);
+    for (var e = 0u; e < 4u; e++) {
+        At[base + (kq * 4u + e) * (BM / 4u) + r / 4u][r % 4u] = val[e];
+    }
+}
+
+fn tiled8_load_b(b0: u32, n_base: u32, k0: u32, v: u32) -> vec4<f32> {
+    if (TRANS_B) {
+        let r = v / (BK / 4u);
+        let k = k0 + (v % (BK / 4u)) * 4u;
+        var n_ok = 0u;
+        if (n_base + r < p.N) { n_ok = valid4(k, p.K); }
+        return fetch4_b(b0 + (n_base + r) * p.ldb + k, n_ok);
+    }
+    let kr = v / (BN / 4u);
+    let n = n_base + (v % (BN / 4u)) * 4u;
+    var n_ok = 0u;
+    if (k0 + kr < p.K) { n_ok = valid4(n, p.N); }
+    return fetch4_b(b0 + (k0 + kr) * p.ldb + n, n_ok);
+}
+
+fn tiled8_store_b(base: u32, v: u32, val: vec4<f32>) {
+    if (!TRANS_B) {
+        Bt[base + v] = val;
+        return;
+    }
+    let r = v / (BK / 4u);
+    let kq = v % (BK / 4u);
+    for (var e = 0u; e < 4u; e++) {
+        Bt[base + (kq * 4u + e) * (BN / 4u) + r / 4u][r % 4u] = val[e];
+    }
+}
+
+@compute @workgroup_size(BN / 8u, BM / 8u, 1)
+fn matmul_tiled8(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let threads = (BM / 8u) * (BN / 8u);
+    let m_base = wid.y * BM;
+    let n_base = wid.x * BN;
+    let bat = wid.z;
+    let a0 = p.off_a + bat * p.stride_a;
+    let b0 = p.off_b + bat * p.stride_b;
+    let a_vecs = BK * BM / 4u / threads;
+    let b_vecs = BK * BN / 4u / threads;
+    let a_stage = BK * BM / 4u;
+    let b_stage = BK * BN / 4u;
+
+    // acc[i][q]: row i of the thread's 8 (i < 4: 4ty + i; else BM/2 + 4ty + i − 4), columns of
+    // half q (4tx.. or BN/2 + 4tx..).
+    var acc: array<array<vec4<f32>, 2>, 8>;
+    var ra: array<vec4<f32>, MAX_STAGE8>;
+    var rb: array<vec4<f32>, MAX_STAGE8>;
+
+    for (var i = 0u; i < a_vecs; i++) {
+        let v = li + i * threads;
+        tiled8_store_a(0u, v, tiled8_load_a(a0, m_base, 0u, v));
+    }
+    for (var i = 0u; i < b_vecs; i++) {
+        let v = li + i * threads;
+        tiled8_store_b(0u, v, tiled8_load_b(b0, n_base, 0u, v));
+    }
+    workgroupBarrier();
+
+    let stages = (p.K + BK - 1u) / BK;
+    for (var t = 0u; t < stages; t++) {
+        let cur = t & 1u;
+        let more = t + 1u < stages;
+        if (more) {
+            for (var i = 0u; i < a_vecs; i++) {
+                ra[i] = tiled8_load_a(a0, m_base, (t + 1u) * BK, li + i * threads);
+            }
+            for (var i = 0u; i < b_vecs; i++) {
+                rb[i] = tiled8_load_b(b0, n_base, (t + 1u) * BK, li + i * threads);
+            }
+        }
+        let abase = cur * a_stage;
+        let bbase = cur * b_stage;
+        for (var kk = 0u; kk < BK; kk++) {
+            let arow = abase + kk * (BM / 4u);
+            let brow = bbase + kk * (BN / 4u);
+            let av0 = At[arow + lid.y];
+            let av1 = At[arow + BM / 8u + lid.y];
+            let bv0 = Bt[brow + lid.x];
+            let bv1 = Bt[brow + BN / 8u + lid.x];
+            for (var i = 0u; i < 4u; i++) {
+                acc[i][0] = fma(vec4<f32>(av0[i]), bv0, acc[i][0]);
+                acc[i][1] = fma(vec4<f32>(av0[i]), bv1, acc[i][1]);
+                acc[i + 4u][0] = fma(vec4<f32>(av1[i]), bv0, acc[i + 4u][0]);
+                acc[i + 4u][1] = fma(vec4<f32>(av1[i]), bv1, acc[i + 4u][1]);
+            }
+        }
+        if (more) {
+            let anext = (1u - cur) * a_stage;
+            let bnext = (1u - cur) * b_stage;
+            for (var i = 0u; i < a_vecs; i++) {
+                tiled8_store_a(anext, li + i * threads, ra[i]);
+            }
+            for (var i = 0u; i < b_vecs; i++) {
+                tiled8_store_b(bnext, li + i * threads, rb[i]);
+            }
+        }
+        // The next stage is in place and nobody reads this one any more.
+        workgroupBarrier();
+    }
+
+    let c0 = p.off_c + bat * p.stride_c;
+    for (var i = 0u; i < 8u; i++) {
+        let m = m_base + (i / 4u) * (BM / 2u) + lid.y * 4u + i % 4u;
+        if (m < p.M) {
+            for (var q = 0u; q < 2u; q++) {
+                let n0 = n_base + q * (BN / 2u) + lid.x * 4u;
+                for (var j = 0u; j < 4u; j++) {
+                    if (n0 + j < p.N) {
+                        store_c(c0 + m * p.ldc + n0 + j, acc[i][q][j]);
+                    }
+                }
+            }
+        }
+    }
 }

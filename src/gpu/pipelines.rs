@@ -95,6 +95,7 @@ pub enum Kernel {
     MatmulNaive,
     MatmulRegister,
     MatmulTiled,
+    MatmulTiled8,
     MatmulCoop,
     ElementwiseFill,
     ElementwiseCopy,
@@ -147,6 +148,7 @@ impl Kernel {
         Kernel::MatmulNaive,
         Kernel::MatmulRegister,
         Kernel::MatmulTiled,
+        Kernel::MatmulTiled8,
         Kernel::MatmulCoop,
         Kernel::ElementwiseFill,
         Kernel::ElementwiseCopy,
@@ -196,7 +198,7 @@ impl Kernel {
 
     pub fn shader(self) -> Shader {
         match self {
-            Kernel::MatmulNaive | Kernel::MatmulRegister | Kernel::MatmulTiled => Shader::Matmul,
+            Kernel::MatmulNaive | Kernel::MatmulRegister | Kernel::MatmulTiled | Kernel::MatmulTiled8 => Shader::Matmul,
             Kernel::MatmulCoop => Shader::MatmulCoop,
             Kernel::ElementwiseFill
             | Kernel::ElementwiseCopy
@@ -241,6 +243,7 @@ impl Kernel {
             Kernel::MatmulNaive => "matmul_naive",
             Kernel::MatmulRegister => "matmul_register",
             Kernel::MatmulTiled => "matmul_tiled",
+            Kernel::MatmulTiled8 => "matmul_tiled8",
             Kernel::MatmulCoop => "matmul_coop",
             Kernel::ElementwiseFill => "elementwise_fill",
             Kernel::ElementwiseCopy => "elementwise_copy",

@@ -204,6 +204,8 @@ pub enum MatmulVariant {
     Register { rx: u32, ry: u32, tm: u32, tn: u32 },
     /// BM×BN workgroup tiles staged through workgroup memory in BK steps.
     Tiled { bm: u32, bn: u32, bk: u32 },
+    /// BM×BN (128×128, 128×64) blocks, 8×8 register tiles, double-buffered k-major staging.
+    Tiled8 { bm: u32, bn: u32, bk: u32 },
     /// Cooperative matrices, f16 products (`shaders/matmul_coop.wgsl`).
     Coop(CoopVariant),
 }
@@ -224,6 +226,11 @@ pub const MATMUL_VARIANTS: &[MatmulVariant] = &[
     MatmulVariant::Tiled { bm: 64, bn: 64, bk: 32 },
     MatmulVariant::Tiled { bm: 128, bn: 64, bk: 8 },
     MatmulVariant::Tiled { bm: 64, bn: 128, bk: 8 },
+    MatmulVariant::Tiled8 { bm: 128, bn: 128, bk: 8 },
+    MatmulVariant::Tiled8 { bm: 128, bn: 128, bk: 16 },
+    MatmulVariant::Tiled8 { bm: 128, bn: 64, bk: 8 },
+    MatmulVariant::Tiled8 { bm: 128, bn: 64, bk: 16 },
+    MatmulVariant::Tiled8 { bm: 64, bn: 128, bk: 8 },
 ];
 
 /// Every variant of the family, f32 and coop.
@@ -237,6 +244,7 @@ impl MatmulVariant {
             MatmulVariant::Naive => "naive".into(),
             MatmulVariant::Register { rx, ry, tm, tn } => format!("register_{rx}x{ry}_t{tm}x{tn}"),
             MatmulVariant::Tiled { bm, bn, bk } => format!("tiled_{bm}x{bn}x{bk}"),
+            MatmulVariant::Tiled8 { bm, bn, bk } => format!("tiled8_{bm}x{bn}x{bk}"),
             MatmulVariant::Coop(v) => v.name(),
         }
     }
@@ -250,6 +258,7 @@ impl MatmulVariant {
             MatmulVariant::Naive => Kernel::MatmulNaive,
             MatmulVariant::Register { .. } => Kernel::MatmulRegister,
             MatmulVariant::Tiled { .. } => Kernel::MatmulTiled,
+            MatmulVariant::Tiled8 { .. } => Kernel::MatmulTiled8,
             MatmulVariant::Coop(_) => Kernel::MatmulCoop,
         }
     }
@@ -270,6 +279,15 @@ impl MatmulVariant {
             MatmulVariant::Naive => (16, 16, 0),
             MatmulVariant::Register { rx, ry, .. } => (rx, ry, 0),
             MatmulVariant::Tiled { bm, bn, bk } => (bn / 4, bm / 4, bk * (bm + bn) * 4),
+            MatmulVariant::Tiled8 { bm, bn, bk } => {
+                // Each invocation stages whole vec4s of both tiles, at most MAX_STAGE8 (4) each.
+                let threads = (bm / 8) * (bn / 8);
+                let share = |rows: u32| (bk * rows / 4).is_multiple_of(threads) && bk * rows / 4 / threads <= 4;
+                if !(share(bm) && share(bn) && bk.is_multiple_of(4)) {
+                    return false;
+                }
+                (bn / 8, bm / 8, 2 * bk * (bm + bn) * 4)
+            }
             MatmulVariant::Coop(v) => return v.fits(ctx, matmul_coop::subgroup_size(ctx)),
         };
         x * y <= limits.max_compute_invocations_per_workgroup
@@ -326,7 +344,7 @@ impl MatmulVariant {
                 .set("RY", ry as f64)
                 .set("TM", tm as f64)
                 .set("TN", tn as f64),
-            MatmulVariant::Tiled { bm, bn, bk } => {
+            MatmulVariant::Tiled { bm, bn, bk } | MatmulVariant::Tiled8 { bm, bn, bk } => {
                 o.flag("ALIGNED", aligned).set("BM", bm as f64).set("BN", bn as f64).set("BK", bk as f64)
             }
         }
@@ -336,7 +354,7 @@ impl MatmulVariant {
         let (tm, tn) = match *self {
             MatmulVariant::Naive => (16, 16),
             MatmulVariant::Register { rx, ry, tm, tn } => ((tm * ry) as usize, (tn * rx) as usize),
-            MatmulVariant::Tiled { bm, bn, .. } => (bm as usize, bn as usize),
+            MatmulVariant::Tiled { bm, bn, .. } | MatmulVariant::Tiled8 { bm, bn, .. } => (bm as usize, bn as usize),
             MatmulVariant::Coop(v) => (v.bm() as usize, v.bn() as usize),
         };
         [n.div_ceil(tn) as u32, m.div_ceil(tm) as u32, batch as u32]
