@@ -293,42 +293,90 @@ fn layout_role(layout: &str) -> &'static str {
     }
 }
 
+/// What [`step_bench`] measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StepBenchResult {
+    pub tokens: usize,
+    pub dispatches: usize,
+    /// Median wall time of one submitted micro-step.
+    pub ms: f64,
+    pub tokens_per_sec: f64,
+    pub model_gflops: f64,
+    /// Host time to record the micro-step's dispatches (bind groups, variant choice) and to
+    /// encode them into a command buffer: what a step costs the CPU.
+    pub record_ms: f64,
+    pub encode_ms: f64,
+    /// What the linear layers ran in.
+    pub linear_layers: String,
+    /// Planned bytes of everything but the optimizer state, and what allocating the model took.
+    pub plan_bytes: u64,
+    pub allocated_bytes: u64,
+    /// (kernel entry point, calls, GPU ms) from timestamps, largest first; empty without
+    /// TIMESTAMP_QUERY_INSIDE_PASSES.
+    pub kernels: Vec<(String, usize, f64)>,
+}
+
 /// Forward + head + backward of one micro-batch of `rc`'s model: tokens/s (median of `steps`
-/// timed runs after a warm-up, each run one submission of the recorded step) and the GPU time
-/// per kernel from timestamps written between dispatches.
+/// timed runs after a warm-up, each run one submission of the recorded step), the host time of
+/// recording and encoding it, and the GPU time per kernel from timestamps written between
+/// dispatches.
 pub fn step_bench(
     ctx: &GpuContext,
     rc: &crate::config::RunConfig,
     steps: usize,
     out: &mut dyn FnMut(&str),
-) -> Result<()> {
+) -> Result<StepBenchResult> {
     use crate::model::gpu::GpuModel;
+    use crate::model::memory::Category;
     use crate::model::ParamLayout;
     let m = &rc.model;
     let b = rc.train().device_batch_size;
     let n = b * m.sequence_len;
+    let before = ctx.allocated_bytes();
     let mut model = GpuModel::for_run(ctx, rc)?;
+    let allocated = ctx.allocated_bytes() - before;
+    let plan_bytes = model.plan.total_bytes() - model.plan.bytes(Category::Optimizer);
     model.write_params(&ParamLayout::new(m).init(rc.train().seed))?;
     let mut rng = Rng::new(1);
     let idx: Vec<i32> = (0..n).map(|_| (rng.next_u64() % m.vocab_size as u64) as i32).collect();
     let targets: Vec<i32> = (0..n).map(|_| (rng.next_u64() % m.vocab_size as u64) as i32).collect();
     model.set_batch(&idx, &targets, 1)?;
-    let mut s = model.stream();
-    model.zero_grads(&mut s)?;
-    model.record_forward(&mut s)?;
-    model.record_head(&mut s, true)?;
-    model.record_backward(&mut s)?;
-    let step = s.dispatches().to_vec();
+    let record = |model: &GpuModel<'_>| -> Result<Vec<crate::gpu::Dispatch>> {
+        let mut s = model.stream();
+        model.zero_grads(&mut s)?;
+        model.record_forward(&mut s)?;
+        model.record_head(&mut s, true)?;
+        model.record_backward(&mut s)?;
+        Ok(s.dispatches().to_vec())
+    };
+    // The first recording builds pipelines and (with autotuning on) tunes each shape class;
+    // later ones show what recording costs in steady state.
+    let step = record(&model)?;
+    let mut rec = Vec::new();
+    let mut enc = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let again = record(&model)?;
+        rec.push(t0.elapsed().as_secs_f64());
+        let t0 = Instant::now();
+        drop(ctx.encode(&again, 1));
+        enc.push(t0.elapsed().as_secs_f64());
+    }
+    let (record_ms, encode_ms) = (median(&rec) * 1e3, median(&enc) * 1e3);
+    let (linear_layers, _) = crate::kernels::matmul_coop::describe_linear_layers(ctx, model.matmul);
     out(&format!("adapter: {}", ctx.describe()));
     out(&format!(
         "model: depth {} · C {} · {} heads of {} · vocab {} · T {} · device batch {} ({} tokens) · recompute {:?}",
         m.n_layer, m.n_embd, m.n_head, m.head_dim, m.vocab_size, m.sequence_len, b, n, rc.file.memory.recompute
     ));
+    out(&format!("linear layers: {linear_layers}"));
     out(&format!(
-        "{} dispatches per micro-step; plan {:.1} MiB",
+        "{} dispatches per micro-step; plan {:.1} MiB without optimizer state, {:.1} MiB allocated for it",
         step.len(),
-        model.plan.total_bytes() as f64 / 1048576.0
+        plan_bytes as f64 / 1048576.0,
+        allocated as f64 / 1048576.0
     ));
+    out(&format!("host time per micro-step: recording {record_ms:.2} ms, encoding {encode_ms:.2} ms (median of 3)"));
     ctx.time(&step, 1)?; // warm-up: pipelines, caches
     let mut secs: Vec<f64> = Vec::new();
     for _ in 0..steps.max(1) {
@@ -344,9 +392,22 @@ pub fn step_bench(
         flops / 1e9,
         secs.len()
     ));
+    let mut result = StepBenchResult {
+        tokens: n,
+        dispatches: step.len(),
+        ms: dt * 1e3,
+        tokens_per_sec: tps,
+        model_gflops: flops / 1e9,
+        record_ms,
+        encode_ms,
+        linear_layers,
+        plan_bytes,
+        allocated_bytes: allocated,
+        kernels: Vec::new(),
+    };
     let Some(times) = ctx.profile(&step)? else {
         out("per-kernel breakdown: the adapter has no TIMESTAMP_QUERY_INSIDE_PASSES");
-        return Ok(());
+        return Ok(result);
     };
     let mut by: std::collections::BTreeMap<&'static str, (usize, f64)> = Default::default();
     for (d, t) in step.iter().zip(&times) {
@@ -361,6 +422,7 @@ pub fn step_bench(
     out(&format!("  {:<30} {:>6} {:>11} {:>7}", "kernel", "calls", "ms", "share"));
     for (k, (calls, t)) in rows {
         out(&format!("  {:<30} {:>6} {:>11.2} {:>6.1}%", k, calls, t * 1e3, 100.0 * t / total));
+        result.kernels.push((k.to_string(), calls, t * 1e3));
     }
-    Ok(())
+    Ok(result)
 }

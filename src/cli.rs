@@ -90,6 +90,10 @@ pub enum Command {
     },
     /// Generate text from a checkpoint (KV-cache inference; greedy or temperature/top-k sampling).
     Sample(crate::sample::SampleArgs),
+    /// Everything to measure when a real GPU is at hand: adapters, a quick validate, matmul,
+    /// attention and a d12 micro-step (f32 and f16 linear layers), memory; writes DIR/gpu-report.md
+    /// and DIR/gpu-report.json.
+    GpuReport(crate::gpu_report::GpuReportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -290,6 +294,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Tokenizer { cmd } => crate::tokenizer::cli::run(cmd),
         Command::Data { cmd } => crate::data::cli::run(cmd),
         Command::Sample(args) => crate::sample::run(&cli.gpu, &args),
+        Command::GpuReport(args) => {
+            let ctx = cli.gpu.open()?;
+            crate::gpu_report::run(&ctx, &args)?;
+            Ok(0)
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod gpu_report;
 pub mod kernels;
 pub mod model;
 pub mod reference;
