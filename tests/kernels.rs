@@ -556,9 +556,14 @@ fn broken_coop_staging_is_caught() {
     ctx.replace_shader_source(Shader::MatmulCoop, good.replace(needle, "return f16(a[a0 + m * p.lda + k + 1u]);"));
     for layout in ["matmul_nt", "matmul_nn"] {
         let rows = suite_rows(&ctx, layout, true);
-        let coop: Vec<&Row> = rows.iter().filter(|r| r.variant.starts_with("coop") && r.shape != "1x1x1").collect();
+        // The chunked rows run on a second context, with the real shaders.
+        let coop: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.variant.starts_with("coop") && r.shape != "1x1x1" && !r.kernel.contains("chunked"))
+            .collect();
         assert!(!coop.is_empty());
-        assert!(coop.iter().all(|r| r.failed()), "{layout}: a coop row passed with a broken staging index");
+        let passed: Vec<String> = coop.iter().filter(|r| !r.failed()).map(|r| suite::format_row(r)).collect();
+        assert!(passed.is_empty(), "{layout}: coop rows passed with a broken staging index:\n{}", passed.join("\n"));
         assert!(rows.iter().filter(|r| !r.variant.starts_with("coop")).all(|r| r.pass), "f32 rows are unaffected");
     }
     assert!(!matmul_coop::coop_status(&ctx).is_available(), "the self-test must refuse the broken kernel");

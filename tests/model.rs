@@ -89,6 +89,11 @@ fn check_scaled(
     let reference = RefGpt::new(cfg, &layout, &p64);
     let fw = reference.forward(&idx, &targets, b, cfg.sequence_len);
     let want = reference.backward(&fw, &idx, &targets, b, cfg.sequence_len, 1.0 / fw.valid as f64);
+    // The same reference evaluated in f32 (plain loops, f32 rounding): how far from the f64
+    // gradient any f32 computation lands on each tensor, i.e. the tensor's conditioning.
+    let ref32 = RefGpt::new(cfg, &layout, &params);
+    let fw32 = ref32.forward(&idx, &targets, b, cfg.sequence_len);
+    let want32 = ref32.backward(&fw32, &idx, &targets, b, cfg.sequence_len, 1.0 / fw32.valid as f64);
 
     let mem = MemorySpec { recompute, logits_chunk_rows: 100 }; // several chunks, a ragged last one
     let mut model = GpuModel::new(ctx, cfg, b, &mem).unwrap().with_matmul(matmul.precision());
@@ -130,7 +135,24 @@ fn check_scaled(
         if e > worst.0 {
             worst = (e, spec.name.clone());
         }
-        assert!(e <= tol.grad_rel, "{}: ‖g_gpu − g_ref‖/‖g_ref‖ = {e:e}", spec.name);
+        // A gradient that cancels heavily (depth 4's backout λ: x_f = x − λ·x_mid feeds a
+        // scale-invariant RMSNorm, so Σ dx·x_mid nearly vanishes) is inexact in any f32
+        // evaluation: the f32 reference itself errs by 3.6e-5 there, 100× its error elsewhere.
+        // The GPU rounds in other orders (tree reductions, the driver's exp and inverseSqrt),
+        // measured 3–5× the f32 reference's error on every tensor, so a tensor is held to
+        // max(bound, 8 × the f32 reference's error): the floor acts only where f32 itself cannot
+        // meet the bound, and the f16 bound already covers f32's conditioning.
+        let r = off..off + spec.numel();
+        let n32: f64 = want32[r.clone()].iter().zip(&want[r]).map(|(&g, &w)| (g as f64 - w).powi(2)).sum();
+        let e32 = (n32 / den).sqrt();
+        let bound = if matmul == ModelMatmul::F32 { tol.grad_rel.max(8.0 * e32) } else { tol.grad_rel };
+        if bound > tol.grad_rel {
+            eprintln!(
+                "  {}: ill-conditioned in f32 (f32 reference err {e32:.2e}): bound {bound:.2e}, got {e:.2e}",
+                spec.name
+            );
+        }
+        assert!(e <= bound, "{}: ‖g_gpu − g_ref‖/‖g_ref‖ = {e:e} (bound {bound:e})", spec.name);
     }
     eprintln!("{recompute:?} {matmul:?} x{loss_scale}: worst gradient rel err {:.2e} ({})", worst.0, worst.1);
     worst.0

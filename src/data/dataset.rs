@@ -199,7 +199,10 @@ impl Dataset {
 
         // Every file is checked now (parquet footer and column, a full UTF-8 scan of text files),
         // so a bad file fails here, before training starts; the scans run across cores.
-        let files: Vec<DataFile> = paths.par_iter().map(|(p, f)| index_file(p, *f, config)).collect::<Result<_>>()?;
+        // Index in parallel, but report the first bad file in file order: rayon's collect into a
+        // Result returns whichever error a thread met first, which made the message vary.
+        let indexed: Vec<Result<DataFile>> = paths.par_iter().map(|(p, f)| index_file(p, *f, config)).collect();
+        let files: Vec<DataFile> = indexed.into_iter().collect::<Result<_>>()?;
         let (train, val) = split_units(root, &files, config)?;
         // The fingerprint covers what stream positions depend on (file names, documents per
         // chunk, split settings), not the text: hashing content would mean reading every shard.
