@@ -148,7 +148,7 @@ fn lavapipe(args: &[OsString]) -> Result<i32> {
                 runner.display()
             )
         })?;
-        let status = Command::new(program)
+        let status = crate::scrub_cargo_run_env(&mut Command::new(program))
             .args(&o.command[1..])
             .env(&runner_var, format!("{runner} lavapipe-run"))
             .status()
@@ -312,7 +312,7 @@ fn build_root(stage: &Path, mirror: &str) -> Result<String> {
         return Err(format!("{KEYRING} not found\n  HINT: apt-get install debian-archive-keyring"));
     }
     let s = stage.to_str().filter(|s| !s.contains('"')).ok_or("the cache path must be UTF-8 without quotes")?;
-    for d in ["lists/partial", "cache/archives/partial", "state", "log", "root"] {
+    for d in ["lists/partial", "cache/archives/partial", "state", "log", "empty.d", "root"] {
         fs::create_dir_all(stage.join(d)).map_err(|e| format!("could not create {}: {e}", stage.display()))?;
     }
     let sources: String =
@@ -322,10 +322,10 @@ fn build_root(stage: &Path, mirror: &str) -> Result<String> {
     // Read through APT_CONFIG, which apt reads before /etc/apt/apt.conf.d, so that folder (hooks
     // such as docker-clean's, appstream's, packagekit's) is skipped altogether.
     let mut conf = format!(
-        "Dir::Etc::Parts \"/nonexistent\";\nDir::Etc::Main \"/nonexistent\";\n\
-         Dir::Etc::SourceList \"{s}/sources.list\";\nDir::Etc::SourceParts \"/nonexistent\";\n\
-         Dir::Etc::Preferences \"/nonexistent\";\nDir::Etc::PreferencesParts \"/nonexistent\";\n\
-         Dir::Etc::Trusted \"/nonexistent\";\nDir::Etc::TrustedParts \"/nonexistent\";\n\
+        "Dir::Etc::Parts \"{s}/empty.d\";\nDir::Etc::Main \"/dev/null\";\n\
+         Dir::Etc::SourceList \"{s}/sources.list\";\nDir::Etc::SourceParts \"{s}/empty.d\";\n\
+         Dir::Etc::Preferences \"/dev/null\";\nDir::Etc::PreferencesParts \"{s}/empty.d\";\n\
+         Dir::Etc::TrustedParts \"{s}/empty.d\";\n\
          Dir::State \"{s}/state\";\nDir::State::Lists \"{s}/lists\";\nDir::State::status \"{s}/status\";\n\
          Dir::Cache \"{s}/cache\";\nDir::Log \"{s}/log\";\n\
          APT::Architecture \"amd64\";\nAPT::Architectures {{ \"amd64\"; }};\n\
@@ -385,9 +385,11 @@ fn build_root(stage: &Path, mirror: &str) -> Result<String> {
     let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
     match mesa_major(&version) {
         Some(m) if m >= MIN_MESA_MAJOR => {}
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "{TARGET_RELEASE} at {mirror} offers Mesa {version:?}; cooperative matrices need Mesa >= {MIN_MESA_MAJOR}"
-        )),
+        ))
+        }
     }
     let root = stage.join("root");
     for deb in &debs {
@@ -402,7 +404,7 @@ fn build_root(stage: &Path, mirror: &str) -> Result<String> {
     }
     // Trixie is merged-/usr: the top-level links come from base-files, which is not unpacked.
     // Programs name their loader /lib64/ld-linux-x86-64.so.2.
-    for (link, to) in [("lib", "usr/lib"), ("lib64", "usr/lib64"), ("bin", "usr/bin"), ("sbin", "usr/sbin")] {
+    for (link, to) in [("lib", "usr/lib"), ("lib64", "usr/lib64"), ("bin", "usr/bin")] {
         if fs::symlink_metadata(root.join(link)).is_err() {
             std::os::unix::fs::symlink(to, root.join(link)).map_err(|e| format!("could not link {link}: {e}"))?;
         }
@@ -428,8 +430,18 @@ fn build_root(stage: &Path, mirror: &str) -> Result<String> {
     Ok(version)
 }
 
-/// The host's `Acquire::` settings, except index targets (appstream's extra downloads).
+/// The host's network settings for apt (proxies, timeouts, retries, Check-Valid-Until), which the
+/// skipped /etc/apt/apt.conf.d may hold.
 fn host_acquire_options(apt_config: &Path) -> Vec<(String, String)> {
+    const FORWARDED: &[&str] = &[
+        "Acquire::http::",
+        "Acquire::https::",
+        "Acquire::ftp::",
+        "Acquire::socks::",
+        "Acquire::Check-",
+        "Acquire::Retries",
+        "Acquire::ForceIPv",
+    ];
     let Ok(out) = Command::new(apt_config).args(["dump", "--no-empty", "--format", "%f=%v%n", "Acquire"]).output()
     else {
         return Vec::new();
@@ -437,8 +449,7 @@ fn host_acquire_options(apt_config: &Path) -> Vec<(String, String)> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| k.starts_with("Acquire::") && !k.starts_with("Acquire::IndexTargets") && !k.ends_with("::"))
-        .filter(|(k, _)| *k != "Acquire::Languages")
+        .filter(|(k, _)| FORWARDED.iter().any(|f| k.starts_with(f)) && !k.ends_with("::"))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }

@@ -30,12 +30,37 @@ pub(crate) fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root").to_path_buf()
 }
 
+/// Removes what `cargo run` sets for xtask itself (CARGO_MANIFEST_DIR=…/xtask, CARGO_PKG_*, …)
+/// from a cargo started from here. Left in, it reaches build scripts: ring's reruns when
+/// CARGO_MANIFEST_DIR changes, so every `cargo xtask` after a plain `cargo build` (and back)
+/// rebuilt ring, rustls, ureq and wgpt.
+pub(crate) fn scrub_cargo_run_env(cmd: &mut Command) -> &mut Command {
+    for (k, _) in env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if k.starts_with("CARGO_PKG_")
+            || matches!(
+                k,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 fn cargo(args: &[&str], rest: &[String]) -> i32 {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(cargo).current_dir(project_root()).args(args).args(rest).status().unwrap_or_else(|e| {
-        eprintln!("xtask: could not run cargo: {e}");
-        exit(2)
-    });
+    let mut cmd = Command::new(cargo);
+    let status =
+        scrub_cargo_run_env(&mut cmd).current_dir(project_root()).args(args).args(rest).status().unwrap_or_else(|e| {
+            eprintln!("xtask: could not run cargo: {e}");
+            exit(2)
+        });
     status.code().unwrap_or(1)
 }
 
