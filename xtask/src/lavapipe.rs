@@ -696,7 +696,7 @@ fn enter_inner(args: &[OsString]) -> Result<(OsString, std::io::Error)> {
     wanted.extend(crate::project_root().parent().map(Path::to_path_buf));
     // The binary's folder: the cargo target dir, wherever it is.
     wanted.extend(Path::new(&o.command[0]).parent().filter(|p| !p.as_os_str().is_empty()).map(|p| cwd.join(p)));
-    for k in ["HOME", "CARGO_TARGET_DIR", "CARGO_HOME", "RUSTUP_HOME", "WGPT_CACHE_DIR"] {
+    for k in ["HOME", "TMPDIR", "CARGO_TARGET_DIR", "CARGO_HOME", "RUSTUP_HOME", "WGPT_CACHE_DIR"] {
         wanted.extend(var(k).map(|v| cwd.join(v)));
     }
     if let Some(v) = var("WGPT_TEST_DATA") {
