@@ -724,8 +724,14 @@ fn enter_inner(args: &[OsString]) -> Result<(OsString, std::io::Error)> {
     std::os::unix::fs::chroot(&root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
     env::set_current_dir(&cwd)
         .map_err(|e| format!("the current directory {} is not in the root: {e}", cwd.display()))?;
+    // This Mesa has cooperative matrices: tests that check for them must find them (a driver or
+    // wgpu change that loses them fails the suite instead of turning the coop rows into not-run).
+    let expect_coop = !vars.iter().any(|(k, _)| k == "WGPT_EXPECT_COOP");
     let mut c = Command::new(&o.command[0]);
     c.args(&o.command[1..]).env_clear().envs(vars).env("VK_DRIVER_FILES", ICD).env("VK_ICD_FILENAMES", ICD);
+    if expect_coop {
+        c.env("WGPT_EXPECT_COOP", "1");
+    }
     if let Some((uid, gid)) = o.owner {
         c.uid(uid).gid(gid);
     }

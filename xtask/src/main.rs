@@ -18,6 +18,8 @@ tasks:
   adapters [--json]                            list the adapters wgpu sees, with features and limits
   bench matmul [--shape MxNxK] [--layouts ..]  GFLOP/s of every matmul variant beside a CPU sgemm
   test                                         the test suite: cargo test --workspace (CI runs it under lavapipe)
+  gpu-report --out DIR [--config FILE]         on a real GPU: adapters, quick validate, matmul/attention/step
+                                               benchmarks at d12, memory; DIR/gpu-report.md and .json
   lavapipe [--reinstall] [--print-root] -- CMD...
                                                run CMD against Mesa >= 26 lavapipe (cooperative matrices on the CPU),
                                                installed once into the cache; see cargo xtask lavapipe --help
