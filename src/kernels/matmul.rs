@@ -782,8 +782,10 @@ pub fn tune(ctx: &GpuContext, g: &Gemm, operand: DType) -> Result<Choice> {
         let (m, n, k) = if aligned { (68, 44, 36) } else { (67, 45, 35) };
         Gemm::new(g.trans_a, g.trans_b, m, n, k).batched(if g.batch > 1 { 2 } else { 1 }).with_precision(g.precision)
     };
+    // Scaled as a linear layer's inputs (B by 1/√K), as the tolerances assume.
     let pa = rng.vec_uniform(probe.a_len(), -1.0, 1.0);
-    let pb = rng.vec_uniform(probe.b_len(), -1.0, 1.0);
+    let ps = 1.0 / (probe.k as f32).sqrt();
+    let pb = rng.vec_uniform(probe.b_len(), -ps, ps);
     let refs = references(&probe, &pa, &pb);
     let (ta, tb, tc) = (upload("probe A", &pa)?, upload("probe B", &pb)?, ctx.tensor("probe C", probe.c_len())?);
     let mut passed = Vec::new();
