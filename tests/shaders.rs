@@ -80,3 +80,16 @@ fn coop_specializations_validate_and_stay_in_their_file() {
         assert_eq!(uses, shader == Shader::MatmulCoop, "{}", shader.file());
     }
 }
+
+/// matmul.wgsl and matmul_coop.wgsl are one family with one launcher: their parameter structs
+/// must be the same struct, or the coop kernels would read the immediates wrongly. (WGSL has no
+/// include, so the text is repeated; this keeps the copies equal.)
+#[test]
+fn matmul_families_share_one_parameter_struct() {
+    let block = |src: &'static str| {
+        let start = src.find("struct MatmulParams {").expect("struct MatmulParams");
+        let end = start + src[start..].find('}').unwrap();
+        &src[start..=end]
+    };
+    assert_eq!(block(Shader::Matmul.source()), block(Shader::MatmulCoop.source()));
+}
