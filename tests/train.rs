@@ -74,10 +74,7 @@ fn args(cfg: &Path, data: &Path, tok: &Path, run_dir: &Path) -> TrainArgs {
         },
         tokenizer: Some(tok.to_path_buf()),
         run_dir: Some(run_dir.to_path_buf()),
-        resume: false,
-        dry_run: false,
-        peak_tflops: None,
-        stop_after: None,
+        ..Default::default()
     }
 }
 

@@ -24,6 +24,16 @@ pub fn save_f32(
     tensors: &[(String, Vec<usize>, &[f32])],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
+    let bytes = serialize_f32(path, tensors, metadata)?;
+    write_atomic(path, &bytes).map_err(|e| file_err(path, format!("cannot write: {e}")))
+}
+
+/// The bytes of a safetensors file of named f32 tensors (`path` only names it in errors).
+pub fn serialize_f32(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, &[f32])],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, shape, data)| {
@@ -32,19 +42,27 @@ pub fn save_f32(
             Ok((name.clone(), view))
         })
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, metadata).map_err(|e| file_err(path, e.to_string()))?;
-    write_atomic(path, &bytes).map_err(|e| file_err(path, format!("cannot write: {e}")))
+    safetensors::serialize(views, metadata).map_err(|e| file_err(path, e.to_string()))
 }
 
-/// Save every parameter of an arena under its nanochat name.
-pub fn save_weights(path: &Path, layout: &ParamLayout, arena: &[f32]) -> Result<()> {
-    let tensors: Vec<(String, Vec<usize>, &[f32])> = layout
+/// Every parameter of an arena under its nanochat name, with its PyTorch shape.
+fn named_params<'a>(layout: &ParamLayout, arena: &'a [f32]) -> Vec<(String, Vec<usize>, &'a [f32])> {
+    layout
         .specs
         .iter()
         .zip(&layout.offsets)
         .map(|(p, &o)| (p.name.clone(), p.shape.clone(), &arena[o..o + p.numel()]))
-        .collect();
-    save_f32(path, &tensors, None)
+        .collect()
+}
+
+/// Save every parameter of an arena under its nanochat name.
+pub fn save_weights(path: &Path, layout: &ParamLayout, arena: &[f32]) -> Result<()> {
+    save_f32(path, &named_params(layout, arena), None)
+}
+
+/// The bytes [`save_weights`] writes.
+pub fn weights_bytes(path: &Path, layout: &ParamLayout, arena: &[f32]) -> Result<Vec<u8>> {
+    serialize_f32(path, &named_params(layout, arena), None)
 }
 
 /// Convert one stored tensor to f32 values.
@@ -67,8 +85,12 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 /// Load a full parameter arena. Every parameter of the layout must be present with its exact
 /// shape; a missing, misshapen or unexpected tensor is an error that lists what is wrong.
 pub fn load_weights(path: &Path, layout: &ParamLayout) -> Result<Vec<f32>> {
-    let bytes = read_file(path)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| file_err(path, format!("not a safetensors file: {e}")))?;
+    weights_from_bytes(path, &read_file(path)?, layout)
+}
+
+/// [`load_weights`] on a file already read (`path` only names it in errors).
+pub fn weights_from_bytes(path: &Path, bytes: &[u8], layout: &ParamLayout) -> Result<Vec<f32>> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| file_err(path, format!("not a safetensors file: {e}")))?;
     let mut by_name: HashMap<String, TensorView<'_>> = HashMap::new();
     for (name, view) in st.tensors() {
         let key = name.strip_prefix("_orig_mod.").unwrap_or(&name).to_string();

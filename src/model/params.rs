@@ -249,6 +249,16 @@ impl ParamLayout {
         (self.offsets[i], self.specs[i].numel())
     }
 
+    /// The name of the tensor holding arena element `i` (for messages about a bad value).
+    pub fn name_at(&self, i: usize) -> &str {
+        // Offsets follow the packing (Muon groups first), not spec order: search them all.
+        self.specs
+            .iter()
+            .zip(&self.offsets)
+            .find(|(p, &o)| (o..o + p.numel()).contains(&i))
+            .map_or("?", |(p, _)| &p.name)
+    }
+
     /// The initial arena contents for a run seed.
     pub fn init(&self, seed: u64) -> Vec<f32> {
         let mut arena = vec![0.0f32; self.len];

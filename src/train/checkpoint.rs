@@ -3,30 +3,40 @@
 //! - `optim.safetensors` — the optimizer state, by name,
 //! - `meta.json` — nanochat's meta layout (`step`, `val_bpb`, `model_config`, `user_config`,
 //!   `device_batch_size`, `max_seq_len`, `total_batch_size`, `dataloader_state_dict`,
-//!   `loop_state`) plus wgpt's own fields,
+//!   `loop_state`) plus wgpt's own fields, among them `files`: the byte length and checksum of
+//!   the two safetensors files, so a torn or bit-flipped file is caught on load,
 //!
 //! and `<run>/checkpoints/latest` naming the newest complete one.
 //!
 //! Atomicity: a checkpoint is written into a hidden temporary directory, every file fsynced, the
 //! directory renamed into place, and only then is `latest` replaced (itself atomically). A kill at
 //! any moment leaves the previous checkpoint and `latest` intact; a half-written directory is
-//! never named by `latest` and is removed by the next save.
+//! never named by `latest` and is removed by the next save. A save that fails (a full disk)
+//! removes its temporary directory before returning the error, so the space is free again.
+//!
+//! Recovery ([`find_resumable`]): `--resume` takes the newest checkpoint that loads completely
+//! (`latest` first, then every `step_*` from the newest down), saying which ones it passed over
+//! and why; `--resume-from step_NNNNNN` names one.
 
 use crate::error::{Error, Result};
-use crate::model::checkpoint::{load_weights, save_f32, save_weights};
+use crate::model::checkpoint::{serialize_f32, weights_bytes, weights_from_bytes};
 use crate::model::ParamLayout;
-use crate::util::write_atomic;
+use crate::util::{checksum64, write_atomic};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 
 /// A named f32 buffer of optimizer state.
 pub type StateTensor = (String, Vec<f32>);
 
+const MODEL_FILE: &str = "model.safetensors";
+const OPTIM_FILE: &str = "optim.safetensors";
+const META_FILE: &str = "meta.json";
+
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
-fn step_name(step: usize) -> String {
+pub fn step_name(step: usize) -> String {
     format!("step_{step:06}")
 }
 
@@ -38,7 +48,19 @@ fn fsync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io(dir, e))
 }
 
-/// Write a complete checkpoint for `step` and point `latest` at it.
+/// Write `bytes` to a new file and fsync it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(|e| io(path, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io(path, e))
+}
+
+fn file_record(bytes: &[u8]) -> serde_json::Value {
+    serde_json::json!({"bytes": bytes.len(), "checksum": format!("{:016x}", checksum64(bytes))})
+}
+
+/// Write a complete checkpoint for `step` and point `latest` at it. On failure nothing of this
+/// save is left on disk (the previous checkpoints and `latest` are untouched).
 pub fn save(
     run_dir: &Path,
     step: usize,
@@ -58,37 +80,70 @@ pub fn save(
         }
     }
     let tmp = root.join(format!(".tmp-{}-{}", step_name(step), std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    save_weights(&tmp.join("model.safetensors"), layout, params)?;
-    let named: Vec<(String, Vec<usize>, &[f32])> =
-        optim.iter().map(|(n, v)| (n.clone(), vec![v.len()], v.as_slice())).collect();
-    save_f32(&tmp.join("optim.safetensors"), &named, None)?;
-    let text = serde_json::to_string_pretty(meta).unwrap();
-    write_atomic(&tmp.join("meta.json"), text.as_bytes()).map_err(|e| io(&tmp, e))?;
-    fsync_dir(&tmp)?;
+    let written = write_into(&tmp, layout, params, optim, meta);
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     let dest = root.join(step_name(step));
-    if dest.exists() {
+    let placed = if dest.exists() {
         // Re-saving a step (a resumed run reaching it again): replace the old one whole.
         let old = root.join(format!(".tmp-old-{}-{}", step_name(step), std::process::id()));
         std::fs::rename(&dest, &old).map_err(|e| io(&dest, e))?;
-        std::fs::rename(&tmp, &dest).map_err(|e| io(&dest, e))?;
+        let r = std::fs::rename(&tmp, &dest).map_err(|e| io(&dest, e));
         let _ = std::fs::remove_dir_all(&old);
+        r
     } else {
-        std::fs::rename(&tmp, &dest).map_err(|e| io(&dest, e))?;
+        std::fs::rename(&tmp, &dest).map_err(|e| io(&dest, e))
+    };
+    if let Err(e) = placed {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
     }
     fsync_dir(&root)?;
     write_atomic(&root.join("latest"), step_name(step).as_bytes()).map_err(|e| io(&root, e))?;
     Ok(dest)
 }
 
-/// The newest complete checkpoint of a run directory, if any.
+fn write_into(
+    tmp: &Path,
+    layout: &ParamLayout,
+    params: &[f32],
+    optim: &[StateTensor],
+    meta: &serde_json::Value,
+) -> Result<()> {
+    std::fs::create_dir_all(tmp).map_err(|e| io(tmp, e))?;
+    let model_path = tmp.join(MODEL_FILE);
+    let model = weights_bytes(&model_path, layout, params)?;
+    write_synced(&model_path, &model)?;
+    let model_record = file_record(&model);
+    drop(model);
+    let optim_path = tmp.join(OPTIM_FILE);
+    let named: Vec<(String, Vec<usize>, &[f32])> =
+        optim.iter().map(|(n, v)| (n.clone(), vec![v.len()], v.as_slice())).collect();
+    let optim_bytes = serialize_f32(&optim_path, &named, None)?;
+    write_synced(&optim_path, &optim_bytes)?;
+    let mut meta = meta.clone();
+    if let Some(obj) = meta.as_object_mut() {
+        obj.insert(
+            "files".into(),
+            serde_json::json!({MODEL_FILE: model_record, OPTIM_FILE: file_record(&optim_bytes)}),
+        );
+    }
+    drop(optim_bytes);
+    let text = serde_json::to_string_pretty(&meta).unwrap();
+    write_synced(&tmp.join(META_FILE), text.as_bytes())?;
+    fsync_dir(tmp)
+}
+
+/// The newest checkpoint `latest` names, if it names one that has its meta file.
 pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
     let root = checkpoints_dir(run_dir);
     let path = root.join("latest");
     match std::fs::read_to_string(&path) {
         Ok(name) => {
             let dir = root.join(name.trim());
-            if dir.join("meta.json").is_file() {
+            if dir.join(META_FILE).is_file() {
                 Ok(Some(dir))
             } else {
                 Err(Error::File { path, message: format!("names {} which is missing or incomplete", dir.display()) })
@@ -99,17 +154,75 @@ pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
     }
 }
 
+/// Every `step_NNNNNN` directory of a run, newest (highest step) first.
+pub fn list(run_dir: &Path) -> Vec<(usize, PathBuf)> {
+    let mut v: Vec<(usize, PathBuf)> = std::fs::read_dir(checkpoints_dir(run_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name.strip_prefix("step_")?.parse::<usize>().ok()?;
+            e.path().is_dir().then(|| (step, e.path()))
+        })
+        .collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.0));
+    v
+}
+
 /// What a checkpoint directory holds.
 pub struct Loaded {
+    pub step: usize,
     pub params: Vec<f32>,
     pub optim: Vec<StateTensor>,
     pub meta: serde_json::Value,
 }
 
+/// Read a file and check it against the length and checksum meta.json recorded for it
+/// (checkpoints from before the checksums were added are read unchecked).
+fn read_checked(dir: &Path, name: &str, meta: &serde_json::Value) -> Result<Vec<u8>> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+    if let Some(rec) = meta.get("files").and_then(|f| f.get(name)) {
+        let want_len = rec["bytes"].as_u64().unwrap_or(u64::MAX);
+        if bytes.len() as u64 != want_len {
+            return Err(Error::File {
+                path,
+                message: format!(
+                    "is {} bytes, meta.json recorded {want_len}: the file is truncated or torn",
+                    bytes.len()
+                ),
+            });
+        }
+        let got = format!("{:016x}", checksum64(&bytes));
+        if rec["checksum"].as_str() != Some(got.as_str()) {
+            return Err(Error::File {
+                path,
+                message: format!("checksum {got} differs from meta.json's {}: the file is corrupt", rec["checksum"]),
+            });
+        }
+    }
+    Ok(bytes)
+}
+
+/// Load a checkpoint completely: meta, weights (every tensor with its exact shape, all finite)
+/// and optimizer state, each file checked against its recorded checksum.
 pub fn load(dir: &Path, layout: &ParamLayout) -> Result<Loaded> {
-    let params = load_weights(&dir.join("model.safetensors"), layout)?;
-    let opath = dir.join("optim.safetensors");
-    let bytes = std::fs::read(&opath).map_err(|e| io(&opath, e))?;
+    let mpath = dir.join(META_FILE);
+    let text = std::fs::read_to_string(&mpath).map_err(|e| io(&mpath, e))?;
+    let meta: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::File { path: mpath.clone(), message: format!("not JSON: {e}") })?;
+    let step = meta["step"]
+        .as_u64()
+        .ok_or_else(|| Error::File { path: mpath.clone(), message: "has no `step`".into() })? as usize;
+    let model_path = dir.join(MODEL_FILE);
+    let params = weights_from_bytes(&model_path, &read_checked(dir, MODEL_FILE, &meta)?, layout)?;
+    if let Some(i) = params.iter().position(|p| !p.is_finite()) {
+        let name = layout.name_at(i);
+        return Err(Error::File { path: model_path, message: format!("parameter {name} holds non-finite values") });
+    }
+    let opath = dir.join(OPTIM_FILE);
+    let bytes = read_checked(dir, OPTIM_FILE, &meta)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::File { path: opath.clone(), message: format!("not a safetensors file: {e}") })?;
     let mut optim: Vec<StateTensor> = st
@@ -121,11 +234,75 @@ pub fn load(dir: &Path, layout: &ParamLayout) -> Result<Loaded> {
         })
         .collect();
     optim.sort_by(|a, b| a.0.cmp(&b.0));
-    let mpath = dir.join("meta.json");
-    let text = std::fs::read_to_string(&mpath).map_err(|e| io(&mpath, e))?;
-    let meta =
-        serde_json::from_str(&text).map_err(|e| Error::File { path: mpath, message: format!("not JSON: {e}") })?;
-    Ok(Loaded { params, optim, meta })
+    Ok(Loaded { step, params, optim, meta })
+}
+
+/// The checkpoint a resumed run starts from, and the newer ones passed over (with why).
+pub struct Resumable {
+    pub dir: PathBuf,
+    pub loaded: Loaded,
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// `which`: `None` for the newest checkpoint that loads completely (and passes `check`), or a
+/// `step_NNNNNN` name, a step number or a path for exactly that one.
+pub fn find_resumable(
+    run_dir: &Path,
+    layout: &ParamLayout,
+    which: Option<&str>,
+    check: &dyn Fn(&Loaded) -> std::result::Result<(), String>,
+) -> std::result::Result<Resumable, String> {
+    let try_one = |dir: &Path| -> std::result::Result<Loaded, String> {
+        let l = load(dir, layout).map_err(|e| e.to_string())?;
+        check(&l)?;
+        Ok(l)
+    };
+    if let Some(w) = which {
+        let dir = if let Ok(n) = w.trim_start_matches("step_").parse::<usize>() {
+            checkpoints_dir(run_dir).join(step_name(n))
+        } else {
+            PathBuf::from(w)
+        };
+        if !dir.is_dir() {
+            let have: Vec<String> = list(run_dir).iter().map(|(s, _)| step_name(*s)).collect();
+            return Err(format!(
+                "--resume-from {w}: {} is not a checkpoint directory\n  HINT: {} has: {}",
+                dir.display(),
+                checkpoints_dir(run_dir).display(),
+                if have.is_empty() { "no checkpoints".into() } else { have.join(", ") }
+            ));
+        }
+        let loaded = try_one(&dir).map_err(|e| format!("--resume-from {w}: {e}"))?;
+        return Ok(Resumable { dir, loaded, skipped: vec![] });
+    }
+    let mut order: Vec<PathBuf> = Vec::new();
+    let mut skipped = Vec::new();
+    match latest(run_dir) {
+        Ok(Some(d)) => order.push(d),
+        Ok(None) => {}
+        Err(e) => skipped.push((checkpoints_dir(run_dir).join("latest"), e.to_string())),
+    }
+    for (_, d) in list(run_dir) {
+        if !order.contains(&d) {
+            order.push(d);
+        }
+    }
+    if order.is_empty() {
+        return Err(format!("{} has no checkpoint\n  HINT: start without --resume", run_dir.display()));
+    }
+    for dir in order {
+        match try_one(&dir) {
+            Ok(loaded) => return Ok(Resumable { dir, loaded, skipped }),
+            Err(why) => skipped.push((dir, why)),
+        }
+    }
+    let why: Vec<String> = skipped.iter().map(|(d, w)| format!("{}: {w}", d.display())).collect();
+    Err(format!(
+        "--resume: no checkpoint of {} loads completely:\n  {}\n  HINT: start a fresh run with --run-dir DIR (or \
+         --archive-old to move this run's files aside)",
+        run_dir.display(),
+        why.join("\n  ")
+    ))
 }
 
 #[cfg(test)]

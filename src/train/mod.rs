@@ -7,6 +7,7 @@ pub mod mfu;
 pub mod optimizer;
 pub mod plot;
 pub mod report;
+pub mod rundir;
 pub mod sampling;
 pub mod schedule;
 pub mod trainer;

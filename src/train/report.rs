@@ -3,9 +3,9 @@
 //! and driver, precision), how fast (throughput, step time, MFU, allocated memory), and what came
 //! of it (val bpb table, train loss, samples), with an assessment.
 //!
-//! The history comes from `metrics.jsonl` (appended every step, kept across resumptions; a step
-//! logged twice, before a crash and again after resuming from an earlier checkpoint, counts once),
-//! so a resumed run's report covers the whole run.
+//! The history comes from `metrics.jsonl` (appended every step, kept across resumptions and cut
+//! back to the checkpoint on each resume, so it holds one consistent history), so a resumed run's
+//! report covers the whole run, with its resumptions listed.
 
 use super::plot::{svg, Panel, Series};
 use super::Hyper;
@@ -31,7 +31,6 @@ pub struct Report {
     /// What the linear layers computed in.
     matmul: String,
     plan_total: u64,
-    tokenizer: PathBuf,
     data: PathBuf,
     tokens_per_param: f64,
     num_iterations: usize,
@@ -48,6 +47,36 @@ pub struct Report {
     stopped_early: bool,
     allocated: u64,
     started: std::time::SystemTime,
+    ended: Option<std::time::SystemTime>,
+    last_step: usize,
+    tokenizer_desc: String,
+    data_desc: String,
+    init_from: Option<String>,
+}
+
+/// The wgpt build that is running: version, git commit and whether the tree had uncommitted
+/// changes when it was built (build.rs).
+pub fn build_info() -> serde_json::Value {
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": env!("WGPT_GIT_COMMIT"),
+        "dirty": env!("WGPT_GIT_DIRTY") == "true",
+    })
+}
+
+fn build_line() -> String {
+    let dirty = if env!("WGPT_GIT_DIRTY") == "true" { " (uncommitted changes)" } else { "" };
+    format!("wgpt {} · commit {}{dirty}", env!("CARGO_PKG_VERSION"), env!("WGPT_GIT_COMMIT"))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
 }
 
 impl Report {
@@ -70,7 +99,6 @@ impl Report {
             adapter: ctx.describe(),
             matmul: crate::kernels::matmul_coop::describe_linear_layers(ctx, rc.file.model.matmul.precision()).0,
             plan_total: plan.total_bytes(),
-            tokenizer: tokenizer.to_path_buf(),
             data: data.to_path_buf(),
             tokens_per_param: h.tokens_per_param,
             num_iterations: h.num_iterations,
@@ -86,7 +114,34 @@ impl Report {
             stopped_early: false,
             allocated: 0,
             started: std::time::SystemTime::now(),
+            ended: None,
+            last_step: 0,
+            tokenizer_desc: tokenizer.display().to_string(),
+            data_desc: data.display().to_string(),
+            init_from: None,
         }
+    }
+
+    /// The tokenizer as the run loaded it (path, vocabulary, fingerprint, what it was trained on).
+    pub fn set_tokenizer(&mut self, desc: &str) {
+        self.tokenizer_desc = desc.to_string();
+    }
+
+    /// The data: where, how many documents in each split.
+    pub fn set_data(&mut self, ds: &crate::data::Dataset) {
+        use crate::data::Split;
+        self.data_desc = format!(
+            "`{}` · {} files · {} train documents, {} validation documents",
+            self.data.display(),
+            ds.files().len(),
+            ds.split_docs(Split::Train),
+            ds.split_docs(Split::Val)
+        );
+    }
+
+    /// Where the initial weights came from (`--init-from`), if not from the seed.
+    pub fn set_init_from(&mut self, source: Option<&str>) {
+        self.init_from = source.map(str::to_string);
     }
 
     /// What a checkpoint keeps of the loop (nanochat's loop_state plus what the EMA needs).
@@ -97,6 +152,7 @@ impl Report {
             "total_training_time": self.total_time,
             "timed_steps": self.timed_steps,
             "last_val_bpb": self.last_bpb,
+            "started": self.started.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         })
     }
 
@@ -106,9 +162,12 @@ impl Report {
         self.total_time = v["total_training_time"].as_f64().unwrap_or(0.0);
         self.timed_steps = v["timed_steps"].as_u64().unwrap_or(0) as usize;
         self.last_bpb = v["last_val_bpb"].as_f64();
+        if let Some(t) = v["started"].as_u64().filter(|&t| t > 0) {
+            self.started = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
+        }
     }
 
-    pub fn eval(&mut self, bpb: f64) {
+    pub fn eval(&mut self, _step: usize, bpb: f64) {
         self.min_bpb = self.min_bpb.min(bpb);
         self.last_bpb = Some(bpb);
     }
@@ -131,13 +190,10 @@ impl Report {
         self.smooth / (1.0 - 0.9f64.powi(step as i32 + 1))
     }
 
-    /// Mean step time over the timed steps (every step after the tenth), for the ETA.
-    pub fn mean_dt(&self) -> f64 {
-        if self.timed_steps == 0 {
-            0.0
-        } else {
-            self.total_time / self.timed_steps as f64
-        }
+    /// Mean step time over the timed steps (every step after the tenth), for the ETA; `None`
+    /// until there is one.
+    pub fn mean_dt(&self) -> Option<f64> {
+        (self.timed_steps > 0).then(|| self.total_time / self.timed_steps as f64)
     }
 
     pub fn total_time(&self) -> f64 {
@@ -148,9 +204,13 @@ impl Report {
         self.failure = Some(format!("stopped at step {step}: {why}"));
     }
 
-    pub fn finish(&mut self, stopped_early: bool, allocated: u64) {
+    /// The run ended (completed or stopped) after `last_step`, with `allocated` bytes of GPU
+    /// memory in use at the end (the peak: everything is allocated up front, the sampler last).
+    pub fn finish(&mut self, stopped_early: bool, last_step: usize, allocated: u64) {
         self.stopped_early = stopped_early;
+        self.last_step = last_step;
         self.allocated = allocated;
+        self.ended = Some(std::time::SystemTime::now());
     }
 
     /// Write report.md and report.svg; returns the path of report.md.
@@ -192,49 +252,92 @@ impl Report {
         let status = if let Some(f) = &self.failure {
             format!("**failed** — {f}")
         } else if self.stopped_early {
-            "stopped before the horizon (interrupted; resume with `--resume`)".to_string()
+            format!(
+                "stopped at step {} of {} (interrupted; resume with `--resume`)",
+                self.last_step, self.num_iterations
+            )
         } else {
             "completed".to_string()
         };
+        let ended = self.ended.unwrap_or_else(std::time::SystemTime::now);
+        let wall = ended.duration_since(self.started).map_or(0.0, |d| d.as_secs_f64());
         s += "# wgpt training report\n\n";
         s += &format!("- status: {status}\n");
-        s += &format!("- started: {}\n", humantime(self.started));
+        s += &format!("- build: {}\n", build_line());
+        s += &format!(
+            "- started: {} · ended: {} · wall time {:.1} min (all sessions, evaluation and start-up included)\n",
+            humantime(self.started),
+            humantime(ended),
+            wall / 60.0
+        );
         s += &format!("- config: `{}`\n", self.config_name);
         s += &format!("- command: `{}`\n", self.command_line);
         s += &format!("- adapter: {} · linear layers: {}\n", self.adapter, self.matmul);
-        s += &format!("- data: `{}` · tokenizer: `{}`\n\n", self.data.display(), self.tokenizer.display());
+        s += &format!("- data: {}\n", self.data_desc);
+        if let Some((st, r)) = h.train.last() {
+            let tokens = (st + 1) as f64 * self.total_batch as f64;
+            let epoch = r.epoch.map_or(String::new(), |e| format!(", in epoch {e} of the training split"));
+            s +=
+                &format!("- trained on: {} steps × {} tokens = {tokens:.3e} tokens{epoch}\n", st + 1, self.total_batch);
+        }
+        s += &format!("- tokenizer: {}\n", self.tokenizer_desc);
+        s += &format!(
+            "- initial weights: {}\n\n",
+            self.init_from.as_deref().map_or("random (train.seed)".to_string(), |i| format!("`{i}` (--init-from)"))
+        );
         s += "![train loss and validation bpb](report.svg)\n\n";
         s += "## Run\n\n```\n";
         s += &self.desc;
         s += "```\n\n";
         s += "## Throughput\n\n";
-        let dts: Vec<f64> = h.train.iter().filter(|(st, _)| *st > 10).map(|(_, r)| r.dt_ms).collect();
         let steps_done = h.train.len();
-        if dts.is_empty() {
-            s += "Too few steps to time (the first ten are excluded as warm-up).\n\n";
+        // Steps after the tenth are timed (compilation, autotuning and caches warm up before);
+        // a short run falls back to every step but the first, and says so.
+        let mut timed: Vec<&TrainRow> = h.train.iter().filter(|(st, _)| *st > 10).map(|(_, r)| r).collect();
+        let mut caveat = "";
+        if timed.len() < 3 {
+            timed = h.train.iter().filter(|(st, _)| *st > 0).map(|(_, r)| r).collect();
+            caveat = " — a short run: warm-up steps are included, so this understates the steady rate";
+        }
+        if timed.is_empty() {
+            s += "No step besides the first ran, so nothing was timed.\n\n";
         } else {
-            let mean_ms = dts.iter().sum::<f64>() / dts.len() as f64;
-            let tps = self.total_batch as f64 / (mean_ms / 1e3);
-            let mfu: Vec<f64> = h.train.iter().filter(|(st, _)| *st > 10).filter_map(|(_, r)| r.mfu).collect();
+            let med_ms = median(timed.iter().map(|r| r.dt_ms).collect());
+            let tps = self.total_batch as f64 / (med_ms / 1e3);
+            let mfu: Vec<f64> = timed.iter().filter_map(|r| r.mfu).collect();
+            s += &format!("Median of {} timed steps{caveat}.\n\n", timed.len());
             s += "| measure | value |\n| --- | --- |\n";
             s += &format!("| steps run | {steps_done} of {} |\n", self.num_iterations);
-            s += &format!("| mean step time (steps > 10) | {mean_ms:.1} ms |\n");
+            s += &format!("| median step time | {med_ms:.1} ms |\n");
             s += &format!("| throughput | {tps:.0} tokens/s |\n");
             s += &format!("| model FLOP/s | {:.3e} |\n", tps * self.flops_per_token);
             s += &format!(
-                "| MFU (f32 peak) | {} |\n",
-                mfu.last().map_or("n/a (peak unknown; pass --peak-tflops)".into(), |m| format!("{m:.2}%"))
+                "| MFU | {} |\n",
+                if mfu.is_empty() {
+                    "n/a (peak unknown; pass --peak-tflops)".into()
+                } else {
+                    format!("{:.2}%", median(mfu))
+                }
             );
-            s += &format!("| training time (steps > 10) | {:.1} min |\n", self.total_time / 60.0);
-            s += &format!(
-                "| GPU memory allocated | {:.1} MiB (plan: {:.1} MiB) |\n\n",
-                self.allocated as f64 / 1048576.0,
-                self.plan_total as f64 / 1048576.0
-            );
+            s += &format!("| training time (timed steps, all sessions) | {:.1} min |\n", self.total_time / 60.0);
+        }
+        s += &format!(
+            "| GPU memory allocated (peak) | {:.1} MiB (plan: {:.1} MiB) |\n\n",
+            self.allocated as f64 / 1048576.0,
+            self.plan_total as f64 / 1048576.0
+        );
+        if !h.events.is_empty() {
+            s += "## Run history\n\n";
+            for (st, e) in &h.events {
+                s += &format!("- step {st}: {e}\n");
+            }
+            s += "\n";
         }
         s += "## Validation bits per byte\n\n| step | val bpb |\n| --- | --- |\n";
+        let best = h.evals.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1));
         for (st, b) in &h.evals {
-            s += &format!("| {st} | {b:.4} |\n");
+            let mark = if best.map(|x| x.0) == Some(*st) { " (best)" } else { "" };
+            s += &format!("| {st} | {b:.4}{mark} |\n");
         }
         s += "\n## Train loss\n\n| step | loss | smoothed |\n| --- | --- | --- |\n";
         let every = (h.train.len() / 20).max(1);
@@ -278,7 +381,23 @@ impl Report {
                     "flat — more steps at this size would gain little."
                 }
             );
-            s += &format!("- Best validation bpb: {:.4}\n", h.evals.iter().map(|e| e.1).fold(f64::INFINITY, f64::min));
+        }
+        if let (Some(first), Some((best_step, best_bpb))) = (h.evals.first(), best) {
+            if h.evals.len() >= 2 && best_bpb >= first.1 {
+                s += &format!(
+                    "- **Validation bpb never improved on its initial value** ({:.4} at step {}): the model did not learn \
+                     anything that transfers to the validation split. Check the learning rates, the data (is the \
+                     validation split like the training split?) and that the run was long enough.\n",
+                    first.1, first.0
+                );
+            } else {
+                s += &format!(
+                    "- Best validation bpb: {best_bpb:.4} at step {best_step} ({:+.1}% from {:.4} at step {}).\n",
+                    100.0 * (best_bpb / first.1 - 1.0),
+                    first.1,
+                    first.0
+                );
+            }
         }
         s += "\n## Resolved config\n\n```toml\n";
         s += &self.config_toml;
@@ -288,7 +407,7 @@ impl Report {
 }
 
 /// `2026-11-30 08:51:16 UTC`: a date a reader can use, without a calendar crate.
-fn humantime(t: std::time::SystemTime) -> String {
+pub fn humantime(t: std::time::SystemTime) -> String {
     let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
@@ -314,12 +433,15 @@ struct TrainRow {
     smooth: f64,
     dt_ms: f64,
     mfu: Option<f64>,
+    epoch: Option<u64>,
 }
 
 /// Everything metrics.jsonl says, one entry per step (the last logged wins).
 struct History {
     train: Vec<(usize, TrainRow)>,
     evals: Vec<(usize, f64)>,
+    /// Resumptions and `--init-from`, described.
+    events: Vec<(usize, String)>,
 }
 
 impl History {
@@ -327,9 +449,33 @@ impl History {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let mut train: BTreeMap<usize, TrainRow> = BTreeMap::new();
         let mut evals: BTreeMap<usize, f64> = BTreeMap::new();
+        let mut events = Vec::new();
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
             let Some(step) = v["step"].as_u64().map(|s| s as usize) else { continue };
+            match v["event"].as_str() {
+                Some("resume") => {
+                    let changes: Vec<&str> =
+                        v["config_changes"].as_array().into_iter().flatten().filter_map(|c| c.as_str()).collect();
+                    let passed: Vec<&str> =
+                        v["passed_over"].as_array().into_iter().flatten().filter_map(|c| c.as_str()).collect();
+                    let mut d = format!("resumed from `{}`", v["checkpoint"].as_str().unwrap_or("?"));
+                    if !passed.is_empty() {
+                        d += &format!(", passing over {}", passed.join(", "));
+                    }
+                    if !changes.is_empty() {
+                        d += &format!("; config changes: {}", changes.join(", "));
+                    }
+                    if v["restart_data"].as_bool() == Some(true) {
+                        d += "; training data restarted from its beginning";
+                    }
+                    events.push((step, d));
+                }
+                Some("init_from") => {
+                    events.push((step, format!("weights from `{}`", v["source"].as_str().unwrap_or("?"))))
+                }
+                _ => {}
+            }
             if let Some(b) = v["val_bpb"].as_f64() {
                 evals.insert(step, b);
             }
@@ -341,11 +487,12 @@ impl History {
                         smooth: v["smooth_loss"].as_f64().unwrap_or(loss),
                         dt_ms: v["dt_ms"].as_f64().unwrap_or(0.0),
                         mfu: v["mfu"].as_f64(),
+                        epoch: v["epoch"].as_u64(),
                     },
                 );
             }
         }
-        History { train: train.into_iter().collect(), evals: evals.into_iter().collect() }
+        History { train: train.into_iter().collect(), evals: evals.into_iter().collect(), events }
     }
 }
 

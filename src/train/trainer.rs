@@ -4,8 +4,12 @@
 //! Order of a run:
 //! 1. Resolve the config (TOML → `--set` overrides → one resolve) and the hyperparameters; print
 //!    the resolved run (with `--dry-run`, stop here: nothing is allocated).
-//! 2. Refuse what cannot run before touching the GPU: missing data or tokenizer, a tokenizer whose
-//!    vocabulary disagrees with the model, a plan larger than the adapter's memory.
+//! 2. Lock the run directory (one process per directory) and refuse what cannot run before
+//!    touching the GPU: an earlier run's files under a fresh run, missing data or tokenizer, a
+//!    tokenizer whose vocabulary disagrees with the model, a checkpoint that does not load
+//!    completely (resume falls back to the newest one that does), a config change on resume that
+//!    cannot work, weights (`--init-from`) that do not fit the config, a plan larger than the
+//!    adapter's memory.
 //! 3. Allocate the model and optimizer (exactly the memory plan), initialise or resume.
 //! 4. For step = start … N: validation bits-per-byte when due, samples when due, a checkpoint
 //!    when due, then (unless last) one optimizer step of `grad_accum` micro-batches, logged.
@@ -13,50 +17,71 @@
 //!
 //! Failure handling: a non-finite gradient is caught by the optimizer's norm pass before it
 //! reaches any weight (the GPU skips the update), and the run stops naming the step, the tensors
-//! and the last good checkpoint; a NaN never reaches a checkpoint. Ctrl-C finishes the current
-//! step, saves a checkpoint and the report, and exits.
+//! and the last good checkpoint; a NaN never reaches a checkpoint. Every failure (non-finite
+//! parameters at a save, a checkpoint or log that cannot be written) leaves the report, removes
+//! partial files and names the last good checkpoint.
+//!
+//! Stopping: Ctrl-C or SIGTERM is acknowledged at once and takes effect at the next micro-batch or
+//! evaluation batch. An interrupted accumulation is discarded (the checkpoint is the state before
+//! that step, loader included); an interrupted evaluation is redone on resume. A second signal
+//! kills the process.
 
 use super::checkpoint;
 use super::mfu::{mfu_percent, peak_flops, Precision};
 use super::optimizer::Optimizer;
 use super::report::Report;
+use super::rundir::{self, RunDir};
 use super::Hyper;
 use crate::config::RunConfig;
 use crate::data::cli::DataArgs;
 use crate::data::{Dataset, Loader, LoaderOptions, LoaderState, Split};
 use crate::gpu::GpuContext;
 use crate::model::gpu::GpuModel;
-use crate::model::memory::MemoryPlan;
+use crate::model::memory::{Category, MemoryPlan};
 use crate::model::{OptGroup, ParamLayout};
 use crate::tokenizer::Tokenizer;
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct TrainArgs {
-    /// Config file. Default: configs/cpu-small.toml.
+    /// Config file. Default: configs/cpu-small.toml. Every key and its default: `wgpt config keys`.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Override a config value: --set train.num_iterations=50 (repeatable).
+    /// Override a config value: --set train.num_iterations=50 (repeatable; keys: `wgpt config keys`).
     #[arg(long = "set")]
     pub overrides: Vec<String>,
     #[command(flatten)]
     pub data: DataArgs,
     /// tokenizer.json (default: <base>/tokenizer/tokenizer.json; trained there first if missing
-    /// and no path was given).
+    /// and no path was given; a resumed run uses the copy in its run directory).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Run directory for metrics, checkpoints and the report (default: runs/<config name>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Continue from the run directory's latest checkpoint.
+    /// Continue from the run directory's newest checkpoint that loads completely.
     #[arg(long)]
     pub resume: bool,
+    /// Continue from this checkpoint of the run directory: step_NNNNNN, a step number or a path.
+    #[arg(long, value_name = "STEP", conflicts_with = "resume")]
+    pub resume_from: Option<String>,
+    /// On resume, keep the weights and optimizer state but read the training data from its
+    /// beginning (for a dataset that changed since the checkpoint).
+    #[arg(long)]
+    pub restart_data: bool,
+    /// Start a fresh run (fresh optimizer, data and schedule) from the weights of a checkpoint
+    /// directory: a wgpt step_NNNNNN, or a nanochat model as safetensors with its meta_*.json.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["resume", "resume_from"])]
+    pub init_from: Option<PathBuf>,
+    /// Move an earlier run's files out of the run directory (into archive/<time>/) and start over.
+    #[arg(long, conflicts_with_all = ["resume", "resume_from"])]
+    pub archive_old: bool,
     /// Print the resolved run and the memory plan, then exit without allocating anything.
     #[arg(long)]
     pub dry_run: bool,
@@ -69,27 +94,41 @@ pub struct TrainArgs {
     pub stop_after: Option<usize>,
 }
 
+impl TrainArgs {
+    fn resuming(&self) -> bool {
+        self.resume || self.resume_from.is_some()
+    }
+}
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_sigint(sig: libc::c_int) {
+extern "C" fn on_signal(sig: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
-    // SAFETY: signal() is async-signal-safe. Back to the default action, so a second Ctrl-C (or
-    // SIGTERM) kills the process at once.
+    const MSG: &[u8] =
+        b"\nwgpt: stop requested: stopping after this micro-batch, then saving a checkpoint (Ctrl-C again to kill)\n";
+    // SAFETY: write() and signal() are async-signal-safe. Back to the default action, so a second
+    // Ctrl-C (or SIGTERM) kills the process at once.
     unsafe {
+        libc::write(2, MSG.as_ptr().cast(), MSG.len());
         libc::signal(sig, libc::SIG_DFL);
     }
 }
 
-/// Ctrl-C, or the SIGTERM a job scheduler or `kill` sends, sets a flag the loop checks after
-/// every step (it then checkpoints, writes the report and exits); a second one kills as usual.
-fn install_sigint() {
+/// Ctrl-C, or the SIGTERM a job scheduler, `timeout` or `kill` sends, sets a flag the loop checks
+/// before every micro-batch and every evaluation batch; a second one kills as usual.
+fn install_signal_handlers() {
+    STOP.store(false, Ordering::SeqCst);
     #[cfg(unix)]
     unsafe {
-        // SAFETY: the handler only stores to an atomic and resets its own disposition, both
-        // async-signal-safe.
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
+        // SAFETY: the handler only stores to an atomic, writes a constant message and resets its
+        // own disposition, all async-signal-safe.
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
+}
+
+fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
 }
 
 fn default_config() -> PathBuf {
@@ -200,6 +239,16 @@ fn train_tokenizer(ds: &Dataset, vocab: usize, dir: &Path) -> anyhow::Result<Pat
     let (tok, summary) = crate::tokenizer::train(ds.docs(Split::Train), &opts)?;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let (json, _) = tok.save(dir)?;
+    // What it was trained on, so every run that loads it can say so.
+    let origin = serde_json::json!({
+        "data": ds.config().path,
+        "dataset_fingerprint": format!("{:016x}", ds.fingerprint()),
+        "documents": summary.docs,
+        "chars": summary.chars,
+        "merges": summary.merges,
+        "trained": super::report::humantime(std::time::SystemTime::now()),
+    });
+    crate::util::write_atomic(&dir.join(TRAINED_ON), serde_json::to_string_pretty(&origin)?.as_bytes())?;
     println!(
         "tokenizer: {} merges from {} documents ({} chars) → {}",
         summary.merges,
@@ -210,19 +259,45 @@ fn train_tokenizer(ds: &Dataset, vocab: usize, dir: &Path) -> anyhow::Result<Pat
     Ok(json)
 }
 
+/// Written beside a tokenizer trained by `wgpt train`: the data it was trained on.
+const TRAINED_ON: &str = "trained_on.json";
+
+/// One line on a tokenizer: where it is, its size and fingerprint, and what it was trained on.
+fn describe_tokenizer(path: &Path, tok: &Tokenizer) -> String {
+    let origin = path
+        .parent()
+        .map(|d| d.join(TRAINED_ON))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map_or("trained on: not recorded".to_string(), |v| {
+            format!(
+                "trained on {} ({} documents, {})",
+                v["data"].as_str().unwrap_or("?"),
+                v["documents"],
+                v["trained"].as_str().unwrap_or("?")
+            )
+        });
+    format!("{} · vocab {} · fingerprint {:016x} · {origin}", path.display(), tok.vocab_size(), tok.fingerprint())
+}
+
 /// Validation bits per byte over `steps` batches of a fresh val loader (spec §6): special-token
-/// targets (0 bytes) are excluded from both sums.
+/// targets (0 bytes) are excluded from both sums. `None` when `stop` turned true between batches.
 pub fn eval_bpb(
     model: &mut GpuModel<'_>,
     ds: &Arc<Dataset>,
     tok: &Arc<Tokenizer>,
     steps: usize,
-) -> anyhow::Result<f64> {
+    stop: &dyn Fn() -> bool,
+) -> anyhow::Result<Option<f64>> {
     let opts = LoaderOptions::new(model.b, model.t);
     let mut val = Loader::new(ds.clone(), tok.clone(), Split::Val, opts, None)?;
     let token_bytes = tok.token_bytes();
     let (mut nats, mut bytes) = (0.0f64, 0u64);
-    for _ in 0..steps.max(1) {
+    for i in 0..steps.max(1) {
+        if i > 0 && stop() {
+            println!("evaluation interrupted after {i} of {} batches", steps.max(1));
+            return Ok(None);
+        }
         let batch = val.next_batch()?;
         model.set_batch(&batch.inputs, &batch.targets, 1)?;
         let mut s = model.stream();
@@ -241,7 +316,254 @@ pub fn eval_bpb(
             }
         }
     }
-    Ok(if bytes == 0 { f64::INFINITY } else { nats / (std::f64::consts::LN_2 * bytes as f64) })
+    Ok(Some(if bytes == 0 { f64::INFINITY } else { nats / (std::f64::consts::LN_2 * bytes as f64) }))
+}
+
+/// Where a resumed run starts, read and checked completely before the GPU is opened.
+struct Resume {
+    dir: PathBuf,
+    loaded: checkpoint::Loaded,
+    /// The checkpoint was taken when its step's evaluation was interrupted: redo it first.
+    redo_evals: bool,
+}
+
+/// Weights a fresh run starts from (`--init-from`).
+struct InitFrom {
+    params: Vec<f32>,
+    /// What they are, for the log, the report and the checkpoints' meta.
+    source: String,
+}
+
+/// Config keys whose change on resume cannot work: they shape the weights or the optimizer state.
+fn frozen_on_resume(key: &str) -> bool {
+    matches!(
+        key,
+        "model.depth" | "model.aspect_ratio" | "model.head_dim" | "model.n_kv_head" | "model.vocab_size" | "train.muon"
+    )
+}
+
+/// `section.key: old → new` for every value that differs between two serialised config files.
+fn config_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let empty = serde_json::Map::new();
+    let sections: std::collections::BTreeSet<&String> =
+        old.as_object().unwrap_or(&empty).keys().chain(new.as_object().unwrap_or(&empty).keys()).collect();
+    for sec in sections {
+        let (o, n) = (old.get(sec).and_then(|v| v.as_object()), new.get(sec).and_then(|v| v.as_object()));
+        let keys: std::collections::BTreeSet<&String> =
+            o.unwrap_or(&empty).keys().chain(n.unwrap_or(&empty).keys()).collect();
+        for k in keys {
+            let a = o.and_then(|m| m.get(k)).cloned().unwrap_or(serde_json::Value::Null);
+            let b = n.and_then(|m| m.get(k)).cloned().unwrap_or(serde_json::Value::Null);
+            if a != b {
+                out.push((format!("{sec}.{k}"), a.to_string(), b.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Find the checkpoint to resume from and check it against the config; nothing touches the GPU.
+fn find_resume(args: &TrainArgs, rc: &RunConfig, layout: &ParamLayout, run_dir: &Path) -> anyhow::Result<Resume> {
+    let new_cfg = serde_json::to_value(&rc.file)?;
+    // A config that cannot continue these checkpoints is the user's to fix, not a reason to fall
+    // back to an older checkpoint: check it first, on the newest meta that reads.
+    let newest_meta = checkpoint::list(run_dir).into_iter().find_map(|(_, d)| {
+        let text = std::fs::read_to_string(d.join("meta.json")).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()
+    });
+    if let Some(meta) = &newest_meta {
+        let frozen: Vec<String> = config_changes(&meta["user_config"], &new_cfg)
+            .into_iter()
+            .filter(|(k, _, _)| frozen_on_resume(k))
+            .map(|(k, a, b)| format!("{k}: {a} → {b}"))
+            .collect();
+        if !frozen.is_empty() {
+            bail!(
+                "--resume: the config changes what the checkpoints hold:\n  {}\n  HINT: these describe the weights and \
+                 the optimizer state; resume with the run's own values ({}) or start a new run (--run-dir, or \
+                 --init-from a checkpoint to keep its weights)",
+                frozen.join("\n  "),
+                run_dir.join("config.toml").display()
+            );
+        }
+    }
+    let check = |l: &checkpoint::Loaded| -> Result<(), String> {
+        if l.meta.get("dataloader_state_dict").is_none() {
+            return Err("meta.json has no dataloader_state_dict".into());
+        }
+        serde_json::from_value::<LoaderState>(l.meta["dataloader_state_dict"].clone())
+            .map_err(|e| format!("meta.json's dataloader_state_dict does not parse: {e}"))?;
+        Ok(())
+    };
+    let r = checkpoint::find_resumable(run_dir, layout, args.resume_from.as_deref(), &check).map_err(|e| anyhow!(e))?;
+    for (dir, why) in &r.skipped {
+        println!("resume: passing over {}: {why}", dir.display());
+    }
+    if !r.skipped.is_empty() {
+        println!("resume: using {}, the newest checkpoint that loads completely", r.dir.display());
+    }
+    let redo_evals = r.loaded.meta["resume_at"].as_str() == Some("eval");
+    Ok(Resume { dir: r.dir, loaded: r.loaded, redo_evals })
+}
+
+/// `--init-from DIR`: a wgpt checkpoint (model.safetensors + meta.json) or a nanochat model
+/// (model*.safetensors + meta*.json; of several, the highest step), checked against the config.
+fn load_init_from(dir: &Path, rc: &RunConfig, layout: &ParamLayout) -> anyhow::Result<InitFrom> {
+    let pick = |prefix: &str, ext: &str| -> Option<PathBuf> {
+        let exact = dir.join(format!("{prefix}.{ext}"));
+        if exact.is_file() {
+            return Some(exact);
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                n.starts_with(prefix) && n.ends_with(&format!(".{ext}"))
+            })
+            .collect();
+        // nanochat names them model_NNNNNN / meta_NNNNNN: the zero-padded step sorts.
+        found.sort();
+        found.pop()
+    };
+    if !dir.is_dir() {
+        bail!("--init-from {}: not a directory\n  HINT: pass a checkpoint directory, e.g. runs/NAME/checkpoints/step_000300", dir.display());
+    }
+    let (Some(weights), Some(meta_path)) = (pick("model", "safetensors"), pick("meta", "json")) else {
+        bail!(
+            "--init-from {}: expected model.safetensors and meta.json (wgpt), or model_*.safetensors and meta_*.json \
+             (nanochat) in it\n  HINT: a nanochat model_*.pt converts with safetensors.torch.save_file(torch.load(...))",
+            dir.display()
+        );
+    };
+    let (their_cfg, meta) = crate::model::checkpoint::load_meta(&meta_path)?;
+    let params = crate::model::checkpoint::load_weights(&weights, layout).map_err(|e| {
+        anyhow!(
+            "--init-from: {e}\n  the checkpoint's meta ({}) describes: depth {} · C {} · {} heads ({} KV) · vocab {}; the \
+             config: depth {} · C {} · {} heads ({} KV) · vocab {}",
+            meta_path.display(),
+            their_cfg.n_layer,
+            their_cfg.n_embd,
+            their_cfg.n_head,
+            their_cfg.n_kv_head,
+            their_cfg.vocab_size,
+            rc.model.n_layer,
+            rc.model.n_embd,
+            rc.model.n_head,
+            rc.model.n_kv_head,
+            rc.model.vocab_size
+        )
+    })?;
+    if let Some(i) = params.iter().position(|p| !p.is_finite()) {
+        let name = layout.name_at(i);
+        bail!("--init-from {}: parameter {name} holds non-finite values", weights.display());
+    }
+    let step = meta["step"].as_u64().map_or(String::new(), |s| format!(", step {s}"));
+    let bpb = meta["val_bpb"].as_f64().map_or(String::new(), |b| format!(", val bpb {b:.4}"));
+    let source = format!(
+        "{} (meta {}{step}{bpb}; checksum {:016x})",
+        weights.display(),
+        meta_path.display(),
+        crate::util::checksum64(bytemuck::cast_slice(&params))
+    );
+    Ok(InitFrom { params, source })
+}
+
+/// Everything a save needs besides the step.
+struct SaveCtx<'a> {
+    run_dir: &'a Path,
+    layout: &'a ParamLayout,
+    rc: &'a RunConfig,
+    tok_path: &'a Path,
+    tok_fingerprint: String,
+    init_from: Option<&'a str>,
+}
+
+/// A failure that stops the run: write the report with it, and say what to do next.
+fn fail(report: &mut Report, run_dir: &Path, step: usize, what: &str, hint: &str) -> anyhow::Error {
+    report.failure(step, what);
+    let written = match report.write(run_dir) {
+        Ok(p) => format!("report: {}", p.display()),
+        Err(e) => format!("the report could not be written either: {e}"),
+    };
+    let last_good = checkpoint::latest(run_dir).ok().flatten().map_or("none".into(), |p| p.display().to_string());
+    anyhow!("step {step}: {what}\n  last good checkpoint: {last_good}\n  {written}\n  HINT: {hint}")
+}
+
+/// Append one row to metrics.jsonl; a failed write (a full disk) stops the run with a report.
+fn log_row(
+    metrics: &mut std::fs::File,
+    row: serde_json::Value,
+    report: &mut Report,
+    run_dir: &Path,
+    step: usize,
+) -> anyhow::Result<()> {
+    writeln!(metrics, "{row}").map_err(|e| {
+        fail(
+            report,
+            run_dir,
+            step,
+            &format!("cannot append to {}: {e}", run_dir.join("metrics.jsonl").display()),
+            "free space on that disk, then continue with --resume",
+        )
+    })
+}
+
+/// The terminal's view of the loop: a progress bar with the log lines above it, or (not a
+/// terminal: a file, a pipe, CI) one plain line per step.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    every: usize,
+}
+
+impl Progress {
+    fn new(n_it: usize, start: usize) -> Progress {
+        let bar = std::io::stdout().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(n_it as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} {msg}")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            b.set_position(start as u64);
+            b
+        });
+        // On a terminal the bar shows every step; a permanent line every 5% keeps a history.
+        Progress { bar, every: (n_it / 20).max(1) }
+    }
+
+    fn line(&self, s: &str) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => println!("{s}"),
+        }
+    }
+
+    fn step(&self, step: usize, line: &str, short: &str) {
+        match &self.bar {
+            Some(b) => {
+                b.set_position(step as u64 + 1);
+                b.set_message(short.to_string());
+                if step.is_multiple_of(self.every) {
+                    b.println(line);
+                }
+            }
+            None => println!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// `12.3m`, or blank while unknown (no timed step yet).
+fn eta(seconds: Option<f64>) -> String {
+    seconds.map_or("—".into(), |s| if s < 90.0 { format!("{s:.0}s") } else { format!("{:.1}m", s / 60.0) })
 }
 
 /// Train. Returns the process exit code.
@@ -263,23 +585,10 @@ pub fn run(
     }
     let tr = rc.train().clone();
     let name = config.file_stem().and_then(|s| s.to_str()).unwrap_or("run").to_string();
-    let run_dir = args.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    let run_path = args.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    let layout = ParamLayout::new(&rc.model);
 
     // ---- everything that can be refused, refused before the GPU is touched -------------------
-    let resume_from = if args.resume {
-        let dir = checkpoint::latest(&run_dir)?.with_context(|| {
-            format!("--resume: {} has no checkpoint\n  HINT: start without --resume", run_dir.display())
-        })?;
-        Some(dir)
-    } else {
-        if checkpoint::latest(&run_dir)?.is_some() {
-            bail!(
-                "{} already holds checkpoints\n  HINT: pass --resume to continue it, or --run-dir for a new run",
-                run_dir.display()
-            );
-        }
-        None
-    };
     let data_path = args.data.path();
     if !data_path.exists() {
         if args.data.data.is_some() {
@@ -299,19 +608,72 @@ pub fn run(
         }
     }
     let ds = Arc::new(args.data.open()?);
-    let tok_path = ensure_tokenizer(args, &rc, &ds)?;
+    let run_dir = RunDir::lock(&run_path, command_line)?;
+    let resume = if args.resuming() {
+        Some(find_resume(args, &rc, &layout, &run_dir.path)?)
+    } else {
+        run_dir.check_fresh(args.archive_old)?;
+        None
+    };
+    let init_from = match &args.init_from {
+        Some(dir) => Some(load_init_from(dir, &rc, &layout)?),
+        None => None,
+    };
+    // A resumed run reads with the tokenizer it was trained with: the copy in its run directory.
+    let run_tok = run_dir.join("tokenizer.json");
+    let tok_path = if resume.is_some() && run_tok.is_file() {
+        if let Some(given) = &args.tokenizer {
+            let (a, b) = (Tokenizer::from_file(given)?, Tokenizer::from_file(&run_tok)?);
+            if a.fingerprint() != b.fingerprint() {
+                bail!(
+                    "--tokenizer {} differs from the one this run was trained with ({}, fingerprint {:016x} vs {:016x})\n  \
+                     HINT: drop --tokenizer to resume with the run's own copy",
+                    given.display(),
+                    run_tok.display(),
+                    a.fingerprint(),
+                    b.fingerprint()
+                );
+            }
+        }
+        run_tok.clone()
+    } else {
+        ensure_tokenizer(args, &rc, &ds)?
+    };
     let tok = Arc::new(Tokenizer::from_file(&tok_path)?);
     tok.check_vocab_size(rc.model.vocab_size)?;
+    println!("tokenizer: {}", describe_tokenizer(&tok_path, &tok));
+    let loader_state: Option<LoaderState> = match &resume {
+        Some(r) if !args.restart_data => {
+            Some(serde_json::from_value(r.loaded.meta["dataloader_state_dict"].clone()).context("loader state")?)
+        }
+        _ => None,
+    };
+    let opts = LoaderOptions::new(tr.device_batch_size, rc.model.sequence_len);
+    // Checks the saved state against this dataset and tokenizer (before the GPU is opened).
+    let mut train = Loader::new(ds.clone(), tok.clone(), Split::Train, opts, loader_state).map_err(|e| {
+        anyhow!("{e}").context(format!("resuming the training data stream (of {})", data_path.display()))
+    })?;
 
     let ctx = ctx_opener()?;
     if let Some(mem) = crate::gpu::adapters::device_memory_bytes(&ctx.adapter) {
+        let fixed = plan.bytes(Category::Params) + plan.bytes(Category::Grads) + plan.bytes(Category::Optimizer);
+        let mib = |b: u64| b as f64 / 1048576.0;
+        if fixed > mem {
+            bail!(
+                "the parameters, gradients and optimizer state alone need {:.0} MiB but {} has {:.0} MiB\n  HINT: use a \
+                 smaller model (model.depth, model.aspect_ratio); no batch size or recompute setting can help",
+                mib(fixed),
+                ctx.info.name,
+                mib(mem)
+            );
+        }
         if plan.total_bytes() > mem {
             bail!(
                 "the memory plan needs {:.0} MiB but {} has {:.0} MiB\n  HINT: lower train.device_batch_size \
                  (gradient accumulation keeps the total batch) or set memory.recompute=block",
-                plan.total_bytes() as f64 / 1048576.0,
+                mib(plan.total_bytes()),
                 ctx.info.name,
-                mem as f64 / 1048576.0
+                mib(mem)
             );
         }
     }
@@ -331,30 +693,81 @@ pub fn run(
     }
 
     // ---- allocate exactly the plan; initialise or resume -------------------------------------
-    let layout = ParamLayout::new(&rc.model);
     let mut model = GpuModel::for_run(&ctx, &rc)?;
     let mut opt = Optimizer::new(&ctx, &plan, &layout, tr.muon)?;
     let mut report = Report::new(&rc, &hyper, &desc, command_line, &ctx, &plan, &tok_path, &data_path);
+    report.set_tokenizer(&describe_tokenizer(&tok_path, &tok));
+    report.set_data(&ds);
     let mut start = 0usize;
-    let mut loader_state: Option<LoaderState> = None;
-    if let Some(dir) = &resume_from {
-        let l = checkpoint::load(dir, &layout)?;
+    let mut redo_evals = false;
+    let metrics_path = run_dir.join("metrics.jsonl");
+    let mut init_source = init_from.as_ref().map(|i| i.source.clone());
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    if let Some(r) = &resume {
+        let l = &r.loaded;
         model.write_params(&l.params)?;
         opt.load_state(&l.optim)?;
-        start = l.meta["step"].as_u64().context("checkpoint meta has no step")? as usize;
-        loader_state = Some(serde_json::from_value(l.meta["dataloader_state_dict"].clone()).context("loader state")?);
+        start = l.step;
+        redo_evals = r.redo_evals;
         report.restore(&l.meta["loop_state"]);
-        println!("resumed from {} at step {start}", dir.display());
+        init_source = l.meta["init_from"].as_str().map(str::to_string);
+        let dropped = rundir::trim_metrics(&run_dir.path, start, redo_evals)?;
+        if dropped > 0 {
+            println!("metrics.jsonl: dropped {dropped} rows logged after {} (before the stop)", r.dir.display());
+        }
+        let changes = config_changes(&l.meta["user_config"], &serde_json::to_value(&rc.file)?);
+        if !changes.is_empty() {
+            println!("config changed since {}:", r.dir.display());
+            for (k, a, b) in &changes {
+                println!("  {k}: {a} → {b}");
+            }
+        }
+        println!(
+            "resumed from {} at step {start}{}{}",
+            r.dir.display(),
+            if redo_evals { " (its evaluation was interrupted: redoing it)" } else { "" },
+            if args.restart_data { "; the training data restarts from its beginning (--restart-data)" } else { "" }
+        );
+        events.push(serde_json::json!({
+            "step": start, "event": "resume", "checkpoint": r.dir, "command": command_line,
+            "config_changes": changes.iter().map(|(k, a, b)| format!("{k}: {a} → {b}")).collect::<Vec<_>>(),
+            "passed_over": checkpoint::list(&run_dir.path).iter().filter(|(s, _)| *s > start).map(|(_, d)| d.clone()).collect::<Vec<_>>(),
+            "restart_data": args.restart_data,
+        }));
+    } else if let Some(i) = &init_from {
+        model.write_params(&i.params)?;
+        println!("weights from {}", i.source);
+        events.push(serde_json::json!({"step": 0, "event": "init_from", "source": i.source}));
     } else {
         model.write_params(&layout.init(tr.seed))?;
-        std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
-        std::fs::write(run_dir.join("config.toml"), rc.to_toml())?;
-        std::fs::write(run_dir.join("command.txt"), format!("{command_line}\n"))?;
     }
-    let opts = LoaderOptions::new(tr.device_batch_size, rc.model.sequence_len);
-    let mut train = Loader::new(ds.clone(), tok.clone(), Split::Train, opts, loader_state)?;
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join("metrics.jsonl"))?;
-    install_sigint();
+    if resume.is_none() {
+        // The run's own copy of its tokenizer: a later retraining of the default one cannot
+        // change what a resumed run reads.
+        tok.save(&run_dir.path)?;
+    }
+    report.set_init_from(init_source.as_deref());
+    crate::util::write_atomic(&run_dir.join("config.toml"), rc.to_toml().as_bytes())?;
+    let mut commands = std::fs::read_to_string(run_dir.join("command.txt")).unwrap_or_default();
+    commands += &format!("{command_line}\n");
+    crate::util::write_atomic(&run_dir.join("command.txt"), commands.as_bytes())?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .with_context(|| format!("open {}", metrics_path.display()))?;
+    for e in events {
+        log_row(&mut metrics, e, &mut report, &run_dir.path, start)?;
+    }
+    install_signal_handlers();
+    let sctx = SaveCtx {
+        run_dir: &run_dir.path,
+        layout: &layout,
+        rc: &rc,
+        tok_path: &tok_path,
+        tok_fingerprint: format!("{:016x}", tok.fingerprint()),
+        init_from: init_source.as_deref(),
+    };
 
     let n_it = hyper.num_iterations;
     let eval_steps = (tr.eval_tokens / (tr.device_batch_size * rc.model.sequence_len)).max(1);
@@ -362,38 +775,60 @@ pub fn run(
     let flops_per_token = rc.model.flops_per_token() as f64;
     let mut step = start;
     let mut stopped_early = false;
-    // A checkpoint is always written after its step's evaluation and samples, so a resumed run
-    // starts straight at the training step.
-    let resumed = resume_from.is_some();
+    let resumed = resume.is_some();
     let mut engine = None;
+    let progress = Progress::new(n_it, start);
     loop {
         let last = step == n_it;
-        let fresh = !(resumed && step == start);
-        if fresh && tr.eval_every > 0 && (last || due(tr.eval_every, step)) {
+        // A checkpoint is written after its step's evaluation and samples, so a resumed run starts
+        // straight at the training step, unless that evaluation was interrupted.
+        let at_resume_point = resumed && step == start;
+        let run_evals = !at_resume_point || redo_evals;
+        let mut eval_interrupted = false;
+        if run_evals && tr.eval_every > 0 && (last || due(tr.eval_every, step)) {
             let t0 = Instant::now();
-            let bpb = eval_bpb(&mut model, &ds, &tok, eval_steps)?;
-            println!("step {step:05} | val bpb {bpb:.4} ({:.1} s)", t0.elapsed().as_secs_f64());
-            writeln!(metrics, "{}", serde_json::json!({"step": step, "val_bpb": bpb}))?;
-            report.eval(bpb);
+            progress.line(&format!("step {step:05} | evaluating val bpb ({eval_steps} batches)"));
+            match eval_bpb(&mut model, &ds, &tok, eval_steps, &stop_requested)? {
+                Some(bpb) => {
+                    progress.line(&format!("step {step:05} | val bpb {bpb:.4} ({:.1} s)", t0.elapsed().as_secs_f64()));
+                    log_row(
+                        &mut metrics,
+                        serde_json::json!({"step": step, "val_bpb": bpb}),
+                        &mut report,
+                        sctx.run_dir,
+                        step,
+                    )?;
+                    report.eval(step, bpb);
+                }
+                None => eval_interrupted = true,
+            }
         }
-        if fresh && tr.sample_every > 0 && (last || (step > 0 && due(tr.sample_every, step))) {
+        if run_evals && !eval_interrupted && tr.sample_every > 0 && (last || (step > 0 && due(tr.sample_every, step))) {
             if engine.is_none() {
                 // Built once and kept: its KV cache is reported on top of the training plan.
                 engine = Some(super::sampling::engine_for(&ctx, &model)?);
             }
             let samples = super::sampling::samples(engine.as_mut().unwrap(), &tok)?;
             for s in &samples {
-                println!("  {} →{}", s.prompt, s.completion);
+                progress.line(&format!("  {} →{}", s.prompt, s.completion));
             }
-            writeln!(metrics, "{}", serde_json::json!({"step": step, "samples": samples}))?;
+            log_row(
+                &mut metrics,
+                serde_json::json!({"step": step, "samples": samples}),
+                &mut report,
+                sctx.run_dir,
+                step,
+            )?;
             report.samples(step, samples);
         }
-        let stop = !last && (STOP.load(Ordering::SeqCst) || args.stop_after == Some(step));
-        if fresh && (last || stop || (step > 0 && tr.save_every > 0 && due(tr.save_every, step))) {
-            save(&run_dir, step, &layout, &model, &opt, &train, &rc, &report, &tok_path)?;
+        let stop = eval_interrupted || (!last && (stop_requested() || args.stop_after == Some(step)));
+        let save_due = last || stop || (step > 0 && tr.save_every > 0 && due(tr.save_every, step));
+        if (!at_resume_point || redo_evals) && save_due {
+            let resume_at = if eval_interrupted { "eval" } else { "train" };
+            save(&sctx, step, &model, &opt, &train.state(), resume_at, &mut report, &progress)?;
         }
         if stop {
-            println!("stopped at step {step} (checkpoint saved; continue with --resume)");
+            progress.line(&format!("stopped at step {step} (checkpoint saved; continue with --resume)"));
             stopped_early = true;
             break;
         }
@@ -402,10 +837,18 @@ pub fn run(
         }
         // ---- one optimizer step ------------------------------------------------------------
         let t0 = Instant::now();
+        // Where the data stream stood before this step: what a checkpoint of this step holds if
+        // the step is interrupted between micro-batches.
+        let state_before = train.state();
         let mut s = model.stream();
         model.zero_grads(&mut s)?;
         s.run()?;
-        for _ in 0..rc.grad_accum {
+        let mut interrupted_at = None;
+        for k in 0..rc.grad_accum {
+            if k > 0 && stop_requested() {
+                interrupted_at = Some(k);
+                break;
+            }
             let batch = train.next_batch()?;
             model.set_batch(&batch.inputs, &batch.targets, rc.grad_accum)?;
             let mut s = model.stream();
@@ -413,6 +856,17 @@ pub fn run(
             model.record_head(&mut s, true)?;
             model.record_backward(&mut s)?;
             s.run()?;
+        }
+        if let Some(k) = interrupted_at {
+            progress.line(&format!(
+                "step {step:05} | interrupted after {k} of {} micro-batches: discarded; the checkpoint holds the state \
+                 before this step",
+                rc.grad_accum
+            ));
+            save(&sctx, step, &model, &opt, &state_before, "train", &mut report, &progress)?;
+            progress.line(&format!("stopped at step {step} (checkpoint saved; continue with --resume)"));
+            stopped_early = true;
+            break;
         }
         // nanochat logs the last micro-batch's loss.
         let loss = model.read_loss()?;
@@ -423,78 +877,117 @@ pub fn run(
         let dt = t0.elapsed().as_secs_f64();
         if g.nonfinite > 0 || !loss.is_finite() {
             let tensors = opt.nonfinite_tensors(&g);
-            let last_good = checkpoint::latest(&run_dir)?.map_or("none".into(), |p| p.display().to_string());
-            report.failure(step, &format!("non-finite gradient in {tensors:?} (loss {loss})"));
-            report.write(&run_dir)?;
-            bail!(
-                "step {step}: non-finite gradient ({} values) in {:?}, loss {loss}. The update was skipped on the GPU; \
-                 nothing was saved after it.\n  last good checkpoint: {last_good}\n  HINT: lower the learning rates \
-                 (train.matrix_lr, train.embedding_lr) or check the data",
-                g.nonfinite,
-                tensors
-            );
+            progress.finish();
+            return Err(fail(
+                &mut report,
+                sctx.run_dir,
+                step,
+                &format!(
+                    "non-finite gradient ({} values) in {tensors:?}, loss {loss}. The update was skipped on the GPU; \
+                     nothing was saved after it.",
+                    g.nonfinite
+                ),
+                "lower the learning rates (train.matrix_lr, train.embedding_lr) or check the data, then --resume \
+                 (or --resume-from the last good checkpoint) with the new values",
+            ));
         }
         let tps = tr.total_batch_size as f64 / dt;
         let mfu = mfu_percent(flops_per_token, tps, peak);
         let lrm = hyper.lr_multiplier(step);
         let smooth = report.train_step(step, loss, dt, tps, mfu, g.norm());
-        let remaining = (n_it - step - 1) as f64 * report.mean_dt();
-        println!(
-            "step {:05}/{n_it:05} ({:.2}%) | loss: {smooth:.6} | lrm: {lrm:.2} | dt: {:.2}ms | tok/sec: {:.0} | mfu: {} | \
-             grad norm: {:.4} | epoch: {} | total time: {:.2}m | eta: {:.1}m",
+        let remaining = report.mean_dt().map(|m| (n_it - step - 1) as f64 * m);
+        let epoch = train.state().epoch;
+        let mfu_s = mfu.map_or("n/a".into(), |m| format!("{m:.2}"));
+        let line = format!(
+            "step {:05}/{n_it:05} ({:.2}%) | loss: {smooth:.6} | lrm: {lrm:.2} | dt: {:.2}ms | tok/sec: {:.0} | mfu: {mfu_s} | \
+             grad norm: {:.4} | epoch: {epoch} | total time: {:.2}m | eta: {}",
             step,
             100.0 * step as f64 / n_it as f64,
             dt * 1e3,
             tps,
-            mfu.map_or("n/a".into(), |m| format!("{m:.2}")),
             g.norm(),
-            train.state().epoch,
             report.total_time() / 60.0,
-            remaining / 60.0
+            eta(remaining)
         );
-        writeln!(
-            metrics,
-            "{}",
+        let short = format!("loss {smooth:.4} | {tps:.0} tok/s | mfu {mfu_s} | epoch {epoch} | eta {}", eta(remaining));
+        progress.step(step, &line, &short);
+        log_row(
+            &mut metrics,
             serde_json::json!({"step": step, "loss": loss, "smooth_loss": smooth, "lrm": lrm, "dt_ms": dt * 1e3,
-                "tok_per_sec": tps, "mfu": mfu, "grad_norm": g.norm()})
+                "tok_per_sec": tps, "mfu": mfu, "grad_norm": g.norm(), "epoch": epoch}),
+            &mut report,
+            sctx.run_dir,
+            step,
         )?;
         step += 1;
     }
-    report.finish(stopped_early, ctx.allocated_bytes());
-    let path = report.write(&run_dir)?;
+    progress.finish();
+    report.finish(stopped_early, step, ctx.allocated_bytes());
+    let path = report.write(sctx.run_dir)?;
     println!("report: {}", path.display());
     Ok(0)
 }
 
+/// Checkpoint `step` with the loader at `loader_state`. Non-finite parameters and a failed write
+/// (a full disk) stop the run with a report; the failed save leaves no partial files.
 #[allow(clippy::too_many_arguments)]
 fn save(
-    run_dir: &Path,
+    sc: &SaveCtx<'_>,
     step: usize,
-    layout: &ParamLayout,
     model: &GpuModel<'_>,
     opt: &Optimizer<'_>,
-    train: &Loader,
-    rc: &RunConfig,
-    report: &Report,
-    tok_path: &Path,
+    loader_state: &LoaderState,
+    resume_at: &str,
+    report: &mut Report,
+    progress: &Progress,
 ) -> anyhow::Result<()> {
     let params = model.read_params()?;
-    if params.iter().any(|p| !p.is_finite()) {
-        bail!("step {step}: parameters are not finite; refusing to checkpoint them");
+    if let Some(i) = params.iter().position(|p| !p.is_finite()) {
+        progress.finish();
+        return Err(fail(
+            report,
+            sc.run_dir,
+            step,
+            &format!("parameters are not finite (first in {}); refusing to checkpoint them", sc.layout.name_at(i)),
+            "the weights diverged although every gradient was finite: lower the learning rates (train.matrix_lr, \
+             train.embedding_lr) and continue from the last good checkpoint with --resume-from",
+        ));
     }
     let meta = serde_json::json!({
         "step": step,
         "val_bpb": report.last_bpb(),
-        "model_config": rc.model.nanochat_json(),
-        "user_config": rc.file,
-        "device_batch_size": rc.train().device_batch_size,
-        "max_seq_len": rc.model.sequence_len,
-        "total_batch_size": rc.train().total_batch_size,
-        "dataloader_state_dict": train.state(),
+        "model_config": sc.rc.model.nanochat_json(),
+        "user_config": sc.rc.file,
+        "device_batch_size": sc.rc.train().device_batch_size,
+        "max_seq_len": sc.rc.model.sequence_len,
+        "total_batch_size": sc.rc.train().total_batch_size,
+        "dataloader_state_dict": loader_state,
         "loop_state": report.loop_state(),
-        "tokenizer": tok_path,
+        "resume_at": resume_at,
+        "tokenizer": sc.tok_path,
+        "tokenizer_fingerprint": sc.tok_fingerprint,
+        "init_from": sc.init_from,
+        "wgpt": super::report::build_info(),
     });
-    let dir = checkpoint::save(run_dir, step, layout, &params, &opt.state()?, &meta)?;
-    println!("checkpoint: {}", dir.display());
-    Ok(())
+    let opt_state = opt.state()?;
+    match checkpoint::save(sc.run_dir, step, sc.layout, &params, &opt_state, &meta) {
+        Ok(dir) => {
+            progress.line(&format!("checkpoint: {}", dir.display()));
+            Ok(())
+        }
+        Err(e) => {
+            progress.finish();
+            let size = (4 * (params.len() + opt_state.iter().map(|(_, v)| v.len()).sum::<usize>())) as f64 / 1048576.0;
+            Err(fail(
+                report,
+                sc.run_dir,
+                step,
+                &format!("could not write the checkpoint of step {step}: {e} (the partial checkpoint was removed)"),
+                &format!(
+                    "free space on the disk holding {} (a checkpoint takes {size:.0} MiB), then continue with --resume",
+                    sc.run_dir.display()
+                ),
+            ))
+        }
+    }
 }
