@@ -589,6 +589,17 @@ pub fn run(
     let layout = ParamLayout::new(&rc.model);
 
     // ---- everything that can be refused, refused before the GPU is touched -------------------
+    let run_dir = RunDir::lock(&run_path, command_line)?;
+    let resume = if args.resuming() {
+        Some(find_resume(args, &rc, &layout, &run_dir.path)?)
+    } else {
+        run_dir.check_fresh(args.archive_old)?;
+        None
+    };
+    let init_from = match &args.init_from {
+        Some(dir) => Some(load_init_from(dir, &rc, &layout)?),
+        None => None,
+    };
     let data_path = args.data.path();
     if !data_path.exists() {
         if args.data.data.is_some() {
@@ -608,17 +619,6 @@ pub fn run(
         }
     }
     let ds = Arc::new(args.data.open()?);
-    let run_dir = RunDir::lock(&run_path, command_line)?;
-    let resume = if args.resuming() {
-        Some(find_resume(args, &rc, &layout, &run_dir.path)?)
-    } else {
-        run_dir.check_fresh(args.archive_old)?;
-        None
-    };
-    let init_from = match &args.init_from {
-        Some(dir) => Some(load_init_from(dir, &rc, &layout)?),
-        None => None,
-    };
     // A resumed run reads with the tokenizer it was trained with: the copy in its run directory.
     let run_tok = run_dir.join("tokenizer.json");
     let tok_path = if resume.is_some() && run_tok.is_file() {
