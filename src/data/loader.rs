@@ -326,8 +326,8 @@ fn background_priority() {
 }
 
 fn check_state(s: &LoaderState, split: Split, dataset_fp: &str, tokenizer_fp: &str, stream: &Stream) -> Result<()> {
-    let fresh = "HINT: resume with the same data and tokenizer, or start the loader without a state (the run then \
-                 restarts the data stream from the beginning)";
+    let fresh = "HINT: resume with the same data and tokenizer, or (wgpt train) pass --restart-data to keep the \
+                 weights and optimizer state and read the data from its beginning";
     if s.version != STATE_VERSION {
         return Err(state_err(format!(
             "has version {}, this build reads version {STATE_VERSION}\n  {fresh}",

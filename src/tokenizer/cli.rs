@@ -236,6 +236,7 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<i32> {
         }
         tok.save(&out)?
     };
+    super::save_trained_on(&out, &ds.config().path, ds.fingerprint(), &summary)?;
     println!("wrote {} and {}", tok_path.display(), bytes_path.display());
     // Read back what was written: the file on disk is what later commands use.
     let tok = Tokenizer::from_file(&tok_path)?;

@@ -481,6 +481,39 @@ pub struct TrainSummary {
     pub merge_seconds: f64,
 }
 
+/// Written beside a tokenizer by `wgpt tokenizer train` and by `wgpt train` when it trains one:
+/// what it was trained on, so whoever loads it later can say so.
+pub const TRAINED_ON_FILE: &str = "trained_on.json";
+
+/// Record in `dir` what the tokenizer there was trained on (atomically).
+pub fn save_trained_on(dir: &Path, data: &Path, dataset_fingerprint: u64, summary: &TrainSummary) -> Result<PathBuf> {
+    let path = dir.join(TRAINED_ON_FILE);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let v = serde_json::json!({
+        "data": data,
+        "dataset_fingerprint": format!("{dataset_fingerprint:016x}"),
+        "documents": summary.docs,
+        "chars": summary.chars,
+        "merges": summary.merges,
+        "trained_unix_time": secs,
+    });
+    write_atomic(&path, serde_json::to_string_pretty(&v).unwrap().as_bytes()).map_err(write_err(&path))?;
+    Ok(path)
+}
+
+/// "trained on DATA (N documents, M chars)" from the record beside a tokenizer file, if any.
+pub fn trained_on(tokenizer_json: &Path) -> Option<String> {
+    let p = tokenizer_json.parent()?.join(TRAINED_ON_FILE);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
+    Some(format!(
+        "trained on {} ({} documents, {} chars, dataset fingerprint {})",
+        v["data"].as_str().unwrap_or("?"),
+        v["documents"],
+        v["chars"],
+        v["dataset_fingerprint"].as_str().unwrap_or("?")
+    ))
+}
+
 /// Documents per parallel counting batch.
 const COUNT_BATCH: usize = 8192;
 

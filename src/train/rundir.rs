@@ -14,8 +14,16 @@ use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 
 /// Files a run writes at the top of its directory (plus `checkpoints/`).
-pub const RUN_FILES: [&str; 7] =
-    ["metrics.jsonl", "report.md", "report.svg", "config.toml", "command.txt", "tokenizer.json", "token_bytes.json"];
+pub const RUN_FILES: [&str; 8] = [
+    "metrics.jsonl",
+    "report.md",
+    "report.svg",
+    "config.toml",
+    "command.txt",
+    "tokenizer.json",
+    "token_bytes.json",
+    "trained_on.json",
+];
 
 pub struct RunDir {
     pub path: PathBuf,

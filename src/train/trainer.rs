@@ -240,15 +240,7 @@ fn train_tokenizer(ds: &Dataset, vocab: usize, dir: &Path) -> anyhow::Result<Pat
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let (json, _) = tok.save(dir)?;
     // What it was trained on, so every run that loads it can say so.
-    let origin = serde_json::json!({
-        "data": ds.config().path,
-        "dataset_fingerprint": format!("{:016x}", ds.fingerprint()),
-        "documents": summary.docs,
-        "chars": summary.chars,
-        "merges": summary.merges,
-        "trained": super::report::humantime(std::time::SystemTime::now()),
-    });
-    crate::util::write_atomic(&dir.join(TRAINED_ON), serde_json::to_string_pretty(&origin)?.as_bytes())?;
+    crate::tokenizer::save_trained_on(dir, &ds.config().path, ds.fingerprint(), &summary)?;
     println!(
         "tokenizer: {} merges from {} documents ({} chars) → {}",
         summary.merges,
@@ -259,24 +251,9 @@ fn train_tokenizer(ds: &Dataset, vocab: usize, dir: &Path) -> anyhow::Result<Pat
     Ok(json)
 }
 
-/// Written beside a tokenizer trained by `wgpt train`: the data it was trained on.
-const TRAINED_ON: &str = "trained_on.json";
-
 /// One line on a tokenizer: where it is, its size and fingerprint, and what it was trained on.
 fn describe_tokenizer(path: &Path, tok: &Tokenizer) -> String {
-    let origin = path
-        .parent()
-        .map(|d| d.join(TRAINED_ON))
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .map_or("trained on: not recorded".to_string(), |v| {
-            format!(
-                "trained on {} ({} documents, {})",
-                v["data"].as_str().unwrap_or("?"),
-                v["documents"],
-                v["trained"].as_str().unwrap_or("?")
-            )
-        });
+    let origin = crate::tokenizer::trained_on(path).unwrap_or_else(|| "trained on: not recorded".into());
     format!("{} · vocab {} · fingerprint {:016x} · {origin}", path.display(), tok.vocab_size(), tok.fingerprint())
 }
 
@@ -745,6 +722,11 @@ pub fn run(
         // The run's own copy of its tokenizer: a later retraining of the default one cannot
         // change what a resumed run reads.
         tok.save(&run_dir.path)?;
+        let record = tok_path.with_file_name(crate::tokenizer::TRAINED_ON_FILE);
+        if record.is_file() {
+            std::fs::copy(&record, run_dir.join(crate::tokenizer::TRAINED_ON_FILE))
+                .with_context(|| format!("copy {} into the run directory", record.display()))?;
+        }
     }
     report.set_init_from(init_source.as_deref());
     crate::util::write_atomic(&run_dir.join("config.toml"), rc.to_toml().as_bytes())?;
