@@ -210,6 +210,23 @@ fn resumed_run_reproduces_the_uninterrupted_losses() {
     assert!(full.join("tokenizer.json").is_file(), "the run keeps a copy of its tokenizer");
     let resumed_md = std::fs::read_to_string(split.join("report.md")).unwrap();
     assert!(resumed_md.contains("## Run history") && resumed_md.contains("resumed from"), "{resumed_md}");
+    // Data that changed under a run: its loader state is refused with a hint to a flag that
+    // exists, and --restart-data continues the weights on the data from its beginning.
+    let data2 = dir.join("data2");
+    std::fs::create_dir_all(&data2).unwrap();
+    for f in std::fs::read_dir(&data).unwrap().flatten() {
+        std::fs::copy(f.path(), data2.join(f.file_name())).unwrap();
+    }
+    std::fs::write(data2.join("part_0a.txt"), "more text here.\n\nand another document.").unwrap();
+    let mut c = args(&cfg, &data2, &tok, &split);
+    c.resume = true;
+    c.overrides = vec!["train.num_iterations=7".into()];
+    let e = format!("{:#}", run(&opener, &c, "test").unwrap_err());
+    assert!(e.contains("different dataset") && e.contains("--restart-data"), "{e}");
+    c.restart_data = true;
+    run(&opener, &c, "test --restart-data").unwrap();
+    assert_eq!(losses(&split).len(), 7);
+    assert!(std::fs::read_to_string(split.join("report.md")).unwrap().contains("training data restarted"));
     // A finished run refuses to start again over its checkpoints.
     let e = run(&opener, &args(&cfg, &data, &tok, &full), "test").unwrap_err().to_string();
     assert!(e.contains("already holds checkpoints") && e.contains("--resume"), "{e}");
