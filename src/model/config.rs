@@ -4,39 +4,82 @@
 //! Dimension names follow llm.c: L layers, C channels, H query heads, Hkv key/value heads, D head
 //! dim, V vocab, Vp padded vocab, T sequence length.
 
+use crate::config::KeyDoc;
 use crate::error::{Error, Result};
+use crate::kernels::attention::MAX_HEAD_DIM;
 use serde::{Deserialize, Serialize};
 
-/// The `[model]` table of a config file: what a user sets. [`GptConfig::from_spec`] derives the rest.
+/// The `[model]` table of a config file: what a user sets. [`GptConfig::from_spec`] derives the
+/// rest. What each field means is in [`MODEL_KEYS`] (printed by `wgpt config keys`; a unit test
+/// keeps its keys equal to these fields).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
-    /// Number of transformer blocks, e.g. 12. Width follows from it.
     pub depth: usize,
-    /// C = depth · aspect_ratio rounded up to a multiple of head_dim (nanochat: 64).
     #[serde(default = "default_aspect_ratio")]
     pub aspect_ratio: usize,
-    /// D, e.g. 128 (nanochat's default); smaller values for tests.
     #[serde(default = "default_head_dim")]
     pub head_dim: usize,
-    /// Hkv; defaults to the number of query heads (no GQA, as base_train). Must divide H.
     #[serde(default)]
     pub n_kv_head: Option<usize>,
-    /// V from the tokenizer, e.g. 32768. Padded to a multiple of 64 for the embedding tables.
     pub vocab_size: usize,
-    /// T, e.g. 2048.
     pub sequence_len: usize,
-    /// Per-layer attention windows, `L` (full context) and `S` (quarter context) tiled over the
-    /// layers; the last layer is always `L`. e.g. "L" or "SSSL".
     #[serde(default = "default_window_pattern")]
     pub window_pattern: String,
-    /// Precision of every linear layer's three products (forward X·Wᵀ, input gradient dY·W,
-    /// weight gradient dYᵀ·X): "f32" (the default), or "f16": inputs rounded to f16, products
-    /// accumulated in f32, on the cooperative-matrix kernels where the adapter uses them (storage,
-    /// weights, gradients and everything else stay f32; where the adapter has no cooperative
-    /// matrices the f32 kernels run and the log says so). Not part of the model's shape.
     #[serde(default)]
     pub matmul: ModelMatmul,
+}
+
+/// The `[model]` keys and what they mean.
+pub const MODEL_KEYS: &[KeyDoc] = &[
+    KeyDoc::required("depth", "Number of transformer blocks L, e.g. 12. The width follows from it."),
+    KeyDoc::optional(
+        "aspect_ratio",
+        "Width per layer: C = depth · aspect_ratio rounded up to a multiple of head_dim (nanochat: 64).",
+    ),
+    KeyDoc::optional(
+        "head_dim",
+        "D, a multiple of 4 up to 128 (the attention kernels' limit), e.g. 128 (nanochat's); smaller for tests.",
+    ),
+    KeyDoc::optional(
+        "n_kv_head",
+        "Hkv, the key/value heads; unset = the number of query heads (no GQA, as base_train). Must divide H.",
+    ),
+    KeyDoc::required(
+        "vocab_size",
+        "V, the tokenizer's vocabulary, e.g. 32768. Padded to a multiple of 64 for the embedding tables.",
+    ),
+    KeyDoc::required("sequence_len", "T, tokens per sequence, e.g. 2048."),
+    KeyDoc::optional(
+        "window_pattern",
+        "Per-layer attention windows, `L` (full context) and `S` (quarter context) tiled over the layers; the \
+         last layer is always `L`. e.g. \"L\" or \"SSSL\".",
+    ),
+    KeyDoc::optional(
+        "matmul",
+        "Precision of every linear layer's three products (forward X·Wᵀ, input gradient dY·W, weight gradient \
+         dYᵀ·X): \"f32\", or \"f16\": inputs rounded to f16, products accumulated in f32, on the \
+         cooperative-matrix kernels where the adapter uses them (storage, weights, gradients and everything else \
+         stay f32; where the adapter has no cooperative matrices the f32 kernels run and the log says so). Not \
+         part of the model's shape.",
+    ),
+];
+
+impl ModelSpec {
+    /// The required keys as given and every optional one at the default a file that omits it
+    /// gets (the same functions serde uses).
+    pub fn with_defaults(depth: usize, vocab_size: usize, sequence_len: usize) -> Self {
+        ModelSpec {
+            depth,
+            aspect_ratio: default_aspect_ratio(),
+            head_dim: default_head_dim(),
+            n_kv_head: None,
+            vocab_size,
+            sequence_len,
+            window_pattern: default_window_pattern(),
+            matmul: ModelMatmul::default(),
+        }
+    }
 }
 
 /// `model.matmul`.
@@ -107,23 +150,89 @@ pub const ROPE_BASE: f64 = 100_000.0;
 
 impl GptConfig {
     pub fn from_spec(spec: &ModelSpec) -> Result<Self> {
-        let bad = |message: String| Err(Error::Config { message });
+        Self::from_spec_with_origin(spec, &|_| String::new())
+    }
+
+    /// [`Self::from_spec`], each refusal naming the key, its value, `origin(key)` (where the value
+    /// came from, e.g. " (from --set model.head_dim=6)") and a fix. The shapes the GPU kernels
+    /// cannot run are refused here, not when the first kernel is dispatched.
+    pub fn from_spec_with_origin(spec: &ModelSpec, origin: &dyn Fn(&str) -> String) -> Result<Self> {
+        let refuse = |key: &str, value: &dyn std::fmt::Display, problem: &str, hint: &str| {
+            Err(Error::Config { message: format!("{key} = {value}{} {problem}\n  HINT: {hint}", origin(key)) })
+        };
         if spec.depth == 0 {
-            return bad("model.depth must be >= 1".into());
+            return refuse("model.depth", &spec.depth, "leaves the model without a layer", "e.g. 12 (nanochat's d12)");
         }
-        if spec.head_dim == 0 || !spec.head_dim.is_multiple_of(2) {
-            return bad(format!(
-                "model.head_dim must be a positive even number (RoPE rotates pairs), got {}",
-                spec.head_dim
-            ));
+        if spec.head_dim == 0 || !spec.head_dim.is_multiple_of(4) || spec.head_dim > MAX_HEAD_DIM {
+            return refuse(
+                "model.head_dim",
+                &spec.head_dim,
+                &format!("is not a head size the attention kernels run: a multiple of 4, at most {MAX_HEAD_DIM}"),
+                "nanochat's is 128 (the default); 64 or 32 for small models",
+            );
         }
         if spec.aspect_ratio == 0 {
-            return bad("model.aspect_ratio must be >= 1".into());
+            return refuse(
+                "model.aspect_ratio",
+                &spec.aspect_ratio,
+                "gives the model no width (C = depth · aspect_ratio)",
+                "nanochat's is 64 (the default)",
+            );
         }
         let base = spec.depth * spec.aspect_ratio;
         let n_embd = base.div_ceil(spec.head_dim) * spec.head_dim;
         let n_head = n_embd / spec.head_dim;
+        if n_embd < SMEAR_CHANNELS {
+            return refuse(
+                "model.aspect_ratio",
+                &spec.aspect_ratio,
+                &format!(
+                    "gives C = {n_embd} channels (depth {} · aspect_ratio, rounded up to a multiple of head_dim {}), \
+                     fewer than the {SMEAR_CHANNELS} the smear gate reads",
+                    spec.depth, spec.head_dim
+                ),
+                &format!("raise model.aspect_ratio or model.depth so that C >= {SMEAR_CHANNELS}"),
+            );
+        }
         let n_kv_head = spec.n_kv_head.unwrap_or(n_head);
+        if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
+            let divisors: Vec<String> =
+                (1..=n_head).filter(|d| n_head.is_multiple_of(*d)).map(|d| d.to_string()).collect();
+            return refuse(
+                "model.n_kv_head",
+                &n_kv_head,
+                &format!(
+                    "does not divide the {n_head} query heads (C = {n_embd} = {n_head} × head_dim {})",
+                    spec.head_dim
+                ),
+                &format!("use one of {}, or leave it unset for {n_head} (no grouping)", divisors.join(", ")),
+            );
+        }
+        if spec.vocab_size < 2 {
+            return refuse(
+                "model.vocab_size",
+                &spec.vocab_size,
+                "is not a vocabulary: it needs at least 2 tokens",
+                "the tokenizer's vocabulary size, e.g. 32768 (`wgpt tokenizer train --vocab-size N`)",
+            );
+        }
+        if spec.sequence_len < 2 {
+            return refuse(
+                "model.sequence_len",
+                &spec.sequence_len,
+                "is too short: smear mixes each token with the previous one, so T >= 2",
+                "e.g. 2048 (nanochat's) or 256 for a small model",
+            );
+        }
+        let pattern = spec.window_pattern.trim();
+        if pattern.is_empty() || !pattern.chars().all(|c| matches!(c, 'L' | 'S' | 'l' | 's')) {
+            return refuse(
+                "model.window_pattern",
+                &format!("{:?}", spec.window_pattern),
+                "is not a window pattern: a non-empty string of L (full context) and S (quarter context)",
+                "e.g. \"L\" (the default) or \"SSSL\"",
+            );
+        }
         Self::new(spec.depth, n_head, n_kv_head, n_embd, spec.vocab_size, spec.sequence_len, &spec.window_pattern)
     }
 

@@ -41,9 +41,14 @@ pub struct Hyper {
     pub warmup_steps: usize,
     pub warmdown_steps: usize,
     pub final_lr_frac: f64,
+    /// What in the config is legal but probably not meant (a warmup longer than the run, ...),
+    /// one sentence and a hint each; printed before the run starts as `WARNING:` lines.
+    pub warnings: Vec<String>,
 }
 
 impl Hyper {
+    /// The horizon, the transferred lrs and the warnings. `RunConfig::resolve` has checked every
+    /// value's own range; what is refused here needs the horizon.
     pub fn resolve(rc: &RunConfig) -> Result<Self> {
         let tr = rc.train();
         let m = &rc.model;
@@ -54,28 +59,37 @@ impl Hyper {
         // The data budget D the transfer rules use comes from the ratio, whatever sets the horizon.
         let d = tr.target_param_data_ratio * scaling;
         let d_ref = tr.target_param_data_ratio * d12_scaling(m.vocab_size)?;
-        let (num_iterations, horizon_source) = if tr.num_iterations > 0 {
-            (tr.num_iterations as usize, "train.num_iterations".to_string())
-        } else if tr.target_flops > 0.0 {
-            ((tr.target_flops / (flops_per_token * b)).round() as usize, format!("target_flops {:e}", tr.target_flops))
-        } else {
-            ((d / b).floor() as usize, format!("target_param_data_ratio {}", tr.target_param_data_ratio))
+        // Only -1 derives the horizon; 0 and other negatives are refused by RunConfig::resolve, and
+        // refused again here so that no path can turn them into a derived horizon.
+        let (num_iterations, horizon_source) = match tr.num_iterations {
+            n if n >= 1 => (n as usize, "train.num_iterations".to_string()),
+            -1 if tr.target_flops > 0.0 => (
+                (tr.target_flops / (flops_per_token * b)).round() as usize,
+                format!("target_flops {:e}", tr.target_flops),
+            ),
+            -1 => ((d / b).floor() as usize, format!("target_param_data_ratio {}", tr.target_param_data_ratio)),
+            n => {
+                return Err(Error::Config {
+                    message: format!(
+                        "train.num_iterations = {n}{} is not a horizon\n  HINT: set N >= 1 steps, or -1 to derive it",
+                        rc.origin("train.num_iterations")
+                    ),
+                })
+            }
         };
         if num_iterations == 0 {
             return Err(Error::Config {
-                message: format!("the horizon ({horizon_source}) gives 0 iterations at {b} tokens per step\n  HINT: set train.num_iterations"),
+                message: format!(
+                    "the horizon ({horizon_source}) gives 0 iterations at {b} tokens per step\n  HINT: set \
+                     train.num_iterations"
+                ),
             });
         }
         let total_tokens = num_iterations as u64 * tr.total_batch_size as u64;
-        if tr.lr_reference_batch == 0 {
-            return Err(Error::Config {
-                message: "train.lr_reference_batch is 0\n  HINT: nanochat's is 524288 (the default)".into(),
-            });
-        }
         let batch_lr_scale = (b / tr.lr_reference_batch as f64).sqrt();
         let dmodel_lr_scale = (m.n_embd as f64 / 768.0).powf(-0.5);
         let warmdown_steps = (tr.warmdown_ratio * num_iterations as f64).round() as usize;
-        Ok(Hyper {
+        let mut h = Hyper {
             num_iterations,
             horizon_source,
             total_tokens,
@@ -94,7 +108,73 @@ impl Hyper {
             warmup_steps: tr.warmup_steps,
             warmdown_steps,
             final_lr_frac: tr.final_lr_frac,
-        })
+            warnings: Vec::new(),
+        };
+        h.warnings = h.warnings_for(rc);
+        Ok(h)
+    }
+
+    /// Settings that are legal but defeat themselves at this horizon.
+    fn warnings_for(&self, rc: &RunConfig) -> Vec<String> {
+        let tr = rc.train();
+        let (n, wu, wd) = (self.num_iterations, self.warmup_steps, self.warmdown_steps);
+        let horizon = if tr.num_iterations >= 1 {
+            format!("train.num_iterations = {n}{}", rc.origin("train.num_iterations"))
+        } else {
+            format!("{n} steps from {}", self.horizon_source)
+        };
+        let mut w = Vec::new();
+        if wu > n {
+            w.push(format!(
+                "train.warmup_steps = {wu}{} is longer than the run ({horizon}): the lr never gets past {:.2} of its \
+                 value and there is no warmdown\n  HINT: set train.warmup_steps <= {n}, e.g. --set \
+                 train.warmup_steps={}",
+                rc.origin("train.warmup_steps"),
+                self.lr_multiplier(n - 1),
+                (n / 10).max(1)
+            ));
+        } else if wu > 0 && wd > 0 && wu + wd > n {
+            // lr_multiplier gives the warmup precedence, so the warmdown's first steps are skipped
+            // and the lr falls from 1 straight to where the warmdown has got to.
+            let after = if wu < n {
+                format!("drops at once to {:.2} of it", self.lr_multiplier(wu))
+            } else {
+                "the run ends there, without a warmdown".to_string()
+            };
+            w.push(format!(
+                "train.warmup_steps = {wu}{} and the warmdown (train.warmdown_ratio {} of {n} steps = {wd} steps, from \
+                 step {}) overlap: the lr reaches its full value only at step {} and {after}\n  HINT: lower \
+                 train.warmup_steps or train.warmdown_ratio so that warmup + warmdown <= {n} steps",
+                rc.origin("train.warmup_steps"),
+                tr.warmdown_ratio,
+                n - wd,
+                wu - 1
+            ));
+        }
+        if tr.num_iterations >= 1 && tr.target_flops > 0.0 {
+            w.push(format!(
+                "train.target_flops = {:e}{} is ignored: train.num_iterations = {}{} sets the horizon\n  HINT: set \
+                 train.num_iterations=-1 to train for the FLOP budget, or train.target_flops=-1 to silence this",
+                tr.target_flops,
+                rc.origin("train.target_flops"),
+                tr.num_iterations,
+                rc.origin("train.num_iterations")
+            ));
+        }
+        let per_batch = tr.device_batch_size * rc.model.sequence_len;
+        if tr.eval_every > 0 && !tr.eval_tokens.is_multiple_of(per_batch) {
+            let batches = (tr.eval_tokens / per_batch).max(1);
+            w.push(format!(
+                "train.eval_tokens = {}{} is not a whole number of device batches ({} × {} = {per_batch} tokens): each \
+                 validation uses {batches} batch(es) = {} tokens\n  HINT: use a multiple of {per_batch}",
+                tr.eval_tokens,
+                rc.origin("train.eval_tokens"),
+                tr.device_batch_size,
+                rc.model.sequence_len,
+                batches * per_batch
+            ));
+        }
+        w
     }
 
     /// Base learning rate of an AdamW group (Muon's is `lr_muon`).
@@ -213,7 +293,62 @@ mod tests {
         assert_eq!(h.lr_smear, 0.05);
         assert_eq!(h.muon_weight_decay, seed.muon_weight_decay);
         let zero = ["train.lr_reference_batch=0".to_string()];
-        let err = Hyper::resolve(&RunConfig::load(&path, &zero).unwrap()).unwrap_err().to_string();
-        assert!(err.contains("lr_reference_batch"), "{err}");
+        let err = RunConfig::load(&path, &zero).unwrap_err().to_string();
+        assert!(err.contains("lr_reference_batch = 0 (from --set train.lr_reference_batch=0)"), "{err}");
+    }
+
+    fn seed_with(overrides: &[&str]) -> Hyper {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/rtx4070-d12.toml");
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        Hyper::resolve(&RunConfig::load(&path, &o).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn only_minus_one_derives_the_horizon() {
+        // D / B = 12 · 110,100,912 / 65,536 = 20,160.3 steps.
+        let h = seed_with(&["train.num_iterations=-1"]);
+        assert_eq!((h.num_iterations, h.horizon_source.as_str()), (20_160, "target_param_data_ratio 12"));
+        // target_flops / (FLOPs per token · B), rounded: 5.8e16 / (887,098,032 · 65,536) = 997.6.
+        let h = seed_with(&["train.num_iterations=-1", "train.target_flops=5.8e16"]);
+        assert_eq!((h.num_iterations, h.horizon_source.as_str()), (998, "target_flops 5.8e16"));
+        // 0 is refused rather than read as "derive it" (it used to give the 20,160-step horizon).
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/rtx4070-d12.toml");
+        let e = RunConfig::load(&path, &["train.num_iterations=0".into()]).unwrap_err().to_string();
+        assert!(e.contains("train.num_iterations = 0 (from --set train.num_iterations=0)"), "{e}");
+        // Hyper::resolve refuses it too, for a RunConfig changed after it was resolved.
+        let mut rc = RunConfig::load(&path, &[]).unwrap();
+        rc.file.train.num_iterations = 0;
+        assert!(Hyper::resolve(&rc).unwrap_err().to_string().contains("train.num_iterations = 0"));
+    }
+
+    #[test]
+    fn self_defeating_schedules_are_warned_about() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        for name in ["rtx4070-d12.toml", "cpu-small.toml"] {
+            let h = Hyper::resolve(&RunConfig::load(&root.join(name), &[]).unwrap()).unwrap();
+            assert!(h.warnings.is_empty(), "{name}: {:?}", h.warnings);
+        }
+        // A shortened run: the 40-step warmup never ends.
+        let h = seed_with(&["train.num_iterations=20"]);
+        assert_eq!(h.warnings.len(), 1, "{:?}", h.warnings);
+        let w = &h.warnings[0];
+        assert!(w.starts_with("train.warmup_steps = 40 (the default) is longer than the run"), "{w}");
+        assert!(w.contains("train.num_iterations = 20 (from --set train.num_iterations=20)"), "{w}");
+        assert!(w.contains("never gets past 0.50") && w.contains("HINT: set train.warmup_steps <= 20"), "{w}");
+        // 100 steps: the 65-step warmdown starts at step 35, inside the 40-step warmup.
+        let h = seed_with(&["train.num_iterations=100"]);
+        assert_eq!(h.warnings.len(), 1, "{:?}", h.warnings);
+        let w = &h.warnings[0];
+        assert!(w.contains("= 65 steps, from step 35) overlap") && w.contains("at step 39"), "{w}");
+        assert!(w.contains(&format!("drops at once to {:.2}", h.lr_multiplier(40))), "{w}");
+        // A FLOP budget next to an explicit horizon is ignored, and says so.
+        let h = seed_with(&["train.target_flops=1e18"]);
+        assert!(h
+            .warnings
+            .iter()
+            .any(|w| w.contains("train.target_flops = 1e18 (from --set") && w.contains("ignored")));
+        // Validation rounds eval_tokens down to whole device batches (8 × 2048 here).
+        let h = seed_with(&["train.eval_tokens=20000"]);
+        assert!(h.warnings.iter().any(|w| w.contains("1 batch(es) = 16384 tokens")), "{:?}", h.warnings);
     }
 }

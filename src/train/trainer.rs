@@ -201,6 +201,9 @@ pub fn describe_run(rc: &RunConfig, h: &Hyper, plan: &MemoryPlan) -> String {
         rc.logits_chunk_rows,
         plan.render()
     );
+    for w in &h.warnings {
+        s += &format!("WARNING: {w}\n");
+    }
     s
 }
 

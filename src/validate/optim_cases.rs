@@ -401,6 +401,7 @@ fn optimizer_cases(ctx: &GpuContext, r: &mut Runner<'_>) -> Result<()> {
         warmup_steps: 2,
         warmdown_steps: 50,
         final_lr_frac: 0.05,
+        warnings: Vec::new(),
     };
     for variant in [MuonVariant::Seed, MuonVariant::Plus] {
         let vname = format!("{variant:?}").to_lowercase();
