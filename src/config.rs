@@ -274,6 +274,70 @@ fn table_of<T: Serialize>(section: &T) -> toml::Table {
     }
 }
 
+/// What `wgpt config keys` prints: every key a config file and `--set` accept, by section, with
+/// its default and meaning. With `file` (a config's path and its parsed table) each key the file
+/// sets shows its value there, and keys the file sets that do not exist are listed at the end.
+pub fn keys_text(file: Option<(&Path, &toml::Table)>) -> String {
+    let mut s = String::from(
+        "Every key of a config file. `--set section.key=value` overrides one: values in TOML syntax, a bare\n\
+         word is a string (--set model.window_pattern=SSSL).\n",
+    );
+    if let Some((path, _)) = file {
+        s += &format!("Values {} sets are shown after the default.\n", path.display());
+    }
+    let mut unknown = Vec::new();
+    for (section, keys) in SECTIONS {
+        s += &format!("\n[{section}]\n");
+        let defaults = section_defaults(section);
+        let set = file.and_then(|(_, t)| t.get(section)).and_then(|v| v.as_table());
+        for k in keys {
+            let default = match defaults.get(k.key) {
+                Some(v) => format!(" = {v}"),
+                None if k.required => "  (required)".into(),
+                None => "  (unset by default)".into(),
+            };
+            let line = format!("  {section}.{}{default}", k.key);
+            s += &match (set.and_then(|t| t.get(k.key)), file) {
+                // The file's values in a column of their own, so they read as a second column.
+                (Some(v), Some((path, _))) => format!("{line:<46}  {}: {v}\n", path.display()),
+                _ => format!("{line}\n"),
+            };
+            for line in wrap(k.meaning, 92) {
+                s += &format!("      {line}\n");
+            }
+        }
+        if let Some(t) = set {
+            unknown.extend(
+                t.keys().filter(|k| !keys.iter().any(|d| d.key == k.as_str())).map(|k| format!("{section}.{k}")),
+            );
+        }
+    }
+    if let Some((path, t)) = file {
+        unknown.extend(t.keys().filter(|k| section_keys(k).is_none()).cloned());
+        if !unknown.is_empty() {
+            s += &format!("\n{} also sets keys that do not exist: {}\n", path.display(), unknown.join(", "));
+        }
+    }
+    s
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().unwrap();
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(word.to_string());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
+}
+
 /// A config file as written.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -899,5 +963,36 @@ mod tests {
                 assert_eq!(defaults.contains_key(k.key), !k.required && k.key != "n_kv_head", "{section}.{}", k.key);
             }
         }
+    }
+
+    #[test]
+    fn keys_text_lists_every_key_with_its_default_and_the_files_values() {
+        let text = keys_text(None);
+        for (section, keys) in SECTIONS {
+            for k in keys {
+                assert!(text.contains(&format!("\n  {section}.{}", k.key)), "{section}.{} missing", k.key);
+            }
+        }
+        assert!(text.contains("\n  train.num_iterations = -1\n      Optimizer steps"), "{text}");
+        assert!(text.contains("\n  model.depth  (required)\n"), "{text}");
+        assert!(text.contains("\n  model.n_kv_head  (unset by default)\n"), "{text}");
+        assert!(text.contains("\n  memory.recompute = \"mlp\"\n"), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+        let table: toml::Table =
+            toml::from_str("[model]\ndepth = 4\n[train]\nnum_iterations = 300\nbogus = 1\n").unwrap();
+        let text = keys_text(Some((Path::new("configs/cpu-small.toml"), &table)));
+        let line = |key: &str| text.lines().find(|l| l.starts_with(&format!("  {key} "))).unwrap_or("").to_string();
+        let num = line("train.num_iterations");
+        assert!(
+            num.starts_with("  train.num_iterations = -1 ") && num.ends_with("  configs/cpu-small.toml: 300"),
+            "{text}"
+        );
+        let depth = line("model.depth");
+        assert!(
+            depth.starts_with("  model.depth  (required) ") && depth.ends_with("  configs/cpu-small.toml: 4"),
+            "{text}"
+        );
+        assert_eq!(line("train.seed"), "  train.seed = 42", "a key the file does not set shows only its default");
+        assert!(text.contains("sets keys that do not exist: train.bogus"), "{text}");
     }
 }

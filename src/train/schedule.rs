@@ -119,7 +119,9 @@ impl Hyper {
         let tr = rc.train();
         let (n, wu, wd) = (self.num_iterations, self.warmup_steps, self.warmdown_steps);
         let horizon = if tr.num_iterations >= 1 {
-            format!("train.num_iterations = {n}{}", rc.origin("train.num_iterations"))
+            // " (from --set …)" without its parentheses, to sit inside the warning's own.
+            let origin = rc.origin("train.num_iterations");
+            format!("{n} steps: train.num_iterations, {}", origin.trim().trim_start_matches('(').trim_end_matches(')'))
         } else {
             format!("{n} steps from {}", self.horizon_source)
         };
@@ -333,7 +335,10 @@ mod tests {
         assert_eq!(h.warnings.len(), 1, "{:?}", h.warnings);
         let w = &h.warnings[0];
         assert!(w.starts_with("train.warmup_steps = 40 (the default) is longer than the run"), "{w}");
-        assert!(w.contains("train.num_iterations = 20 (from --set train.num_iterations=20)"), "{w}");
+        assert!(
+            w.contains("longer than the run (20 steps: train.num_iterations, from --set train.num_iterations=20)"),
+            "{w}"
+        );
         assert!(w.contains("never gets past 0.50") && w.contains("HINT: set train.warmup_steps <= 20"), "{w}");
         // 100 steps: the 65-step warmdown starts at step 35, inside the 40-step warmup.
         let h = seed_with(&["train.num_iterations=100"]);
