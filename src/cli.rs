@@ -2,7 +2,9 @@
 //! that owns the feature; `src/main.rs` only parses and dispatches.
 //!
 //! GPU selection flows one way: built-in defaults, then `WGPT_*` environment variables, then
-//! flags (clap applies the last two), resolved once into a [`GpuOptions`] and logged.
+//! flags (clap applies the last two), resolved once into a [`GpuOptions`] and logged. The flags
+//! ([`GpuArgs`]) belong to the subcommands that open a GPU, under their own help heading, so
+//! `wgpt tokenizer --help` does not offer options it would ignore.
 
 use crate::bench::{self, MatmulBenchOptions};
 use crate::gpu::adapters;
@@ -14,28 +16,34 @@ use clap::{Args, Parser, Subcommand};
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(name = "wgpt", version, about = "GPT training where every hot operation is a WGSL compute shader")]
+#[command(
+    name = "wgpt",
+    version,
+    about = "GPT training where every hot operation is a WGSL compute shader",
+    after_help = "GPU options (--backend, --adapter, --autotune; or WGPT_BACKEND, WGPT_ADAPTER, WGPT_AUTOTUNE) go after \
+                  the commands that open a GPU: `wgpt validate --adapter 1`."
+)]
 pub struct Cli {
-    #[command(flatten)]
-    pub gpu: GpuArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Adapter selection, shared by every subcommand that touches the GPU.
+/// Adapter selection, flattened into every subcommand that touches the GPU (after the
+/// subcommand: `wgpt validate --adapter 1`).
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "GPU options")]
 pub struct GpuArgs {
     /// Graphics backend to search: vulkan, metal, dx12, gl or all.
-    #[arg(long, global = true, env = "WGPT_BACKEND", default_value = "vulkan")]
+    #[arg(long, env = "WGPT_BACKEND", default_value = "vulkan")]
     pub backend: String,
     /// Adapter to use: an index from `wgpt adapters` or a substring of its name.
-    #[arg(long, global = true, env = "WGPT_ADAPTER")]
+    #[arg(long, env = "WGPT_ADAPTER")]
     pub adapter: Option<String>,
     /// Kernel-variant autotuning: on (time candidates on first use, cache the winner) or off.
-    #[arg(long, global = true, env = "WGPT_AUTOTUNE", default_value = "on")]
+    #[arg(long, env = "WGPT_AUTOTUNE", default_value = "on")]
     pub autotune: String,
     /// Pretend storage bindings are at most this many bytes (forces chunking; for testing).
-    #[arg(long, global = true, env = "WGPT_MAX_BINDING_BYTES")]
+    #[arg(long, env = "WGPT_MAX_BINDING_BYTES")]
     pub max_binding_bytes: Option<u64>,
 }
 
@@ -64,15 +72,35 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        gpu: GpuArgs,
     },
     /// Check every GPU kernel against its CPU reference and print a table; exit 1 on any failure.
-    Validate(ValidateArgs),
+    Validate {
+        #[command(flatten)]
+        args: ValidateArgs,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// Parameter counts, FLOPs per token and the training memory plan of a config.
     Info(InfoArgs),
     /// Train a model (nanochat's base_train): `cargo xtask train` trains configs/cpu-small.toml.
-    Train(crate::train::trainer::TrainArgs),
+    #[command(after_help = "Every key --set accepts, with its default and meaning: `wgpt config keys` \
+                            (`wgpt config keys --config FILE` also shows what FILE sets).")]
+    Train {
+        #[command(flatten)]
+        args: crate::train::trainer::TrainArgs,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// One forward and backward on given weights and batch; prints {"loss": …} as the last line.
-    StepCheck(StepCheckArgs),
+    /// Exits 1 on non-finite weights (naming the tensor) or a non-finite loss.
+    StepCheck {
+        #[command(flatten)]
+        args: StepCheckArgs,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
@@ -89,11 +117,40 @@ pub enum Command {
         cmd: crate::data::cli::DataCommand,
     },
     /// Generate text from a checkpoint (KV-cache inference; greedy or temperature/top-k sampling).
-    Sample(crate::sample::SampleArgs),
+    Sample {
+        #[command(flatten)]
+        args: crate::sample::SampleArgs,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// Everything to measure when a real GPU is at hand: adapters, a quick validate, matmul,
     /// attention and a d12 micro-step (f32 and f16 linear layers), memory; writes DIR/gpu-report.md
     /// and DIR/gpu-report.json.
-    GpuReport(crate::gpu_report::GpuReportArgs),
+    GpuReport {
+        #[command(flatten)]
+        args: crate::gpu_report::GpuReportArgs,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
+    /// Config files: the keys they and `--set` accept.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Every key of a config file (what `--set section.key=value` accepts), with its default and
+    /// meaning.
+    Keys(ConfigKeysArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigKeysArgs {
+    /// Also show the values this config file sets, e.g. configs/cpu-small.toml.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -101,7 +158,8 @@ pub struct InfoArgs {
     /// A config file, e.g. configs/rtx4070-d12.toml.
     #[arg(long)]
     pub config: std::path::PathBuf,
-    /// Override a config value: --set train.device_batch_size=4 (repeatable).
+    /// Override a config value: --set train.device_batch_size=4 (repeatable; `wgpt config keys`
+    /// lists the keys).
     #[arg(long = "set")]
     pub overrides: Vec<String>,
     /// Print JSON instead of text.
@@ -162,14 +220,29 @@ pub struct ValidateArgs {
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// GFLOP/s of every matmul variant beside a CPU sgemm, on GPT shapes and 1024³.
-    Matmul(MatmulBenchArgs),
+    Matmul {
+        #[command(flatten)]
+        args: MatmulBenchArgs,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// Tokenizer training and encoding (ours vs the tokenizers crate) and loader throughput.
     Data(crate::data::bench::DataBenchArgs),
     /// Flash-attention forward and backward: ms and effective GFLOP/s at the GPT shape.
-    Attention(AttentionBenchArgs),
+    Attention {
+        #[command(flatten)]
+        args: AttentionBenchArgs,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// One training micro-step (forward, head, backward) of a config: tokens/s and where the
     /// GPU time goes, per kernel, from timestamp queries.
-    Step(StepBenchArgs),
+    Step {
+        #[command(flatten)]
+        args: StepBenchArgs,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -177,7 +250,8 @@ pub struct StepBenchArgs {
     /// A config file, e.g. configs/cpu-small.toml.
     #[arg(long)]
     pub config: std::path::PathBuf,
-    /// Override a config value: --set memory.recompute=block (repeatable).
+    /// Override a config value: --set memory.recompute=block (repeatable; `wgpt config keys`
+    /// lists the keys).
     #[arg(long = "set")]
     pub overrides: Vec<String>,
     /// Timed micro-steps after the warm-up (the median is reported).
@@ -237,22 +311,21 @@ pub fn parse_shape(s: &str) -> anyhow::Result<(usize, usize, usize)> {
 /// Run a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Adapters { json } => adapters_cmd(&cli.gpu, json),
-        Command::Validate(args) => validate_cmd(&cli.gpu, &args),
+        Command::Adapters { json, gpu } => adapters_cmd(&gpu, json),
+        Command::Validate { args, gpu } => validate_cmd(&gpu, &args),
         Command::Info(args) => info_cmd(&args),
-        Command::Train(args) => {
+        Command::Train { args, gpu } => {
             let command_line = std::env::args().collect::<Vec<_>>().join(" ");
-            let gpu = cli.gpu.clone();
             crate::train::trainer::run(&|| gpu.open(), &args, &command_line)
         }
-        Command::StepCheck(args) => step_check_cmd(&cli.gpu, &args),
-        Command::Bench { what: BenchCommand::Step(args) } => {
+        Command::StepCheck { args, gpu } => step_check_cmd(&gpu, &args),
+        Command::Bench { what: BenchCommand::Step { args, gpu } } => {
             let rc = crate::config::RunConfig::load(&args.config, &args.overrides)?;
-            let ctx = cli.gpu.open()?;
+            let ctx = gpu.open()?;
             bench::step_bench(&ctx, &rc, args.steps, &mut |line| println!("{line}"))?;
             Ok(0)
         }
-        Command::Bench { what: BenchCommand::Matmul(args) } => {
+        Command::Bench { what: BenchCommand::Matmul { args, gpu } } => {
             let mut opts = MatmulBenchOptions::default();
             if !args.shapes.is_empty() {
                 opts.shapes = args.shapes.iter().map(|s| parse_shape(s)).collect::<anyhow::Result<_>>()?;
@@ -263,11 +336,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             opts.reps = args.reps;
             opts.budget = Duration::from_secs_f64(args.budget_secs.max(0.0));
-            let ctx = cli.gpu.open()?;
+            let ctx = gpu.open()?;
             bench::matmul_bench(&ctx, &opts, &mut |line| println!("{line}"))?;
             Ok(0)
         }
-        Command::Bench { what: BenchCommand::Attention(args) } => {
+        Command::Bench { what: BenchCommand::Attention { args, gpu } } => {
             let windows = args
                 .windows
                 .split(',')
@@ -283,7 +356,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 windows,
                 reps: args.reps,
             };
-            let ctx = cli.gpu.open()?;
+            let ctx = gpu.open()?;
             crate::kernels::attention::bench(&ctx, &opts, &mut |line| println!("{line}"))?;
             Ok(0)
         }
@@ -293,13 +366,30 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Tokenizer { cmd } => crate::tokenizer::cli::run(cmd),
         Command::Data { cmd } => crate::data::cli::run(cmd),
-        Command::Sample(args) => crate::sample::run(&cli.gpu, &args),
-        Command::GpuReport(args) => {
-            let ctx = cli.gpu.open()?;
+        Command::Sample { args, gpu } => crate::sample::run(&gpu, &args),
+        Command::GpuReport { args, gpu } => {
+            let ctx = gpu.open()?;
             crate::gpu_report::run(&ctx, &args)?;
             Ok(0)
         }
+        Command::Config { cmd: ConfigCommand::Keys(args) } => config_keys_cmd(&args),
     }
+}
+
+/// `wgpt config keys [--config FILE]`. The file is read as plain TOML, not resolved, so that a
+/// file with a wrong or unknown key can still be inspected here.
+fn config_keys_cmd(args: &ConfigKeysArgs) -> anyhow::Result<i32> {
+    let table = match &args.config {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("--config {}", path.display()))?;
+            let table: toml::Table =
+                toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+            Some((path.as_path(), table))
+        }
+    };
+    print!("{}", crate::config::keys_text(table.as_ref().map(|(p, t)| (*p, t))));
+    Ok(0)
 }
 
 fn adapters_cmd(gpu: &GpuArgs, json: bool) -> anyhow::Result<i32> {
@@ -460,6 +550,32 @@ fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
     let (mut cfg, _) = checkpoint::load_meta(&args.meta)?;
     let layout = ParamLayout::new(&cfg);
     let arena = checkpoint::load_weights(&args.weights, &layout)?;
+    // One NaN or infinity in the weights makes the loss NaN; name the tensors before the GPU is opened.
+    let nonfinite: Vec<String> = layout
+        .specs
+        .iter()
+        .zip(&layout.offsets)
+        .filter_map(|(p, &o)| {
+            let values = &arena[o..o + p.numel()];
+            let first = values.iter().position(|x| !x.is_finite())?;
+            let n = values.iter().filter(|x| !x.is_finite()).count();
+            Some(format!(
+                "{} {:?}: {n} of {} values are not finite (the first, element {first}, is {})",
+                p.name,
+                p.shape,
+                p.numel(),
+                values[first]
+            ))
+        })
+        .collect();
+    if !nonfinite.is_empty() {
+        bail!(
+            "{}: the weights hold non-finite values, so the loss cannot be finite:\n  {}\n  HINT: export the \
+             weights again from a model whose parameters are finite (a wgpt checkpoint never holds a NaN)",
+            args.weights.display(),
+            nonfinite.join("\n  ")
+        );
+    }
     let tensors = checkpoint::load_i32(&args.batch)?;
     let get = |name: &str| {
         tensors.get(name).with_context(|| {
@@ -507,7 +623,11 @@ fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
             let mut s = model.stream();
             model.zero_grads(&mut s)?;
             s.run()?;
-            losses.push(model.forward_backward()?);
+            let loss = model.forward_backward()?;
+            if !loss.is_finite() {
+                bail!("step {k}: {}", nonfinite_loss(loss, k > 0));
+            }
+            losses.push(loss);
             let sc = StepScalars {
                 adamw_step: k as u64 + 1,
                 adamw_lr,
@@ -530,6 +650,9 @@ fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
     model.zero_grads(&mut s)?;
     s.run()?;
     let loss = model.forward_backward()?;
+    if !loss.is_finite() {
+        bail!("{}", nonfinite_loss(loss, false));
+    }
     if let Some(path) = &args.grads_out {
         let grads = model.read_grads()?;
         let named: Vec<(String, Vec<usize>, &[f32])> = layout
@@ -543,4 +666,20 @@ fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
     }
     println!("{}", serde_json::json!({ "loss": loss }));
     Ok(0)
+}
+
+/// Why a step-check loss is not finite: the weights were checked to be finite and the batch's ids
+/// in range before the GPU ran, so it is the forward's arithmetic (or, after an update, the
+/// optimizer's step) that overflowed.
+fn nonfinite_loss(loss: f64, after_update: bool) -> String {
+    let cause = if after_update {
+        "the previous optimizer step left the weights non-finite or huge (the lrs are too large for them)"
+    } else {
+        "every weight is finite and every id in range, so the forward overflowed: weights of huge magnitude, or a \
+         kernel wrong on this adapter"
+    };
+    format!(
+        "the loss is not finite ({loss}): {cause}\n  HINT: check the weights' magnitudes, and run `wgpt validate` \
+         to check every kernel against its CPU reference"
+    )
 }

@@ -25,7 +25,9 @@ tasks:
                                                installed once into the cache; see cargo xtask lavapipe --help
   <anything else>                              forwarded to the wgpt binary: cargo run --release -- <anything else>
 
-Global options (after the task): --adapter NAME_OR_INDEX, --backend vulkan|metal|dx12|gl|all, --autotune on|off.
+GPU options, after the task, on the tasks that open a GPU (adapters, validate, bench, train, step-check, sample,
+gpu-report): --adapter NAME_OR_INDEX, --backend vulkan|metal|dx12|gl|all, --autotune on|off
+(or WGPT_ADAPTER, WGPT_BACKEND, WGPT_AUTOTUNE).
 ";
 
 pub(crate) fn project_root() -> PathBuf {
