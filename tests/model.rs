@@ -433,3 +433,90 @@ fn step_check_steps_match_the_reference_optimizers() {
     assert!(got[2] < got[0], "three steps on one batch lower the loss");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The files `wgpt step-check` reads, for `cfg` with `params`: weights, meta and a B=2 batch.
+fn step_check_files(dir: &std::path::Path, cfg: &GptConfig, params: &[f32]) -> Vec<std::ffi::OsString> {
+    use wgpt::model::checkpoint;
+    std::fs::create_dir_all(dir).unwrap();
+    checkpoint::save_weights(&dir.join("w.safetensors"), &ParamLayout::new(cfg), params).unwrap();
+    checkpoint::save_meta(&dir.join("meta.json"), cfg, serde_json::json!({})).unwrap();
+    let (idx, targets) = batch(cfg, 2, 31, 0);
+    let bytes = |v: &[i32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let (ib, tb) = (bytes(&idx), bytes(&targets));
+    let shape = vec![2, cfg.sequence_len];
+    let views = vec![
+        ("idx".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::I32, shape.clone(), &ib).unwrap()),
+        ("targets".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::I32, shape, &tb).unwrap()),
+    ];
+    std::fs::write(dir.join("batch.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    ["--weights", "w.safetensors", "--meta", "meta.json", "--batch", "batch.safetensors"]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| if i % 2 == 1 { dir.join(a).into_os_string() } else { a.into() })
+        .collect()
+}
+
+/// Weights holding a NaN or an infinity are refused before the GPU is opened (so no adapter is
+/// needed), with a non-zero exit and every offending tensor named.
+#[test]
+fn step_check_refuses_non_finite_weights_naming_the_tensors() {
+    let dir = std::env::temp_dir().join(format!("wgpt-step-nan-{}", std::process::id()));
+    let cfg = GptConfig::new(2, 2, 2, 128, 512, 64, "L").unwrap();
+    let layout = ParamLayout::new(&cfg);
+    let mut params = perturbed(&layout, 30);
+    params[layout.range("transformer.h.1.attn.c_q.weight").0 + 5] = f32::NAN;
+    params[layout.range("lm_head.weight").0] = f32::INFINITY;
+    let files = step_check_files(&dir, &cfg, &params);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgpt"))
+        .arg("step-check")
+        .args(&files)
+        // An adapter that cannot exist: the refusal must come before any GPU is looked for.
+        .env("WGPT_ADAPTER", "no-such-adapter")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit 0 on NaN weights; stdout:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(err.contains("the weights hold non-finite values"), "{err}");
+    assert!(err.contains("transformer.h.1.attn.c_q.weight [128, 128]: 1 of 16384 values are not finite"), "{err}");
+    assert!(err.contains("(the first, element 5, is NaN)"), "{err}");
+    assert!(err.contains("lm_head.weight [512, 128]: 1 of 65536 values are not finite (the first, element 0, is inf)"));
+    assert!(!err.contains("no-such-adapter"), "the GPU was looked for: {err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("loss"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Finite weights so large that the forward overflows: the loss is NaN, and step-check says so
+/// and exits non-zero instead of printing {"loss": null} with exit 0.
+#[test]
+fn step_check_exits_non_zero_on_a_non_finite_loss() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wgpt-step-overflow-{}", std::process::id()));
+    let cfg = GptConfig::new(2, 2, 2, 128, 512, 64, "L").unwrap();
+    let layout = ParamLayout::new(&cfg);
+    let mut params = perturbed(&layout, 32);
+    // ±3e38 in lm_head: products with the normalised residual overflow to ±inf, and the sums of
+    // opposite infinities are NaN.
+    let (o, n) = layout.range("lm_head.weight");
+    for (i, w) in params[o..o + n].iter_mut().enumerate() {
+        *w = if i % 2 == 0 { 3e38 } else { -3e38 };
+    }
+    let files = step_check_files(&dir, &cfg, &params);
+    for steps in ["0", "2"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgpt"))
+            .args(["step-check", "--steps", steps])
+            .args(&files)
+            .env("WGPT_AUTOTUNE", "off")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!("--steps {steps}: {}", err.lines().filter(|l| !l.starts_with('[')).collect::<Vec<_>>().join("\n"));
+        assert!(!out.status.success(), "--steps {steps}: exit 0; stdout:\n{}", String::from_utf8_lossy(&out.stdout));
+        assert!(err.contains("the loss is not finite (NaN)") && err.contains("HINT:"), "--steps {steps}:\n{err}");
+        if steps != "0" {
+            assert!(err.contains("step 0: the loss is not finite"), "{err}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
