@@ -828,19 +828,24 @@ pub struct Tuned {
     pub short_list: bool,
 }
 
-/// The short list for a new class: every variant that stayed within 1.5× of the winner (the
-/// ranking rounds' cut) in an earlier class of the same group on this adapter, most wins first,
-/// then by rate relative to each winner. A variant that fell that far behind on every
-/// neighbouring shape timed so far (same kernel family, layout and precision) is not what wins
-/// this one, while every one that came close is re-timed here. `None` when the group has no timed
-/// class yet; then every candidate is timed.
+/// The short list for a new class: from every earlier class of the same group on this adapter,
+/// its three fastest variants and any other that stayed within 1.5× of its winner (the ranking
+/// rounds' cut); most wins first, then by rate relative to each winner. A variant that fell that
+/// far behind on every neighbouring shape timed so far (same kernel family, layout and
+/// precision) is not what wins this one, while every one that came close is re-timed here; the
+/// top three are kept whatever their margin, so one noisy measurement on a loaded machine
+/// cannot shrink the list to a single variant. `None` when the group has no timed class yet;
+/// then every candidate is timed.
+/// How many of each earlier class's fastest variants a short list keeps regardless of margin.
+pub const SHORT_LIST_TOP: usize = 3;
+
 fn short_list(ctx: &GpuContext, g: &Gemm, operand: DType, all: &[MatmulVariant]) -> Option<Vec<MatmulVariant>> {
     let mut score: Vec<(MatmulVariant, usize, f64)> = Vec::new();
     for (_, c) in ctx.autotune.choices_with_prefix(&class_group(g, operand)) {
         let Some(best) = c.measured.first().map(|m| m.1).filter(|b| *b > 0.0) else { continue };
-        for (name, rate) in &c.measured {
+        for (rank, (name, rate)) in c.measured.iter().enumerate() {
             let Some(v) = MatmulVariant::parse(name).filter(|v| all.contains(v)) else { continue };
-            if rate * 1.5 < best {
+            if rank >= SHORT_LIST_TOP && rate * 1.5 < best {
                 continue;
             }
             let i = match score.iter().position(|s| s.0 == v) {
@@ -993,7 +998,9 @@ pub fn tune(ctx: &GpuContext, g: &Gemm, operand: DType) -> Result<Tuned> {
             message: "no variant passed its reference check".into(),
         });
     }
-    if tiny && passed == [default.unwrap_or(passed[0])] {
+    // A tiny class whose default passed: nothing to rank. (Had the default failed, the other
+    // candidates passed instead and are timed like any class's.)
+    if tiny && passed.len() == 1 && Some(passed[0]) == default {
         let v = passed[0];
         return Ok(Tuned { variant: v, choice: Choice { variant: v.name(), measured: Vec::new() }, short_list: false });
     }
