@@ -794,16 +794,16 @@ fn failed_download_leaves_no_data_directory_and_a_retry_completes_it() {
     server.script("shard_00000.parquet", &[Act::Status(500), Act::Close]);
     server.script("shard_00007.parquet", &[Act::Close, Act::Status(503)]);
     let e = download(&o, &|_| {}).unwrap_err().to_string();
-    assert!(e.contains("giving up after 2 attempts") && e.contains("nothing was created"), "{e}");
-    assert!(!dir.exists() && !staging.exists(), "a download that received nothing must leave nothing");
+    assert!(!dir.exists() && !staging.exists(), "a download that received nothing must leave nothing: {e}");
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    assert!(e.contains("giving up after 2 attempts") && e.contains("nothing was created"), "{e}");
 
     // The validation shard arrives, shard 0 keeps failing: still no data directory, and the
     // shard that did arrive waits beside it.
     server.script("shard_00000.parquet", &[Act::Status(500), Act::Status(500)]);
     let e = download(&o, &|_| {}).unwrap_err().to_string();
+    assert!(!dir.exists(), "a failed download must not create its directory: {e}");
     assert!(e.contains("rerun the same command") && e.contains("base_data.partial"), "{e}");
-    assert!(!dir.exists(), "a failed download must not create its directory");
     assert_eq!(std::fs::read(staging.join("shard_00007.parquet")).unwrap(), files["shard_00007.parquet"]);
     let before = server.requests("shard_00007.parquet").len();
 
