@@ -410,6 +410,41 @@ fn best_fit_ties_go_to_the_earliest_document() {
     }
 }
 
+/// `state().epoch` counts the documents the batches used up, not the reader's position: with a
+/// buffer larger than the split the reader is in epoch 2 before the first batch, but the
+/// consumer reaches epoch 2 only once a whole split's worth of documents has gone into rows (each
+/// starts with the only BOS it has, so the BOS tokens in the rows count them exactly).
+#[test]
+fn epoch_counts_consumed_documents_not_the_prefetch_position() {
+    let tok = tokenizer_for(&["ab".to_string()], 265);
+    let bos = tok.bos_id().unwrap() as i32;
+    let dir = Scratch::new("ld-epoch");
+    // 30 training documents (no empty ones: every document read is packed), 10 for validation.
+    let docs: Vec<String> = (0..40).map(|i| format!("{i:02}{}", "abc".repeat(1 + i % 7))).collect();
+    write_shards(dir.path(), &[docs[..30].chunks(10).map(<[String]>::to_vec).collect(), vec![docs[30..].to_vec()]]);
+    let ds = Arc::new(Dataset::open(&DataConfig::new(dir.path())).unwrap());
+    let per_epoch = ds.split_docs(Split::Train) as usize;
+    assert_eq!(per_epoch, 30);
+    let (b, t) = (2, 24);
+    let mut loader = Loader::new(ds, tok, Split::Train, opts(b, t, 4, 50, 1), None).unwrap();
+    let mut consumed = 0;
+    let mut epochs = Vec::new();
+    for i in 0..60 {
+        let batch = loader.next_batch().unwrap();
+        // A row is its inputs plus the last target (a document cropped to one token at the end
+        // of a row has its BOS there).
+        for r in 0..b {
+            let row = &batch.inputs[r * t..(r + 1) * t];
+            consumed += row.iter().filter(|&&x| x == bos).count() + usize::from(batch.targets[(r + 1) * t - 1] == bos);
+        }
+        let st = loader.state();
+        assert_eq!(st.epoch as usize, 1 + consumed / per_epoch, "batch {i}: {consumed} documents used, state {st:?}");
+        epochs.push(st.epoch);
+    }
+    assert_eq!(epochs[0], 1, "the first batch is in the first epoch");
+    assert!(*epochs.last().unwrap() >= 3, "the test should consume a few epochs: {epochs:?}");
+}
+
 /// Run `n1 + n2` batches straight, and `n1` batches then a resume from the serialised state for
 /// `n2` more: the last `n2` must be identical.
 fn check_resume(
@@ -530,6 +565,8 @@ enum Act {
     IgnoreRange,
     /// Send bytes of the right length that are not the file.
     Garbage,
+    /// Read the request, then close the connection without answering.
+    Close,
 }
 
 #[derive(Default)]
@@ -593,6 +630,9 @@ fn serve(conn: TcpStream, st: &Mutex<ServerState>) -> std::io::Result<()> {
         (act, s.files.get(&path).cloned())
     };
     let mut out = conn;
+    if let Act::Close = act {
+        return out.shutdown(std::net::Shutdown::Both);
+    }
     let Some(file) = file else {
         return write!(out, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     };
@@ -734,6 +774,53 @@ fn interrupted_download_resumes_in_a_later_run_and_failures_are_clear() {
     let e = download(&dl_opts(&server, dir.path(), 0), &|_| {}).unwrap_err().to_string();
     assert!(e.contains("shard_00007.parquet") && e.contains("delete it"), "{e}");
     assert_eq!(std::fs::read(dir.join("shard_00007.parquet")).unwrap(), b"not parquet");
+}
+
+/// A download into a directory that does not exist yet creates it only when every shard has
+/// arrived: a failure leaves no directory (so a rerun, or the trainer's check for data, does not
+/// mistake an empty or half-filled one for a dataset), keeps what arrived beside it for the
+/// next run, and removes even that when nothing arrived. Transient failures are retried.
+#[test]
+fn failed_download_leaves_no_data_directory_and_a_retry_completes_it() {
+    let files = remote_shards();
+    let server = Server::start(files.clone());
+    let root = Scratch::new("dl-fresh");
+    let dir = root.join("base_data");
+    let staging = root.join("base_data.partial");
+
+    // Every request fails: nothing is left behind at all.
+    let mut o = dl_opts(&server, &dir, 1);
+    o.attempts = 2;
+    server.script("shard_00000.parquet", &[Act::Status(500), Act::Close]);
+    server.script("shard_00007.parquet", &[Act::Close, Act::Status(503)]);
+    let e = download(&o, &|_| {}).unwrap_err().to_string();
+    assert!(!dir.exists() && !staging.exists(), "a download that received nothing must leave nothing: {e}");
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    assert!(e.contains("giving up after 2 attempts") && e.contains("nothing was created"), "{e}");
+
+    // The validation shard arrives, shard 0 keeps failing: still no data directory, and the
+    // shard that did arrive waits beside it.
+    server.script("shard_00000.parquet", &[Act::Status(500), Act::Status(500)]);
+    let e = download(&o, &|_| {}).unwrap_err().to_string();
+    assert!(!dir.exists(), "a failed download must not create its directory: {e}");
+    assert!(e.contains("rerun the same command") && e.contains("base_data.partial"), "{e}");
+    assert_eq!(std::fs::read(staging.join("shard_00007.parquet")).unwrap(), files["shard_00007.parquet"]);
+    let before = server.requests("shard_00007.parquet").len();
+
+    // The rerun, with a transient failure (a dropped connection) on the way, completes and
+    // publishes the directory; the shard already there is not fetched again.
+    server.script("shard_00000.parquet", &[Act::Close]);
+    let report = download(&dl_opts(&server, &dir, 1), &|_| {}).unwrap();
+    assert!(report.retries >= 1, "{report:?}");
+    assert_eq!(report.fetched, vec![dir.join("shard_00000.parquet")]);
+    assert_eq!(report.present, vec![dir.join("shard_00007.parquet")]);
+    assert_eq!(server.requests("shard_00007.parquet").len(), before);
+    assert!(!staging.exists());
+    for name in ["shard_00000.parquet", "shard_00007.parquet"] {
+        assert_eq!(std::fs::read(dir.join(name)).unwrap(), files[name], "{name}");
+    }
+    let ds = Dataset::open(&DataConfig::new(&dir)).unwrap();
+    assert_eq!((ds.split_docs(Split::Train), ds.split_docs(Split::Val)), (60, 60));
 }
 
 #[test]

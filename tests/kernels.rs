@@ -441,7 +441,7 @@ fn autotune_picks_a_passing_variant_and_caches_it() {
     let g = Gemm::nt(256, 192, 128);
     let ctx = GpuContext::new(&opts).unwrap();
     let v = matmul::choose_variant(&ctx, &g, DType::F32).unwrap();
-    let class = matmul::shape_class(&g, DType::F32);
+    let class = matmul::shape_class(&ctx, &g, DType::F32);
     let choice = ctx.autotune.lookup(&class).expect("choice recorded");
     assert_eq!(choice.variant, v.name());
     assert!(choice.measured.windows(2).all(|w| w[0].1 >= w[1].1), "ranked best first");
@@ -463,6 +463,87 @@ fn autotune_picks_a_passing_variant_and_caches_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// What a first run prints about tuning (to the reporter, stderr by default), and what it may
+/// skip: one notice naming the cache file, one line per class; a second class of the same layout
+/// times only the first one's top three and those within 1.5× of its winner; a class too small to
+/// time takes the checked default; once the budget is spent a new class gets the default and is
+/// not cached, so a later run still tunes it.
+#[test]
+fn autotune_announces_itself_reports_each_class_and_keeps_to_its_budget() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wgpt-autotune-notice-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = dir.join("autotune.json");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let capture = |ctx: &GpuContext| {
+        let lines = lines.clone();
+        ctx.autotune.set_reporter(move |l| lines.lock().unwrap().push(l.to_string()));
+    };
+    let taken = || std::mem::take(&mut *lines.lock().unwrap());
+    let opts = GpuOptions { autotune: AutotuneMode::On, cache_dir: Some(dir.clone()), ..test_options() };
+    let ctx = GpuContext::new(&opts).unwrap();
+    capture(&ctx);
+    let (g1, g2) = (Gemm::nt(256, 192, 128), Gemm::nt(256, 320, 128));
+    let tiny = Gemm::nt(4, 4, 12).batched(2);
+    assert_ne!(matmul::shape_class(&ctx, &g1, DType::F32), matmul::shape_class(&ctx, &g2, DType::F32));
+    matmul::choose_variant(&ctx, &g1, DType::F32).unwrap();
+    matmul::choose_variant(&ctx, &g2, DType::F32).unwrap();
+    let v_tiny = matmul::choose_variant(&ctx, &tiny, DType::F32).unwrap();
+    // Cached now: no more lines.
+    matmul::choose_variant(&ctx, &g1, DType::F32).unwrap();
+    let got = taken();
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert_eq!(got[0], format!("first run on this adapter: timing kernel variants (cached in {})", file.display()));
+    assert!(got[1].starts_with("  tuned matmul nt 256x192x128 f32: ") && got[1].contains("GFLOP/s"), "{got:#?}");
+    assert!(got[2].starts_with("  tuned matmul nt 256x320x128 f32: ") && got[2].ends_with(" s"), "{got:#?}");
+    assert!(got[3].starts_with("  tuned matmul nt 4x4x12 (batch 2) f32: ") && got[3].contains("too small"), "{got:#?}");
+    let c1 = ctx.autotune.lookup(&matmul::shape_class(&ctx, &g1, DType::F32)).unwrap();
+    let c2 = ctx.autotune.lookup(&matmul::shape_class(&ctx, &g2, DType::F32)).unwrap();
+    let best1 = c1.measured[0].1;
+    let close: Vec<&String> = c1
+        .measured
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| *i < matmul::SHORT_LIST_TOP || m.1 * 1.5 >= best1)
+        .map(|(_, m)| &m.0)
+        .collect();
+    assert!(c2.measured.iter().all(|m| close.contains(&&m.0)), "{c2:?} should time only {close:?}");
+    assert!(c2.measured.len() < c1.measured.len(), "the short list is shorter: {c1:?} / {c2:?}");
+    assert!(c1.measured.iter().all(|m| m.0 != "naive"), "the naive kernel is only a fallback: {c1:?}");
+    let off = GpuContext::new(&GpuOptions { autotune: AutotuneMode::Off, cache_dir: None, ..test_options() }).unwrap();
+    let default = MatmulVariant::default_for(&off, MatmulPrecision::F32, DType::F32).unwrap();
+    assert_eq!(v_tiny, default);
+    let ct = ctx.autotune.lookup(&matmul::shape_class(&ctx, &tiny, DType::F32)).unwrap();
+    assert!(ct.measured.is_empty(), "{ct:?}");
+    assert!(ctx.autotune.spent() > std::time::Duration::ZERO);
+
+    // A later process on the same adapter with no budget left: cached classes keep their choice,
+    // a new class gets the default, uncached, and the budget note comes once.
+    let spent = GpuContext::new(&GpuOptions { autotune_budget: std::time::Duration::ZERO, ..opts.clone() }).unwrap();
+    capture(&spent);
+    assert_eq!(matmul::choose_variant(&spent, &g1, DType::F32).unwrap().name(), c1.variant);
+    let g3 = Gemm::nn(256, 192, 128);
+    let class3 = matmul::shape_class(&spent, &g3, DType::F32);
+    assert_eq!(matmul::choose_variant(&spent, &g3, DType::F32).unwrap(), default);
+    assert_eq!(matmul::choose_variant(&spent, &g3, DType::F32).unwrap(), default);
+    let got = taken();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].contains("budget spent") && got[0].contains("not cached"), "{got:#?}");
+    assert_eq!(spent.autotune.lookup(&class3), None);
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(&class3));
+
+    // With budget, the new class is tuned; the notice now says this adapter was seen before.
+    let again = GpuContext::new(&opts).unwrap();
+    capture(&again);
+    matmul::choose_variant(&again, &g3, DType::F32).unwrap();
+    let got = taken();
+    assert!(got[0].starts_with("new shapes on this adapter: timing kernel variants (cached in "), "{got:#?}");
+    assert!(std::fs::read_to_string(&file).unwrap().contains(&class3));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Autotuning ranks only variants whose precision the caller accepts: an f32 product never gets a
 /// coop kernel, whatever is fastest; one that accepts f16 may, where the adapter uses them, and
 /// then its choice is cached under its own class. Where cooperative matrices are not in use, an
@@ -480,7 +561,7 @@ fn autotune_respects_the_accepted_precision() {
     let g16 = g.with_precision(MatmulPrecision::F16);
     assert!(matmul::candidates(&ctx, &g, DType::F32).iter().all(|v| v.precision() == MatmulPrecision::F32));
     assert_eq!(matmul::choose_variant(&ctx, &g, DType::F32).unwrap().precision(), MatmulPrecision::F32);
-    assert_ne!(matmul::shape_class(&g, DType::F32), matmul::shape_class(&g16, DType::F32));
+    assert_ne!(matmul::shape_class(&ctx, &g, DType::F32), matmul::shape_class(&ctx, &g16, DType::F32));
     let coop = matmul_coop::coop_status(&ctx).is_available();
     let cands16 = matmul::candidates(&ctx, &g16, DType::F32);
     assert_eq!(cands16.iter().any(|v| v.precision() == MatmulPrecision::F16), coop);

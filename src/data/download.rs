@@ -8,6 +8,12 @@
 //! attempt (or the next run) continues it with `Range: bytes=<size>-`. A server that ignores the
 //! range (200 instead of 206) restarts the file. Existing complete shards are verified and kept;
 //! a corrupt one is reported, never deleted.
+//!
+//! A directory that does not exist yet is filled under a sibling staging name
+//! (`<dir>.partial`) and renamed into place only once every shard is in it, so a failed download
+//! never leaves a directory that a rerun (or the trainer's "is there data?" check) would take for
+//! a dataset. The staging directory keeps the partial files for the next attempt to continue, and
+//! is removed when it holds nothing worth continuing.
 
 use super::parquet_io::check_parquet_shard;
 use crate::error::{Error, Result};
@@ -141,8 +147,89 @@ fn retryable(message: String) -> AttemptError {
 /// Download the shards; fails (after every worker finishes) if any shard could not be fetched.
 /// `log_line` receives progress lines.
 pub fn download(opts: &DownloadOptions, log_line: &(dyn Fn(&str) + Sync)) -> Result<DownloadReport> {
+    let shards_failed = |failures: &[String], hint: &str| {
+        file_err(
+            &opts.dir,
+            format!(
+                "{} of {} shard(s) failed:\n  {}\n  HINT: {hint}",
+                failures.len(),
+                opts.indices().len(),
+                failures.join("\n  ")
+            ),
+        )
+    };
+    let Some(staging) = staging_dir(&opts.dir).filter(|_| !opts.dir.exists()) else {
+        return download_into(opts, log_line).map_err(|f| match f {
+            Failure::Setup(e) => e,
+            Failure::Shards(v) => {
+                shards_failed(&v, "rerun the same command to resume; partial files (.partial) are kept and continued")
+            }
+        });
+    };
+    let staged = DownloadOptions { dir: staging.clone(), ..opts.clone() };
+    let report = match download_into(&staged, log_line) {
+        Ok(r) => r,
+        Err(Failure::Setup(e)) => return Err(e),
+        Err(Failure::Shards(v)) => {
+            // Nothing to continue from (every request failed before a byte arrived): leave no
+            // trace. Otherwise the next run resumes from what is kept.
+            let hint = if holds_no_data(&staging) {
+                let _ = std::fs::remove_dir_all(&staging);
+                format!("nothing was created; rerun the same command when {} is reachable", opts.base_url)
+            } else {
+                format!(
+                    "rerun the same command to resume: {} is created only once every shard has arrived, and \
+                     what arrived so far is kept in {} and continued",
+                    opts.dir.display(),
+                    staging.display()
+                )
+            };
+            return Err(shards_failed(&v, &hint));
+        }
+    };
+    std::fs::rename(&staging, &opts.dir).map_err(|e| {
+        file_err(&opts.dir, format!("cannot move the finished download from {} into place: {e}", staging.display()))
+    })?;
+    let parent = opts.dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(d) = File::open(parent) {
+        let _ = d.sync_all(); // persist the rename
+    }
+    let moved = |v: Vec<PathBuf>| -> Vec<PathBuf> {
+        v.into_iter().map(|p| p.file_name().map_or(p.clone(), |n| opts.dir.join(n))).collect()
+    };
+    Ok(DownloadReport { fetched: moved(report.fetched), present: moved(report.present), ..report })
+}
+
+/// `<dir>.partial` beside `dir`; `None` for a path without a final name (`/`, `..`).
+fn staging_dir(dir: &Path) -> Option<PathBuf> {
+    let name = dir.file_name()?;
+    let mut staged = name.to_os_string();
+    staged.push(".partial");
+    Some(dir.with_file_name(staged))
+}
+
+/// Whether a staging directory holds no byte worth resuming from.
+fn holds_no_data(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .is_ok_and(|entries| entries.flatten().all(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() == 0)))
+}
+
+/// Why [`download_into`] failed: before any transfer, or these shards (one message each).
+enum Failure {
+    Setup(Error),
+    Shards(Vec<String>),
+}
+
+/// [`download`] into `opts.dir` itself, which is created if missing.
+fn download_into(
+    opts: &DownloadOptions,
+    log_line: &(dyn Fn(&str) + Sync),
+) -> std::result::Result<DownloadReport, Failure> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| {
-        file_err(&opts.dir, format!("cannot create the download directory: {e}\n  HINT: pass a writable --dir"))
+        Failure::Setup(file_err(
+            &opts.dir,
+            format!("cannot create the download directory: {e}\n  HINT: pass a writable --dir"),
+        ))
     })?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -180,15 +267,7 @@ pub fn download(opts: &DownloadOptions, log_line: &(dyn Fn(&str) + Sync)) -> Res
     report.present.sort();
     let failures = failures.into_inner().unwrap();
     if !failures.is_empty() {
-        return Err(file_err(
-            &opts.dir,
-            format!(
-                "{} of {} shard(s) failed:\n  {}\n  HINT: rerun the same command to resume; partial files (.partial) are kept and continued",
-                failures.len(),
-                opts.indices().len(),
-                failures.join("\n  ")
-            ),
-        ));
+        return Err(Failure::Shards(failures));
     }
     Ok(report)
 }

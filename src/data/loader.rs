@@ -75,9 +75,13 @@ impl LoaderOptions {
 pub struct LoaderState {
     pub version: u32,
     pub split: Split,
-    /// Epoch (from 1), file index (`shard`, into the dataset's sorted file list) and chunk
-    /// (`row_group`) of the next group to read; derived from `next_doc`, for humans and logs.
+    /// The pass over the split the consumer is in, from 1: one more than the whole epochs' worth
+    /// of documents the batches so far have used up (`next_doc` minus the buffered ones). Not the
+    /// reader's epoch: the reader runs a whole buffer ahead (1000 documents), so on a small split
+    /// it is in epoch 2 before the first batch. Derived, for humans and logs; resume ignores it.
     pub epoch: u64,
+    /// File index (into the dataset's sorted file list) and chunk of the next group to read, the
+    /// reader's position; derived from `next_doc`, for humans and logs.
     pub shard: usize,
     pub row_group: usize,
     /// Stream ordinal of the next document to read, counting all epochs.
@@ -376,7 +380,7 @@ fn make_state<'a>(
     dataset_fp: &str,
     tokenizer_fp: &str,
 ) -> LoaderState {
-    let (epoch, unit, _) = stream.locate(next_doc);
+    let (_, unit, _) = stream.locate(next_doc);
     let mut runs: Vec<[u64; 2]> = Vec::new();
     for &o in buffer {
         match runs.last_mut() {
@@ -384,6 +388,10 @@ fn make_state<'a>(
             _ => runs.push([o, 1]),
         }
     }
+    // Every document read is either still buffered or used up (packed whole, cropped, or empty
+    // and skipped), so this counts what the batches so far consumed.
+    let consumed = next_doc.saturating_sub(runs.iter().map(|r| r[1]).sum());
+    let epoch = consumed / stream.epoch_docs + 1;
     LoaderState {
         version: STATE_VERSION,
         split,
@@ -698,5 +706,12 @@ mod tests {
         let st = make_state(&s, Split::Train, 256, [1u64, 2, 3, 7, 9, 10].iter(), "d", "t");
         assert_eq!(st.buffer, vec![[1, 3], [7, 1], [9, 2]]);
         assert_eq!((st.epoch, st.shard, st.row_group), (1, 0, 0));
+        // The reader is in its second pass over a 100-document split, but only 90 documents have
+        // left the buffer: the consumer is still in epoch 1.
+        let s = Stream::new(&[Unit { file: 0, chunk: 0, docs: 0..100 }], 10);
+        let st = make_state(&s, Split::Train, 150, (90..150).collect::<Vec<u64>>().iter(), "d", "t");
+        assert_eq!(st.epoch, 1);
+        let st = make_state(&s, Split::Train, 150, (140..150).collect::<Vec<u64>>().iter(), "d", "t");
+        assert_eq!(st.epoch, 2);
     }
 }

@@ -32,6 +32,9 @@ pub struct GpuOptions {
     /// Where the autotune cache lives (`WGPT_CACHE_DIR`, else `$XDG_CACHE_HOME/wgpt`, else
     /// `~/.cache/wgpt`); `None` keeps choices in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Most time spent timing kernel variants in one context; classes met after it take the
+    /// family default, uncached (`WGPT_AUTOTUNE_BUDGET_SECS`, see `gpu::autotune`).
+    pub autotune_budget: Duration,
     /// Compile shaders with wgpu's injected bounds checks and loop bounding
     /// (`WGPT_SHADER_CHECKS=1`). Off by default: see `GpuContext::module`.
     pub shader_checks: bool,
@@ -47,6 +50,12 @@ impl Default for GpuOptions {
             max_binding_bytes: None,
             autotune: AutotuneMode::On,
             cache_dir: default_cache_dir(),
+            // Default cannot fail: a malformed value is reported and the default budget used
+            // (`from_env` refuses it instead).
+            autotune_budget: super::autotune::budget_from_env().unwrap_or_else(|e| {
+                log::warn!("{e}; using {} s", super::autotune::DEFAULT_BUDGET.as_secs());
+                super::autotune::DEFAULT_BUDGET
+            }),
             shader_checks: std::env::var("WGPT_SHADER_CHECKS").is_ok_and(|v| v == "1"),
             coop: CoopMode::from_env().unwrap_or(CoopMode::Auto),
         }
@@ -65,7 +74,7 @@ fn default_cache_dir() -> Option<PathBuf> {
 
 impl GpuOptions {
     /// Defaults (which read `WGPT_SHADER_CHECKS` and `WGPT_CACHE_DIR`) plus `WGPT_BACKEND`,
-    /// `WGPT_ADAPTER`, `WGPT_MAX_BINDING_BYTES`, `WGPT_AUTOTUNE`.
+    /// `WGPT_ADAPTER`, `WGPT_MAX_BINDING_BYTES`, `WGPT_AUTOTUNE`, `WGPT_AUTOTUNE_BUDGET_SECS`.
     pub fn from_env() -> Result<Self> {
         let mut o = Self::default();
         if let Ok(b) = std::env::var("WGPT_BACKEND") {
@@ -81,6 +90,7 @@ impl GpuOptions {
             })?);
         }
         o.autotune = AutotuneMode::from_env()?;
+        o.autotune_budget = super::autotune::budget_from_env()?;
         o.coop = CoopMode::from_env()?;
         Ok(o)
     }
@@ -225,7 +235,7 @@ impl GpuContext {
         if max_binding < real_max {
             log::info!("max storage binding lowered to {max_binding} bytes (adapter allows {real_max})");
         }
-        let autotune = Autotuner::new(opts.autotune, opts.cache_dir.clone(), &info);
+        let autotune = Autotuner::new(opts.autotune, opts.cache_dir.clone(), opts.autotune_budget, &info);
         let coop_configs = coop::usable_configs(&adapter, features);
         let coop_gate = coop::gate(&info, features, &coop_configs, opts.coop);
         Ok(Self {

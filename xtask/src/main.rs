@@ -24,6 +24,7 @@ tasks:
                                                run CMD against Mesa >= 26 lavapipe (cooperative matrices on the CPU),
                                                installed once into the cache; see cargo xtask lavapipe --help
   <anything else>                              forwarded to the wgpt binary: cargo run --release -- <anything else>
+                                               (cargo's build progress shows on stderr)
 
 GPU options, after the task, on the tasks that open a GPU (adapters, validate, bench, train, step-check, sample,
 gpu-report): --adapter NAME_OR_INDEX, --backend vulkan|metal|dx12|gl|all, --autotune on|off
@@ -68,6 +69,12 @@ fn cargo(args: &[&str], rest: &[String]) -> i32 {
     status.code().unwrap_or(1)
 }
 
+/// How a wgpt subcommand is run: built optimised (kernels validated at GPT shapes and benchmarks
+/// must not measure a debug build). Not `--quiet`: a first release build takes minutes, and
+/// without cargo's progress bar and `Compiling` lines it looks like a hang. Those go to stderr, so
+/// what wgpt prints on stdout is unchanged.
+const WGPT_RUN: &[&str] = &["run", "--release", "--bin", "wgpt", "--"];
+
 fn main() {
     let args_os: Vec<std::ffi::OsString> = env::args_os().skip(1).collect();
     // These carry arbitrary commands (not necessarily UTF-8) and never build wgpt themselves.
@@ -89,9 +96,17 @@ fn main() {
             0
         }
         "test" => cargo(&["test", "--workspace"], &args[1..]),
-        // Everything else is a wgpt subcommand, built optimised: kernels validated at GPT shapes
-        // and benchmarks must not measure a debug build.
-        _ => cargo(&["run", "--release", "--quiet", "--bin", "wgpt", "--"], &args),
+        // Everything else is a wgpt subcommand.
+        _ => cargo(WGPT_RUN, &args),
     };
     exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wgpt_runs_in_release_and_shows_the_build() {
+        assert!(super::WGPT_RUN.contains(&"--release"));
+        assert!(!super::WGPT_RUN.iter().any(|a| *a == "--quiet" || *a == "-q"), "{:?}", super::WGPT_RUN);
+    }
 }
