@@ -763,6 +763,11 @@ pub fn run(
     let resumed = resume.is_some();
     let mut engine = None;
     let progress = Progress::new(n_it, start);
+    if let Some(b) = &progress.bar {
+        // Kernel-timing lines (first use of a shape class) print above the bar, not through it.
+        let b = b.clone();
+        ctx.autotune.set_reporter(move |l| b.println(l));
+    }
     loop {
         let last = step == n_it;
         // A checkpoint is written after its step's evaluation and samples, so a resumed run starts
