@@ -388,7 +388,16 @@ fn ten_random_sigkills_change_nothing() {
     let dir = tmp("sigkill");
     let (data, tok) = corpus(&dir);
     let cfg = config(&dir);
-    let set = ["--set", "train.num_iterations=10", "--set", "train.save_every=1", "--set", "train.eval_every=2"];
+    let set = [
+        "--set",
+        "train.num_iterations=40",
+        "--set",
+        "train.save_every=1",
+        "--set",
+        "train.eval_every=2",
+        "--set",
+        "train.sample_every=10",
+    ];
     let full = dir.join("full");
     let t0 = std::time::Instant::now();
     let out = train_cmd(&cfg, &data, &tok, &full, &set).output().unwrap();
@@ -397,7 +406,13 @@ fn ten_random_sigkills_change_nothing() {
     let rd = dir.join("killed");
     let mut rng = wgpt::util::Rng::new(0x51_6B11);
     let mut log = Vec::new();
-    for k in 0..10 {
+    let mut kills = 0;
+    // Each life lasts up to ~15% of an uninterrupted run (start-up plus a few steps), so ten kills
+    // land before the 40 steps are done; a life that happens to finish is not counted as a kill.
+    for attempt in 0..40 {
+        if kills == 10 {
+            break;
+        }
         let resume = rd.join("checkpoints").exists();
         let mode: &[&str] = if resume { &["--resume"] } else { &["--archive-old"] };
         let mut child = train_cmd(&cfg, &data, &tok, &rd, &[&set[..], mode].concat())
@@ -405,28 +420,25 @@ fn ten_random_sigkills_change_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let after = 0.2 + rng.uniform() * span;
+        let after = 0.2 + rng.uniform() * span * 0.15;
         std::thread::sleep(std::time::Duration::from_secs_f64(after));
         let finished = child.try_wait().unwrap().is_some();
         if !finished {
             kill(&child, libc::SIGKILL);
+            kills += 1;
         }
         child.wait().unwrap();
         let steps = losses_lenient(&rd);
         log.push(format!(
-            "kill {k}: after {after:.2} s{} ({steps} loss rows on disk)",
-            if finished { " (had finished)" } else { "" }
+            "life {attempt}: {} after {after:.2} s; {steps} loss rows on disk",
+            if finished { "had already finished" } else { "SIGKILL" }
         ));
     }
+    eprintln!("uninterrupted run: {span:.1} s\n{}", log.join("\n"));
+    assert_eq!(kills, 10, "{}", log.join("\n"));
     let out = train_cmd(&cfg, &data, &tok, &rd, &[&set[..], &["--resume"]].concat()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() || stdout.contains("report:"),
-        "{}\n{}",
-        log.join("\n"),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{}", log.join("\n"));
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_same(&losses(&full), &losses(&rd), "after ten SIGKILLs");
     assert_same(&rows(&full, "val_bpb"), &rows(&rd, "val_bpb"), "val bpb after ten SIGKILLs");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -449,25 +461,16 @@ fn failures_leave_a_report_and_the_last_good_checkpoint() {
     let dir = tmp("fail");
     let (data, tok) = corpus(&dir);
     let cfg = config(&dir);
-    // A full disk, made real with a file-size limit (writes past 1 MiB fail with EFBIG): the
-    // checkpoint of step 6 cannot be written.
+    // A full disk: the checkpoint writer is told the disk fills after 3 MiB of a save, so the
+    // model file (2.3 MiB) is written and the optimizer state is left half-written, as on a real
+    // full disk. (A file-size rlimit would be more real, but Mesa 26 lavapipe backs device memory
+    // with files and fails under one.) The checkpoint of step 6 cannot be written.
     let rd = dir.join("disk");
     let mut a = args(&cfg, &data, &tok, &rd);
     a.stop_after = Some(2);
     run(&opener, &a, "test").unwrap();
     let mut c = train_cmd(&cfg, &data, &tok, &rd, &["--resume"]);
-    c.env("MESA_SHADER_CACHE_DISABLE", "true");
-    // SAFETY: setrlimit and signal are async-signal-safe, as pre_exec requires.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        c.pre_exec(|| {
-            let lim = libc::rlimit { rlim_cur: 1 << 20, rlim_max: 1 << 20 };
-            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
-            // Ignored, the signal a write past the limit raises becomes an EFBIG error.
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            Ok(())
-        });
-    }
+    c.env("WGPT_FAULT_DISK_BYTES", (3u64 << 20).to_string());
     let out = c.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");

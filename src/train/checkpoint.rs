@@ -48,11 +48,29 @@ fn fsync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io(dir, e))
 }
 
-/// Write `bytes` to a new file and fsync it.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+/// `WGPT_FAULT_DISK_BYTES=N`: a checkpoint save behaves as if the disk filled up after N bytes of
+/// it (the file being written is left partial, the write fails with ENOSPC). Fault injection for
+/// the tests of the full-disk path; a real small filesystem needs root, and a file-size rlimit
+/// also breaks drivers that back device memory with files (Mesa 26 lavapipe).
+fn fault_disk_bytes() -> Option<u64> {
+    std::env::var("WGPT_FAULT_DISK_BYTES").ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// Write `bytes` to a new file and fsync it; `written` counts this save's bytes so far.
+fn write_synced(path: &Path, bytes: &[u8], written: &mut u64) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::File::create(path).map_err(|e| io(path, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io(path, e))
+    if let Some(limit) = fault_disk_bytes() {
+        let room = limit.saturating_sub(*written) as usize;
+        if room < bytes.len() {
+            let _ = f.write_all(&bytes[..room]);
+            *written = limit;
+            return Err(io(path, std::io::Error::from_raw_os_error(libc::ENOSPC)));
+        }
+    }
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io(path, e))?;
+    *written += bytes.len() as u64;
+    Ok(())
 }
 
 fn file_record(bytes: &[u8]) -> serde_json::Value {
@@ -113,16 +131,17 @@ fn write_into(
     meta: &serde_json::Value,
 ) -> Result<()> {
     std::fs::create_dir_all(tmp).map_err(|e| io(tmp, e))?;
+    let mut written = 0u64;
     let model_path = tmp.join(MODEL_FILE);
     let model = weights_bytes(&model_path, layout, params)?;
-    write_synced(&model_path, &model)?;
+    write_synced(&model_path, &model, &mut written)?;
     let model_record = file_record(&model);
     drop(model);
     let optim_path = tmp.join(OPTIM_FILE);
     let named: Vec<(String, Vec<usize>, &[f32])> =
         optim.iter().map(|(n, v)| (n.clone(), vec![v.len()], v.as_slice())).collect();
     let optim_bytes = serialize_f32(&optim_path, &named, None)?;
-    write_synced(&optim_path, &optim_bytes)?;
+    write_synced(&optim_path, &optim_bytes, &mut written)?;
     let mut meta = meta.clone();
     if let Some(obj) = meta.as_object_mut() {
         obj.insert(
@@ -132,7 +151,7 @@ fn write_into(
     }
     drop(optim_bytes);
     let text = serde_json::to_string_pretty(&meta).unwrap();
-    write_synced(&tmp.join(META_FILE), text.as_bytes())?;
+    write_synced(&tmp.join(META_FILE), text.as_bytes(), &mut written)?;
     fsync_dir(tmp)
 }
 
