@@ -407,22 +407,39 @@ fn ten_random_sigkills_change_nothing() {
     let mut rng = wgpt::util::Rng::new(0x51_6B11);
     let mut log = Vec::new();
     let mut kills = 0;
-    // Each life lasts up to ~15% of an uninterrupted run (start-up plus a few steps), so ten kills
-    // land before the 40 steps are done; a life that happens to finish is not counted as a kill.
+    // A life is bounded by progress, not by wall time (a faster machine would otherwise finish the
+    // 40 steps in fewer than ten lives): it is killed after 0, 1 or 2 new loss rows plus a random
+    // fraction of a step, so it ends during start-up, mid-step or mid-checkpoint-write, and ten
+    // lives consume at most ~30 of the 40 steps.
+    let step_s = span / 40.0;
     for attempt in 0..40 {
         if kills == 10 {
             break;
         }
         let resume = rd.join("checkpoints").exists();
         let mode: &[&str] = if resume { &["--resume"] } else { &["--archive-old"] };
+        let before = losses_lenient(&rd);
+        let rows_more = (rng.uniform() * 3.0) as usize;
+        let frac = rng.uniform();
+        let t_life = std::time::Instant::now();
         let mut child = train_cmd(&cfg, &data, &tok, &rd, &[&set[..], mode].concat())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let after = 0.2 + rng.uniform() * span * 0.15;
-        std::thread::sleep(std::time::Duration::from_secs_f64(after));
-        let finished = child.try_wait().unwrap().is_some();
+        let deadline = t_life + std::time::Duration::from_secs_f64(60.0 + span * 2.0);
+        let mut finished = false;
+        while losses_lenient(&rd) < before + rows_more && std::time::Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                finished = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if !finished {
+            std::thread::sleep(std::time::Duration::from_secs_f64(frac * step_s));
+            finished = child.try_wait().unwrap().is_some();
+        }
         if !finished {
             kill(&child, libc::SIGKILL);
             kills += 1;
@@ -430,8 +447,9 @@ fn ten_random_sigkills_change_nothing() {
         child.wait().unwrap();
         let steps = losses_lenient(&rd);
         log.push(format!(
-            "life {attempt}: {} after {after:.2} s; {steps} loss rows on disk",
-            if finished { "had already finished" } else { "SIGKILL" }
+            "life {attempt}: {} after {:.2} s (+{rows_more} rows, +{frac:.2} step); {steps} loss rows on disk",
+            if finished { "had already finished" } else { "SIGKILL" },
+            t_life.elapsed().as_secs_f64()
         ));
     }
     eprintln!("uninterrupted run: {span:.1} s\n{}", log.join("\n"));
