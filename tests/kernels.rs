@@ -512,6 +512,13 @@ fn autotune_announces_itself_reports_each_class_and_keeps_to_its_budget() {
     assert!(c2.measured.iter().all(|m| close.contains(&&m.0)), "{c2:?} should time only {close:?}");
     assert!(c2.measured.len() < c1.measured.len(), "the short list is shorter: {c1:?} / {c2:?}");
     assert!(c1.measured.iter().all(|m| m.0 != "naive"), "the naive kernel is only a fallback: {c1:?}");
+    // A layout's first class takes its short list from the layouts already timed: every
+    // candidate is timed once per adapter, not once per layout.
+    let g_nn = Gemm::nn(512, 192, 128);
+    matmul::choose_variant(&ctx, &g_nn, DType::F32).unwrap();
+    let cn = ctx.autotune.lookup(&matmul::shape_class(&ctx, &g_nn, DType::F32)).unwrap();
+    assert!(cn.measured.len() < c1.measured.len(), "NN's first class is short-listed: {c1:?} / {cn:?}");
+    taken();
     let off = GpuContext::new(&GpuOptions { autotune: AutotuneMode::Off, cache_dir: None, ..test_options() }).unwrap();
     let default = MatmulVariant::default_for(&off, MatmulPrecision::F32, DType::F32).unwrap();
     assert_eq!(v_tiny, default);

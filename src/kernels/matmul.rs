@@ -834,14 +834,27 @@ pub struct Tuned {
 /// far behind on every neighbouring shape timed so far (same kernel family, layout and
 /// precision) is not what wins this one, while every one that came close is re-timed here; the
 /// top three are kept whatever their margin, so one noisy measurement on a loaded machine
-/// cannot shrink the list to a single variant. `None` when the group has no timed class yet;
-/// then every candidate is timed.
+/// cannot shrink the list to a single variant. A group with no timed class yet takes its list
+/// from the other layouts' groups (same precision and storage); `None` when none of those has
+/// one either, and then every candidate is timed: once per adapter, not once per layout.
 /// How many of each earlier class's fastest variants a short list keeps regardless of margin.
 pub const SHORT_LIST_TOP: usize = 3;
 
 fn short_list(ctx: &GpuContext, g: &Gemm, operand: DType, all: &[MatmulVariant]) -> Option<Vec<MatmulVariant>> {
+    let mut earlier = ctx.autotune.choices_with_prefix(&class_group(g, operand));
+    if earlier.is_empty() {
+        // A layout's first class: its siblings of the other layouts (same shaders, precision and
+        // storage) rank the tile shapes alike, since on a given adapter what separates them is
+        // occupancy and register pressure, which transposing an operand's reads barely moves.
+        earlier = [(false, false), (false, true), (true, false), (true, true)]
+            .into_iter()
+            .flat_map(|(trans_a, trans_b)| {
+                ctx.autotune.choices_with_prefix(&class_group(&Gemm { trans_a, trans_b, ..*g }, operand))
+            })
+            .collect();
+    }
     let mut score: Vec<(MatmulVariant, usize, f64)> = Vec::new();
-    for (_, c) in ctx.autotune.choices_with_prefix(&class_group(g, operand)) {
+    for (_, c) in earlier {
         let Some(best) = c.measured.first().map(|m| m.1).filter(|b| *b > 0.0) else { continue };
         for (rank, (name, rate)) in c.measured.iter().enumerate() {
             let Some(v) = MatmulVariant::parse(name).filter(|v| all.contains(v)) else { continue };
@@ -870,8 +883,9 @@ fn short_list(ctx: &GpuContext, g: &Gemm, operand: DType, all: &[MatmulVariant])
 /// time the survivors on the class's problem (dimensions capped, see `Caps`) and rank them.
 ///
 /// Which candidates: for a class too small to time, only the adapter default; for a class whose
-/// group (layout, precision, storage) already has timed classes on this adapter, the short list
-/// those give (`short_list`); otherwise every candidate. The naive kernel is the baseline the
+/// group (layout, precision, storage), or failing that a sibling group of another layout,
+/// already has timed classes on this adapter, the short list those give (`short_list`);
+/// otherwise every candidate. The naive kernel is the baseline the
 /// others improve on and is tried only if nothing else passes its check; likewise the rest of
 /// the candidates are checked only if every one of a short list fails.
 ///
