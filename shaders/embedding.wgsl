@@ -13,14 +13,16 @@
 //   forward:  @binding(0) out    : (N × W) read_write      @binding(1) table : (rows × W) read
 //             @binding(2) idx    : (N,) i32 read
 //   backward: @binding(0) dtable : (rows × W) read_write   @binding(1) dout  : (N × W) read
-//             @binding(2) buckets: i32 read, [order (N) | starts (N + 1) | tokens (N)]
+//             @binding(2) buckets: i32 read, [order (N) | starts (N + 1, padded with N) | tokens (N)]
 // The table may be bound in chunks of rows [tok_lo, tok_hi): the forward then writes only the rows
 // whose token falls in the chunk (and, in the first chunk, NaN rows for tokens outside [0, vocab),
 // a caller bug that must not pass silently); the backward gets only the unique tokens inside it.
 //
 // Launch: forward, a 1-D grid-stride loop over the N × W outputs (coalesced along W); backward,
-// grid (unique tokens in the chunk, ceil(W / WG)), one column per invocation, so a row's loads are
-// coalesced and a frequent token's long sum is spread over W invocations.
+// grid (N bucket slots, ceil(W / WG)), one column per invocation, so a row's loads are coalesced
+// and a frequent token's long sum is spread over W invocations. The grid does not depend on the
+// batch (a recorded step replays on every batch): a slot past the batch's unique tokens, or whose
+// token lies outside the bound table chunk, returns at once.
 
 struct EmbeddingParams {
     n: u32,
@@ -83,6 +85,11 @@ fn embedding_backward(@builtin(local_invocation_index) li: u32, @builtin(workgro
     }
     let start = u32(buckets[starts + u]);
     let end = min(u32(buckets[starts + u + 1u]), p.n);
+    // Past the batch's U unique tokens the starts are padded with N: an empty range, which no
+    // real token has. Returning keeps the padding's token 0 from racing the real token 0.
+    if (start >= end) {
+        return;
+    }
     // Positions come from EmbeddingBuckets and are < N; the min() only keeps a corrupted bucket
     // buffer from reading outside dout.
     let last = p.n - 1u;

@@ -465,12 +465,12 @@ fn validate_cmd(gpu: &GpuArgs, args: &ValidateArgs) -> anyhow::Result<i32> {
 }
 
 fn info_cmd(args: &InfoArgs) -> anyhow::Result<i32> {
-    use crate::model::memory::{Category, MemoryPlan};
+    use crate::model::memory::Category;
     use crate::model::ParamCounts;
     let rc = crate::config::RunConfig::load(&args.config, &args.overrides)?;
     let m = &rc.model;
     let counts = ParamCounts::of(m);
-    let plan = MemoryPlan::for_run(&rc);
+    let plan = crate::train::memory_plan(&rc);
     let flops = m.flops_per_token();
     if args.json {
         let mem: serde_json::Map<String, serde_json::Value> =
@@ -598,7 +598,6 @@ fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
     model.write_params(&arena)?;
     model.set_batch(idx, targets, 1)?;
     if args.steps > 0 {
-        use crate::model::memory::MemoryPlan;
         use crate::reference::optim::MuonVariant;
         use crate::train::optimizer::{Optimizer, StepScalars};
         let variant = match args.muon.as_str() {
@@ -606,8 +605,7 @@ fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
             "plus" => MuonVariant::Plus,
             other => bail!("--muon {other}: expected seed or plus"),
         };
-        let plan = MemoryPlan::new(&cfg, b, &MemorySpec { recompute, logits_chunk_rows: 0 });
-        let mut opt = Optimizer::new(&ctx, &plan, &layout, variant)?;
+        let mut opt = Optimizer::new(&ctx, &layout, variant)?;
         // nanochat's setup_optimizer: width scaling on the embedding/unembedding groups only.
         let dmodel = (cfg.n_embd as f64 / 768.0).powf(-0.5);
         let adamw_lr = [
@@ -620,9 +618,7 @@ fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
         ];
         let mut losses = Vec::with_capacity(args.steps);
         for k in 0..args.steps {
-            let mut s = model.stream();
-            model.zero_grads(&mut s)?;
-            s.run()?;
+            model.zero_grads()?;
             let loss = model.forward_backward()?;
             if !loss.is_finite() {
                 bail!("step {k}: {}", nonfinite_loss(loss, k > 0));
@@ -646,9 +642,7 @@ fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::json!({ "losses": losses }));
         return Ok(0);
     }
-    let mut s = model.stream();
-    model.zero_grads(&mut s)?;
-    s.run()?;
+    model.zero_grads()?;
     let loss = model.forward_backward()?;
     if !loss.is_finite() {
         bail!("{}", nonfinite_loss(loss, false));

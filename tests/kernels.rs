@@ -4,13 +4,12 @@
 //!
 //! These need an adapter (lavapipe in CI). Without one they fail, unless WGPT_ALLOW_NO_GPU=1.
 
-use wgpt::config::MemorySpec;
 use wgpt::gpu::{AutotuneMode, DType, GpuContext, GpuOptions, Shader};
 use wgpt::kernels::embedding::{EmbeddingBuckets, GpuEmbeddingBuckets};
 use wgpt::kernels::matmul::{self, Gemm, MatmulPrecision, MatmulVariant};
 use wgpt::kernels::matmul_coop;
 use wgpt::kernels::{attention, crossentropy, elementwise, embedding, reduce, residual, smear, vegate, Stream};
-use wgpt::model::memory::{Category, MemoryPlan};
+use wgpt::model::memory::Category;
 use wgpt::model::{GptConfig, ParamLayout};
 use wgpt::reference::optim::MuonVariant;
 use wgpt::testing::{gpu, test_options};
@@ -135,7 +134,7 @@ fn optimizer_is_deterministic_and_its_state_round_trips() {
     let Some(ctx) = gpu() else { return };
     let cfg = GptConfig::new(2, 2, 1, 64, 300, 16, "L").unwrap();
     let layout = ParamLayout::new(&cfg);
-    let plan = MemoryPlan::new(&cfg, 1, &MemorySpec::default());
+    let plan = wgpt::train::optimizer::plan(&layout);
     let mut rng = Rng::new(5);
     let g: Vec<f32> = (0..layout.len).map(|_| 0.01 * rng.normal() as f32).collect();
     let grads = ctx.upload("grads", &g).unwrap();
@@ -147,7 +146,7 @@ fn optimizer_is_deterministic_and_its_state_round_trips() {
         muon_weight_decay: 0.28,
     };
     let run = || {
-        let mut opt = Optimizer::new(ctx, &plan, &layout, MuonVariant::Plus).unwrap();
+        let mut opt = Optimizer::new(ctx, &layout, MuonVariant::Plus).unwrap();
         let params = ctx.upload("params", &layout.init(3)).unwrap();
         for t in 1..=2 {
             let mut s = Stream::new(ctx);
@@ -161,22 +160,20 @@ fn optimizer_is_deterministic_and_its_state_round_trips() {
     assert!(p1.iter().zip(&p2).all(|(a, b)| a.to_bits() == b.to_bits()));
     let state = opt1.state().unwrap();
     assert!(state.iter().all(|(_, v)| v.iter().any(|&x| x != 0.0)), "every state buffer was written");
-    let fresh = Optimizer::new(ctx, &plan, &layout, MuonVariant::Plus).unwrap();
+    let fresh = Optimizer::new(ctx, &layout, MuonVariant::Plus).unwrap();
     fresh.load_state(&state).unwrap();
     assert_eq!(fresh.state().unwrap(), state);
     let mut short = state.clone();
     short[1].1.pop();
     assert!(fresh.load_state(&short).unwrap_err().to_string().contains("adamw.v"));
     assert!(fresh.load_state(&state[1..]).unwrap_err().to_string().contains("adamw.m"));
-    // The optimizer allocates exactly the plan's optimizer entries (own context: the shared one
-    // is allocating for parallel tests).
+    // The optimizer allocates exactly its plan (own context: the shared one is allocating for
+    // parallel tests).
     let own = GpuContext::new(&test_options()).unwrap();
     let before = own.allocated_bytes();
-    let _opt = Optimizer::new(&own, &plan, &layout, MuonVariant::Seed).unwrap();
-    assert_eq!(own.allocated_bytes() - before, plan.bytes(Category::Optimizer));
-    // A plan for another model is refused before anything is allocated.
-    let other = MemoryPlan::new(&GptConfig::new(1, 2, 1, 64, 300, 16, "L").unwrap(), 1, &MemorySpec::default());
-    assert!(Optimizer::new(ctx, &other, &layout, MuonVariant::Seed).is_err());
+    let _opt = Optimizer::new(&own, &layout, MuonVariant::Seed).unwrap();
+    assert_eq!(own.allocated_bytes() - before, plan.total_bytes());
+    assert_eq!(plan.total_bytes(), plan.bytes(Category::Optimizer));
 }
 
 #[test]

@@ -73,30 +73,35 @@ impl EmbeddingBuckets {
         self.tokens.len()
     }
 
-    /// The device layout, 3N + 1 i32: [order (N) | starts (U + 1, zero-padded to N + 1) |
-    /// tokens (U, zero-padded to N)]. Fixed offsets, so one buffer serves every batch of N.
+    /// The device layout, 3N + 1 i32: [order (N) | starts (U + 1, padded to N + 1 with N) |
+    /// tokens (U, zero-padded to N)]. Fixed offsets, so one buffer serves every batch of N; the
+    /// padded starts make every slot past U an empty range, which the kernel skips.
     pub fn packed(&self) -> Vec<i32> {
         let n = self.n();
         let mut v = vec![0i32; 3 * n + 1];
         v[..n].copy_from_slice(&self.order);
+        v[n..2 * n + 1].fill(n as i32);
         v[n..n + self.starts.len()].copy_from_slice(&self.starts);
         v[2 * n + 1..2 * n + 1 + self.tokens.len()].copy_from_slice(&self.tokens);
         v
     }
 }
 
-/// [`EmbeddingBuckets`] on the device, with the host copy of the unique tokens that the launcher
-/// needs to size its grid and to split the table into binding-sized chunks.
+/// [`EmbeddingBuckets`] on the device, for batches of N positions. The launch geometry depends
+/// only on N, so a recorded backward replays on every batch written here.
 pub struct GpuEmbeddingBuckets {
     tensor: GpuTensor,
     n: usize,
-    tokens: Vec<i32>,
+    /// The smallest and largest token of the batch last written, for the launcher's check of a
+    /// call recorded after it (a replay relies on the writer's own check, as `GpuModel::set_batch`
+    /// checks every id against the tables).
+    span: Option<(i32, i32)>,
 }
 
 impl GpuEmbeddingBuckets {
     /// Device room for the buckets of batches of `n` positions (3n + 1 i32), allocated once.
     pub fn alloc(ctx: &GpuContext, n: usize) -> Result<Self> {
-        Ok(Self { tensor: ctx.tensor("embedding buckets", 3 * n + 1)?, n, tokens: Vec::new() })
+        Ok(Self { tensor: ctx.tensor("embedding buckets", 3 * n + 1)?, n, span: None })
     }
 
     /// Use an already allocated tensor of at least 3n + 1 elements (a memory-plan entry).
@@ -107,7 +112,7 @@ impl GpuEmbeddingBuckets {
                 message: format!("a batch of {n} positions needs {} i32, the tensor has {}", 3 * n + 1, tensor.len()),
             });
         }
-        Ok(Self { tensor: tensor.view(0, 3 * n + 1), n, tokens: Vec::new() })
+        Ok(Self { tensor: tensor.view(0, 3 * n + 1), n, span: None })
     }
 
     /// Allocate and write in one go.
@@ -118,7 +123,8 @@ impl GpuEmbeddingBuckets {
     }
 
     /// Replace the contents with the next batch's buckets (same N), ordered before the next
-    /// submission like any queue write.
+    /// submission like any queue write. The caller checks the token ids against the tables the
+    /// backward will scatter into (a token past a table's rows adds nothing anywhere).
     pub fn write(&mut self, ctx: &GpuContext, b: &EmbeddingBuckets) -> Result<()> {
         if b.n() != self.n {
             return Err(Error::Shape {
@@ -127,7 +133,7 @@ impl GpuEmbeddingBuckets {
             });
         }
         ctx.write_i32(&self.tensor, &b.packed())?;
-        self.tokens.clone_from(&b.tokens);
+        self.span = b.tokens.first().zip(b.tokens.last()).map(|(&lo, &hi)| (lo, hi));
         Ok(())
     }
 
@@ -227,10 +233,7 @@ pub fn embedding_backward(
         return Err(Error::Shape { op: OP, message: format!("dtable has {} elements, not rows of {w}", dtable.len()) });
     }
     let vocab = dtable.len() / w;
-    let (Some(&first), Some(&last)) = (buckets.tokens.first(), buckets.tokens.last()) else {
-        return Err(Error::Shape { op: OP, message: "the buckets were never written".into() });
-    };
-    if first < 0 || last as usize >= vocab {
+    if let Some((first, last)) = buckets.span.filter(|&(lo, hi)| lo < 0 || hi as usize >= vocab) {
         return Err(Error::Shape {
             op: OP,
             message: format!("token ids span [{first}, {last}], outside the table's {vocab} rows"),
@@ -245,12 +248,11 @@ pub fn embedding_backward(
     let mut v_lo = 0;
     while v_lo < vocab {
         let v_hi = (v_lo + step).min(vocab);
-        // Unique tokens are ascending, so those inside this table chunk are one contiguous range.
-        let u_a = buckets.tokens.partition_point(|&t| (t as usize) < v_lo);
-        let u_b = buckets.tokens.partition_point(|&t| (t as usize) < v_hi);
-        let mut u = u_a;
-        while u < u_b {
-            let u_end = (u + MAX_GROUPS_PER_DIM).min(u_b);
+        // Every bucket slot, whatever the batch: the kernel skips the empty ones and the tokens
+        // outside this chunk.
+        let mut u = 0;
+        while u < n {
+            let u_end = (u + MAX_GROUPS_PER_DIM).min(n);
             let wt = rows_window(ctx, dtable, v_lo, v_hi, w)?;
             let params = EmbeddingParams {
                 n: n as u32,
@@ -288,7 +290,7 @@ mod tests {
         assert_eq!(b.tokens, [0, 2, 5]);
         assert_eq!(b.starts, [0, 1, 3, 6]);
         assert_eq!(b.order, [3, 1, 4, 0, 2, 5]);
-        assert_eq!(b.packed(), [3, 1, 4, 0, 2, 5, 0, 1, 3, 6, 0, 0, 0, 0, 2, 5, 0, 0, 0]);
+        assert_eq!(b.packed(), [3, 1, 4, 0, 2, 5, 0, 1, 3, 6, 6, 6, 6, 0, 2, 5, 0, 0, 0]);
         let empty = EmbeddingBuckets::new(&[]);
         assert_eq!((empty.n(), empty.unique(), empty.packed()), (0, 0, vec![0]));
     }

@@ -1,26 +1,53 @@
 //! The nanochat GPT on the GPU: forward, fused head (logits chunk → softcap cross-entropy →
-//! its backward) and backward, every op a WGSL kernel, recorded into a [`Stream`].
+//! its backward) and backward, every op a WGSL kernel.
 //!
-//! Buffers come from the [`MemoryPlan`] by name, so what runs is what `wgpt info` reports. The
-//! workspace buffers (`ws.*`) serve several roles each; the role of each at every point is the
-//! one documented in `model::memory`. Notation: N = B·T rows; C, H, Hkv, D as in llm.c.
+//! Buffers are the typed [`ModelBuffers`] (the memory plan is the same description with sizes,
+//! so what runs is what `wgpt info` reports) and parameters the typed [`ParamTensors`] views of
+//! the arenas; per layer, [`LayerTensors`] resolves once, at allocation, which tensors a block
+//! reads and writes: kept ones, or under `[memory] recompute` the shared workspace ones. The
+//! workspace buffers serve several roles each; the role of each at every point is the one their
+//! field documentation gives. Notation: N = B·T rows; C, H, Hkv, D as in llm.c.
 //!
-//! Gradients accumulate (`+=`) into the gradient arena, so gradient accumulation over
-//! micro-batches is just several forward/backward recordings between two [`GpuModel::zero_grads`].
-//! The loss gradient scale (1/(valid targets · micro-batches)) is read by the cross-entropy
-//! kernel from `step_scalars[0]`, written per batch by [`GpuModel::set_batch`].
+//! A micro-step (forward, head and, when training, backward) is recorded once per [`Pass`] and
+//! replayed for every batch: nothing in its dispatches depends on the batch's contents, which
+//! reach the GPU by buffer writes ([`GpuModel::set_batch`]). Gradients accumulate (`+=`) into the
+//! gradient arena, so gradient accumulation over micro-batches is several replays between two
+//! [`GpuModel::zero_grads`]. The loss gradient scale (1/(valid targets · micro-batches)) is read
+//! by the cross-entropy kernel from `step_scalars[0]`, written per batch by `set_batch`.
 
-use super::memory::{Category, MemoryPlan};
-use super::{GptConfig, ParamLayout};
+use super::memory::{Allocator, AttnActs, MemoryPlan, ModelBuffers};
+use super::{GptConfig, ParamLayout, ParamTensors};
 use crate::config::{MemorySpec, Recompute, RunConfig};
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuTensor};
+use crate::gpu::{Dispatch, GpuContext, GpuTensor};
 use crate::kernels::attention::{attention_backward_ws, attention_forward};
 use crate::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingBuckets, GpuEmbeddingBuckets};
 use crate::kernels::matmul::{matmul, Gemm, MatmulPrecision};
 use crate::kernels::{activation, crossentropy, elementwise, residual, rmsnorm, rope, smear, vegate, Stream};
 use crate::model::config::{QK_SCALE, SOFTCAP};
-use std::collections::BTreeMap;
+use std::cell::OnceCell;
+
+/// What a micro-step computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Forward, head and backward: per-token losses, gradients accumulated.
+    Train,
+    /// Forward and head only: per-token losses (evaluation).
+    Eval,
+}
+
+/// The tensors block i reads and writes, resolved once from the recompute mode.
+struct LayerTensors {
+    /// The stream entering the block (x0 for block 0).
+    x_prev: GpuTensor,
+    /// Where the block writes its output: the next block's input, or ws.dx after the last block.
+    x_out: GpuTensor,
+    /// The attention half's outputs: the layer's own under `none`/`mlp`, the workspace's under
+    /// `block` (recomputed in the backward).
+    attn: AttnActs<GpuTensor>,
+    /// The MLP pre-activation: the layer's own under `none`, else ws.h (recomputed).
+    h: GpuTensor,
+}
 
 pub struct GpuModel<'c> {
     pub ctx: &'c GpuContext,
@@ -37,11 +64,22 @@ pub struct GpuModel<'c> {
     /// gradients rounded to f16 on their way into a product stay out of f16's subnormal range.
     /// Whoever reads the gradients divides by it. Set before [`GpuModel::set_batch`].
     pub loss_scale: f32,
+    /// The model's buffers (the optimizer's are not among them).
     pub plan: MemoryPlan,
-    bufs: BTreeMap<String, GpuTensor>,
+    bufs: ModelBuffers<GpuTensor>,
+    /// Views of the parameter and the gradient arena.
+    w: ParamTensors<GpuTensor>,
+    gw: ParamTensors<GpuTensor>,
+    layers: Vec<LayerTensors>,
+    /// The stream after block L/2, which backout subtracts.
+    x_mid: GpuTensor,
     buckets: GpuEmbeddingBuckets,
     /// Targets ≠ −1 in the current batch.
     valid: usize,
+    /// The recorded micro-step of each [`Pass`], and the gradient reset.
+    train_step: OnceCell<Vec<Dispatch>>,
+    eval_step: OnceCell<Vec<Dispatch>>,
+    zero: OnceCell<Vec<Dispatch>>,
 }
 
 impl<'c> GpuModel<'c> {
@@ -68,6 +106,9 @@ impl<'c> GpuModel<'c> {
             }
         }
         self.matmul = precision;
+        // A recording made at another precision would run the wrong kernels.
+        self.train_step = OnceCell::new();
+        self.eval_step = OnceCell::new();
         self
     }
 
@@ -78,23 +119,47 @@ impl<'c> GpuModel<'c> {
 
     /// For `b` sequences of the model's full length per forward/backward.
     pub fn new(ctx: &'c GpuContext, cfg: &GptConfig, b: usize, mem: &MemorySpec) -> Result<Self> {
-        let plan = MemoryPlan::new(cfg, b, mem);
+        let plan = MemoryPlan::model(cfg, b, mem);
+        let bufs = ModelBuffers::build(&mut Allocator(ctx), cfg, b, mem)?;
+        let logits_chunk_rows = mem.logits_chunk_rows(cfg, b);
         let cfg = cfg.clone();
         let t = cfg.sequence_len;
-        let logits_chunk_rows = mem.logits_chunk_rows(&cfg, b);
-        let cats = [
-            Category::Params,
-            Category::Grads,
-            Category::Activations,
-            Category::Workspace,
-            Category::Logits,
-            Category::Batch,
-        ];
-        let bufs = plan.allocate(ctx, &cats)?;
-        let buckets = GpuEmbeddingBuckets::from_tensor(bufs["emb.buckets"].clone(), b * t)?;
+        let layout = ParamLayout::new(&cfg);
+        let ranges = ParamTensors::new(&layout);
+        let w = ranges.map(|&(o, n)| bufs.params.view(o, n));
+        let gw = ranges.map(|&(o, n)| bufs.grads.view(o, n));
+        let l = cfg.n_layer;
+        let mut layers = Vec::with_capacity(l);
+        for i in 0..l {
+            let kept = &bufs.acts.layers[i];
+            let stream_in = |j: usize| -> GpuTensor {
+                match &bufs.acts.layers[j].x_prev {
+                    Some(x) => x.clone(),
+                    None => bufs.acts.x0.clone(),
+                }
+            };
+            let resolved = |own: &Option<AttnActs<GpuTensor>>| own.as_ref().or(bufs.ws.attn.as_ref()).cloned();
+            let h = kept.h.as_ref().or(bufs.ws.h.as_ref()).cloned();
+            let (Some(attn), Some(h)) = (resolved(&kept.attn), h) else {
+                unreachable!("ModelBuffers keeps a layer's tensors or has them in the workspace")
+            };
+            layers.push(LayerTensors {
+                x_prev: stream_in(i),
+                x_out: if i + 1 < l { stream_in(i + 1) } else { bufs.ws.dx.clone() },
+                attn,
+                h,
+            });
+        }
+        let mid = cfg.backout_layer();
+        let x_mid = if mid + 1 < l {
+            layers[mid + 1].x_prev.clone()
+        } else {
+            bufs.acts.x_mid.clone().expect("ModelBuffers has x_mid when backout reads the last block")
+        };
+        let buckets = GpuEmbeddingBuckets::from_tensor(bufs.batch.buckets.clone(), b * t)?;
         let m = Self {
             ctx,
-            layout: ParamLayout::new(&cfg),
+            layout,
             cfg,
             recompute: mem.recompute,
             b,
@@ -104,22 +169,29 @@ impl<'c> GpuModel<'c> {
             loss_scale: 1.0,
             plan,
             bufs,
+            w,
+            gw,
+            layers,
+            x_mid,
             buckets,
             valid: 0,
+            train_step: OnceCell::new(),
+            eval_step: OnceCell::new(),
+            zero: OnceCell::new(),
         };
         let stream_needed = m.stream_scratch_needed();
-        if stream_needed > m.buf("ws.stream").len() {
+        if stream_needed > m.bufs.ws.stream.len() {
             return Err(Error::Shape {
                 op: "GpuModel",
                 message: format!(
                     "launchers need {stream_needed} f32 of stream workspace, the plan has {} (binding limit too small?)",
-                    m.buf("ws.stream").len()
+                    m.bufs.ws.stream.len()
                 ),
             });
         }
         let (cos, sin) = crate::reference::rope::rope_tables(t, m.cfg.head_dim);
-        ctx.write(m.buf("rope.cos"), &cos.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
-        ctx.write(m.buf("rope.sin"), &sin.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
+        ctx.write(&m.bufs.batch.rope_cos, &cos.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
+        ctx.write(&m.bufs.batch.rope_sin, &sin.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
         Ok(m)
     }
 
@@ -137,41 +209,17 @@ impl<'c> GpuModel<'c> {
         .unwrap_or(0)
     }
 
-    pub fn buf(&self, name: &str) -> &GpuTensor {
-        self.bufs.get(name).unwrap_or_else(|| panic!("no buffer {name} in the memory plan"))
-    }
-
     pub fn params(&self) -> &GpuTensor {
-        self.buf("params")
+        &self.bufs.params
     }
 
     pub fn grads(&self) -> &GpuTensor {
-        self.buf("grads")
+        &self.bufs.grads
     }
 
     /// A stream whose launchers take their temporaries from the planned workspace.
     pub fn stream(&self) -> Stream<'c> {
-        Stream::with_workspace(self.ctx, self.buf("ws.stream").clone())
-    }
-
-    fn p(&self, name: &str) -> GpuTensor {
-        let (o, n) = self.layout.range(name);
-        self.params().view(o, n)
-    }
-
-    fn g(&self, name: &str) -> GpuTensor {
-        let (o, n) = self.layout.range(name);
-        self.grads().view(o, n)
-    }
-
-    fn pi(&self, name: &str, i: usize) -> GpuTensor {
-        let (o, _) = self.layout.range(name);
-        self.params().view(o + i, 1)
-    }
-
-    fn gi(&self, name: &str, i: usize) -> GpuTensor {
-        let (o, _) = self.layout.range(name);
-        self.grads().view(o + i, 1)
+        Stream::with_workspace(self.ctx, self.bufs.ws.stream.clone())
     }
 
     pub fn write_params(&self, arena: &[f32]) -> Result<()> {
@@ -210,14 +258,14 @@ impl<'c> GpuModel<'c> {
         if let Some(bad) = targets.iter().find(|&&y| y < -1 || y >= v) {
             return Err(Error::Shape { op: "set_batch", message: format!("target {bad} outside [-1, {v})") });
         }
-        self.ctx.write_i32(self.buf("idx"), idx)?;
-        self.ctx.write_i32(self.buf("targets"), targets)?;
+        self.ctx.write_i32(&self.bufs.batch.idx, idx)?;
+        self.ctx.write_i32(&self.bufs.batch.targets, targets)?;
         self.buckets.write(self.ctx, &EmbeddingBuckets::new(idx))?;
         self.valid = targets.iter().filter(|&&y| y >= 0).count();
         let scale = if self.valid == 0 { 0.0 } else { self.loss_scale / (self.valid * grad_accum.max(1)) as f32 };
-        let mut scalars = vec![0.0f32; self.buf("step_scalars").len()];
+        let mut scalars = vec![0.0f32; self.bufs.batch.step_scalars.len()];
         scalars[0] = scale;
-        self.ctx.write(self.buf("step_scalars"), &scalars)
+        self.ctx.write(&self.bufs.batch.step_scalars, &scalars)
     }
 
     /// Targets ≠ −1 in the current batch.
@@ -225,75 +273,13 @@ impl<'c> GpuModel<'c> {
         self.valid
     }
 
-    pub fn zero_grads(&self, s: &mut Stream<'_>) -> Result<()> {
-        elementwise::fill(s, self.grads(), 0.0)
-    }
-
-    /// Buffers of layer i's per-layer activations (kept, or the shared workspace in block mode).
-    fn layer_buf(&self, i: usize, what: &str) -> &GpuTensor {
-        if self.recompute == Recompute::Block {
-            self.buf(&format!("ws.{what}"))
-        } else {
-            self.buf(&format!("h{i}.{what}"))
-        }
-    }
-
-    /// The stream entering block i (x0 for the first block).
-    fn x_prev(&self, i: usize) -> &GpuTensor {
-        if i == 0 {
-            self.buf("x0")
-        } else {
-            self.buf(&format!("h{i}.x_prev"))
-        }
-    }
-
-    /// Where block i writes its output: the next block's input, or ws.dx after the last block.
-    fn x_out(&self, i: usize) -> &GpuTensor {
-        if i + 1 < self.cfg.n_layer {
-            self.buf(&format!("h{}.x_prev", i + 1))
-        } else {
-            self.buf("ws.dx")
-        }
-    }
-
-    /// The stream after block L/2, which backout subtracts.
-    fn x_mid(&self) -> &GpuTensor {
-        let i = self.cfg.backout_layer();
-        if i + 1 < self.cfg.n_layer {
-            self.x_prev(i + 1)
-        } else {
-            self.buf("x_mid")
-        }
-    }
-
-    fn mlp_hidden(&self, i: usize) -> &GpuTensor {
-        if self.recompute == Recompute::None {
-            self.buf(&format!("h{i}.h"))
-        } else {
-            self.buf("ws.h")
-        }
-    }
-
-    fn w(&self, i: usize, s: &str) -> GpuTensor {
-        self.p(&format!("transformer.h.{i}.{s}"))
-    }
-
-    fn gw(&self, i: usize, s: &str) -> GpuTensor {
-        self.g(&format!("transformer.h.{i}.{s}"))
-    }
-
     /// x_in = λr·x_prev + λ0·x0 into ws.x_in, u = norm(x_in) into ws.u.
     fn block_input(&self, s: &mut Stream<'_>, i: usize) -> Result<()> {
         let (n, c) = (self.b * self.t, self.cfg.n_embd);
-        residual::lambda_mix_forward(
-            s,
-            self.buf("ws.x_in"),
-            self.x_prev(i),
-            self.buf("x0"),
-            &self.pi("resid_lambdas", i),
-            &self.pi("x0_lambdas", i),
-        )?;
-        rmsnorm::rmsnorm_forward(s, self.buf("ws.u"), self.buf("ws.rstd_a"), self.buf("ws.x_in"), n, c, 1.0)
+        let (ws, w) = (&self.bufs.ws, &self.w.blocks[i]);
+        let x0 = &self.bufs.acts.x0;
+        residual::lambda_mix_forward(s, &ws.x_in, &self.layers[i].x_prev, x0, &w.resid_lambda, &w.x0_lambda)?;
+        rmsnorm::rmsnorm_forward(s, &ws.u, &ws.rstd_a, &ws.x_in, n, c, 1.0)
     }
 
     /// q, k, v of block i from ws.u: projections, value-embedding gate, RoPE (kept q_rot, k_rot,
@@ -302,28 +288,27 @@ impl<'c> GpuModel<'c> {
         let cfg = &self.cfg;
         let (n, c, h, hkv, d) = (self.b * self.t, cfg.n_embd, cfg.n_head, cfg.n_kv_head, cfg.head_dim);
         let (hd, kv) = (h * d, hkv * d);
-        let (q, k, v) = (self.layer_buf(i, "q_rot"), self.layer_buf(i, "k_rot"), self.layer_buf(i, "v"));
-        let u = self.buf("ws.u");
-        matmul(s, q, u, &self.w(i, "attn.c_q.weight"), &self.lin(Gemm::nt(n, hd, c)), 1.0, 0.0)?;
-        matmul(s, k, u, &self.w(i, "attn.c_k.weight"), &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
-        matmul(s, v, u, &self.w(i, "attn.c_v.weight"), &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
-        if cfg.has_value_embed(i) {
-            let ve = self.buf("ws.ve");
-            embedding_forward(s, ve, &self.p(&format!("value_embeds.{i}.weight")), self.buf("idx"), n, kv)?;
-            vegate::ve_gate_forward(s, v, u, ve, &self.w(i, "attn.ve_gate.weight"), n, c, hkv, d)?;
+        let (ws, w, act) = (&self.bufs.ws, &self.w.blocks[i], &self.layers[i].attn);
+        let u = &ws.u;
+        matmul(s, &act.q_rot, u, &w.c_q, &self.lin(Gemm::nt(n, hd, c)), 1.0, 0.0)?;
+        matmul(s, &act.k_rot, u, &w.c_k, &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
+        matmul(s, &act.v, u, &w.c_v, &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
+        if let Some(ve) = &w.value_embed {
+            embedding_forward(s, &ws.ve, &ve.table, &self.bufs.batch.idx, n, kv)?;
+            vegate::ve_gate_forward(s, &act.v, u, &ws.ve, &ve.gate, n, c, hkv, d)?;
         }
-        let (cos, sin) = (self.buf("rope.cos"), self.buf("rope.sin"));
-        rope::rope_forward(s, q, cos, sin, n, self.t, 0, h, d)?;
-        rope::rope_forward(s, k, cos, sin, n, self.t, 0, hkv, d)?;
+        let (cos, sin) = (&self.bufs.batch.rope_cos, &self.bufs.batch.rope_sin);
+        rope::rope_forward(s, &act.q_rot, cos, sin, n, self.t, 0, h, d)?;
+        rope::rope_forward(s, &act.k_rot, cos, sin, n, self.t, 0, hkv, d)?;
         self.qk_norm(s, i)
     }
 
     fn qk_norm(&self, s: &mut Stream<'_>, i: usize) -> Result<()> {
         let cfg = &self.cfg;
         let (n, h, hkv, d) = (self.b * self.t, cfg.n_head, cfg.n_kv_head, cfg.head_dim);
-        let (q, k) = (self.layer_buf(i, "q_rot"), self.layer_buf(i, "k_rot"));
-        rmsnorm::rmsnorm_forward(s, self.buf("ws.qn"), self.layer_buf(i, "rstd_q"), q, n * h, d, QK_SCALE)?;
-        rmsnorm::rmsnorm_forward(s, self.buf("ws.kn"), self.layer_buf(i, "rstd_k"), k, n * hkv, d, QK_SCALE)
+        let (ws, act) = (&self.bufs.ws, &self.layers[i].attn);
+        rmsnorm::rmsnorm_forward(s, &ws.qn, &act.rstd_q, &act.q_rot, n * h, d, QK_SCALE)?;
+        rmsnorm::rmsnorm_forward(s, &ws.kn, &act.rstd_k, &act.k_rot, n * hkv, d, QK_SCALE)
     }
 
     fn attn_scale(&self) -> f32 {
@@ -334,34 +319,20 @@ impl<'c> GpuModel<'c> {
     fn block_attention(&self, s: &mut Stream<'_>, i: usize) -> Result<()> {
         let cfg = &self.cfg;
         let (n, c, h, hkv, d) = (self.b * self.t, cfg.n_embd, cfg.n_head, cfg.n_kv_head, cfg.head_dim);
-        let (att, lse, x1) = (self.layer_buf(i, "att"), self.layer_buf(i, "lse"), self.layer_buf(i, "x1"));
-        attention_forward(
-            s,
-            att,
-            lse,
-            self.buf("ws.qn"),
-            self.buf("ws.kn"),
-            self.layer_buf(i, "v"),
-            self.b,
-            self.t,
-            h,
-            hkv,
-            d,
-            cfg.windows[i],
-            self.attn_scale(),
-        )?;
-        elementwise::copy(s, x1, self.buf("ws.x_in"))?;
-        matmul(s, x1, att, &self.w(i, "attn.c_proj.weight"), &self.lin(Gemm::nt(n, c, h * d)), 1.0, 1.0)
+        let (ws, act) = (&self.bufs.ws, &self.layers[i].attn);
+        let (b, t, window, scale) = (self.b, self.t, cfg.windows[i], self.attn_scale());
+        attention_forward(s, &act.att, &act.lse, &ws.qn, &ws.kn, &act.v, b, t, h, hkv, d, window, scale)?;
+        elementwise::copy(s, &act.x1, &ws.x_in)?;
+        matmul(s, &act.x1, &act.att, &self.w.blocks[i].c_proj, &self.lin(Gemm::nt(n, c, h * d)), 1.0, 1.0)
     }
 
     /// u2 = norm(x1) into ws.u, h = u2·Wfcᵀ, a = relu(h)² into ws.a.
     fn block_mlp_hidden(&self, s: &mut Stream<'_>, i: usize) -> Result<()> {
         let (n, c) = (self.b * self.t, self.cfg.n_embd);
-        let x1 = self.layer_buf(i, "x1");
-        rmsnorm::rmsnorm_forward(s, self.buf("ws.u"), self.buf("ws.rstd_b"), x1, n, c, 1.0)?;
-        let hb = self.mlp_hidden(i);
-        matmul(s, hb, self.buf("ws.u"), &self.w(i, "mlp.c_fc.weight"), &self.lin(Gemm::nt(n, 4 * c, c)), 1.0, 0.0)?;
-        activation::relu2_forward(s, self.buf("ws.a"), hb)
+        let (ws, l) = (&self.bufs.ws, &self.layers[i]);
+        rmsnorm::rmsnorm_forward(s, &ws.u, &ws.rstd_b, &l.attn.x1, n, c, 1.0)?;
+        matmul(s, &l.h, &ws.u, &self.w.blocks[i].c_fc, &self.lin(Gemm::nt(n, 4 * c, c)), 1.0, 0.0)?;
+        activation::relu2_forward(s, &ws.a, &l.h)
     }
 
     fn block_forward(&self, s: &mut Stream<'_>, i: usize) -> Result<()> {
@@ -370,81 +341,67 @@ impl<'c> GpuModel<'c> {
         self.block_qkv(s, i)?;
         self.block_attention(s, i)?;
         self.block_mlp_hidden(s, i)?;
-        let out = self.x_out(i);
-        elementwise::copy(s, out, self.layer_buf(i, "x1"))?;
-        matmul(s, out, self.buf("ws.a"), &self.w(i, "mlp.c_proj.weight"), &self.lin(Gemm::nt(n, c, 4 * c)), 1.0, 1.0)?;
-        if i == self.cfg.backout_layer() && i + 1 >= self.cfg.n_layer {
-            elementwise::copy(s, self.buf("x_mid"), out)?;
+        let l = &self.layers[i];
+        elementwise::copy(s, &l.x_out, &l.attn.x1)?;
+        let proj = &self.w.blocks[i].mlp_proj;
+        matmul(s, &l.x_out, &self.bufs.ws.a, proj, &self.lin(Gemm::nt(n, c, 4 * c)), 1.0, 1.0)?;
+        if let Some(x_mid) = self.bufs.acts.x_mid.as_ref().filter(|_| i == self.cfg.backout_layer()) {
+            elementwise::copy(s, x_mid, &l.x_out)?;
         }
         Ok(())
     }
 
-    /// Embedding → norm → smear into x0; the raw embedding in ws.x_in, the normed one in ws.u.
+    /// Embedding → norm into ws.u; the raw embedding in ws.x_in.
     fn embed(&self, s: &mut Stream<'_>) -> Result<()> {
         let (n, c) = (self.b * self.t, self.cfg.n_embd);
-        embedding_forward(s, self.buf("ws.x_in"), &self.p("transformer.wte.weight"), self.buf("idx"), n, c)?;
-        rmsnorm::rmsnorm_forward(s, self.buf("ws.u"), self.buf("rstd0"), self.buf("ws.x_in"), n, c, 1.0)?;
-        Ok(())
+        let ws = &self.bufs.ws;
+        embedding_forward(s, &ws.x_in, &self.w.wte, &self.bufs.batch.idx, n, c)?;
+        rmsnorm::rmsnorm_forward(s, &ws.u, &self.bufs.acts.rstd0, &ws.x_in, n, c, 1.0)
     }
 
     /// The trunk: everything up to z = norm(x − λ·x_mid), kept for the head and the backward.
-    pub fn record_forward(&self, s: &mut Stream<'_>) -> Result<()> {
+    fn record_forward(&self, s: &mut Stream<'_>) -> Result<()> {
         let (n, c) = (self.b * self.t, self.cfg.n_embd);
+        let (acts, w) = (&self.bufs.acts, &self.w);
         self.embed(s)?;
-        smear::smear_forward(
-            s,
-            self.buf("x0"),
-            self.buf("ws.u"),
-            &self.p("smear_gate.weight"),
-            &self.p("smear_lambda"),
-            self.b,
-            self.t,
-            c,
-        )?;
+        smear::smear_forward(s, &acts.x0, &self.bufs.ws.u, &w.smear_gate, &w.smear_lambda, self.b, self.t, c)?;
         for i in 0..self.cfg.n_layer {
             self.block_forward(s, i)?;
         }
-        residual::backout_forward(s, self.buf("xf"), self.buf("ws.dx"), self.x_mid(), &self.p("backout_lambda"))?;
-        rmsnorm::rmsnorm_forward(s, self.buf("z"), self.buf("rstd_f"), self.buf("xf"), n, c, 1.0)
+        residual::backout_forward(s, &acts.xf, &self.bufs.ws.dx, &self.x_mid, &w.backout_lambda)?;
+        rmsnorm::rmsnorm_forward(s, &acts.z, &acts.rstd_f, &acts.xf, n, c, 1.0)
     }
 
     /// Logits → softcap cross-entropy per token into ws.losses, chunk by chunk. With `train`,
     /// each chunk's logits become their gradient in place and flow back at once: dz into ws.du,
     /// lm_head's gradient accumulated.
-    pub fn record_head(&self, s: &mut Stream<'_>, train: bool) -> Result<()> {
+    fn record_head(&self, s: &mut Stream<'_>, train: bool) -> Result<()> {
         let cfg = &self.cfg;
         let (n, c, vp) = (self.b * self.t, cfg.n_embd, cfg.padded_vocab);
-        let lm = self.p("lm_head.weight");
-        let glm = self.g("lm_head.weight");
+        let (lm, glm) = (&self.w.lm_head, &self.gw.lm_head);
+        let (ws, batch) = (&self.bufs.ws, &self.bufs.batch);
         let mut r0 = 0;
         while r0 < n {
             let rows = self.logits_chunk_rows.min(n - r0);
-            let logits = self.buf("logits").view(0, rows * vp);
-            let z = self.buf("z").view(r0 * c, rows * c);
-            matmul(s, &logits, &z, &lm, &self.lin(Gemm::nt(rows, vp, c)), 1.0, 0.0)?;
+            let logits = self.bufs.logits.view(0, rows * vp);
+            let z = self.bufs.acts.z.view(r0 * c, rows * c);
+            matmul(s, &logits, &z, lm, &self.lin(Gemm::nt(rows, vp, c)), 1.0, 0.0)?;
             crossentropy::softcap_cross_entropy(
                 s,
-                &self.buf("ws.losses").view(r0, rows),
+                &ws.losses.view(r0, rows),
                 train,
                 &logits,
-                &self.buf("targets").view(r0, rows),
+                &batch.targets.view(r0, rows),
                 rows,
                 cfg.vocab_size,
                 vp,
                 SOFTCAP,
-                &self.buf("step_scalars").view(0, 1),
+                &batch.step_scalars.view(0, 1),
             )?;
             if train {
-                matmul(
-                    s,
-                    &self.buf("ws.du").view(r0 * c, rows * c),
-                    &logits,
-                    &lm,
-                    &self.lin(Gemm::nn(rows, c, vp)),
-                    1.0,
-                    0.0,
-                )?;
-                matmul(s, &glm, &logits, &z, &self.lin(Gemm::tn(vp, c, rows)), 1.0, 1.0)?;
+                let dz = ws.du.view(r0 * c, rows * c);
+                matmul(s, &dz, &logits, lm, &self.lin(Gemm::nn(rows, c, vp)), 1.0, 0.0)?;
+                matmul(s, glm, &logits, &z, &self.lin(Gemm::tn(vp, c, rows)), 1.0, 1.0)?;
             }
             r0 += rows;
         }
@@ -452,35 +409,22 @@ impl<'c> GpuModel<'c> {
     }
 
     /// The trunk's backward, after [`record_head`](Self::record_head) with `train` (dz in ws.du).
-    pub fn record_backward(&self, s: &mut Stream<'_>) -> Result<()> {
+    fn record_backward(&self, s: &mut Stream<'_>) -> Result<()> {
         let cfg = &self.cfg;
         let (n, c, h, hkv, d) = (self.b * self.t, cfg.n_embd, cfg.n_head, cfg.n_kv_head, cfg.head_dim);
         let (hd, kv, f) = (h * d, hkv * d, 4 * c);
-        rmsnorm::rmsnorm_backward(
-            s,
-            self.buf("ws.dx"),
-            self.buf("ws.du"),
-            self.buf("xf"),
-            self.buf("rstd_f"),
-            n,
-            c,
-            1.0,
-            false,
-        )?;
-        elementwise::fill(s, self.buf("ws.dmid"), 0.0)?;
-        residual::backout_backward(
-            s,
-            self.buf("ws.dmid"),
-            &self.g("backout_lambda"),
-            self.buf("ws.dx"),
-            self.x_mid(),
-            &self.p("backout_lambda"),
-        )?;
-        elementwise::fill(s, self.buf("ws.dx0"), 0.0)?;
-        let (mut cur, mut other) = (self.buf("ws.dx"), self.buf("ws.dx_prev"));
+        let (ws, acts, batch) = (&self.bufs.ws, &self.bufs.acts, &self.bufs.batch);
+        let (w, gw) = (&self.w, &self.gw);
+        rmsnorm::rmsnorm_backward(s, &ws.dx, &ws.du, &acts.xf, &acts.rstd_f, n, c, 1.0, false)?;
+        elementwise::fill(s, &ws.dmid, 0.0)?;
+        residual::backout_backward(s, &ws.dmid, &gw.backout_lambda, &ws.dx, &self.x_mid, &w.backout_lambda)?;
+        elementwise::fill(s, &ws.dx0, 0.0)?;
+        let (mut cur, mut other) = (&ws.dx, &ws.dx_prev);
         for i in (0..cfg.n_layer).rev() {
+            let (l, wb, gb) = (&self.layers[i], &w.blocks[i], &gw.blocks[i]);
+            let act = &l.attn;
             if i == cfg.backout_layer() {
-                elementwise::axpy(s, cur, 1.0, self.buf("ws.dmid"))?;
+                elementwise::axpy(s, cur, 1.0, &ws.dmid)?;
             }
             // Recompute what this block's backward reads and was not kept.
             self.block_input(s, i)?;
@@ -488,42 +432,41 @@ impl<'c> GpuModel<'c> {
                 self.block_qkv(s, i)?;
                 self.block_attention(s, i)?;
             }
-            let x1 = self.layer_buf(i, "x1");
-            let hb = self.mlp_hidden(i);
             if self.recompute == Recompute::None {
-                rmsnorm::rmsnorm_forward(s, self.buf("ws.u"), self.buf("ws.rstd_b"), x1, n, c, 1.0)?;
-                activation::relu2_forward(s, self.buf("ws.a"), hb)?;
+                rmsnorm::rmsnorm_forward(s, &ws.u, &ws.rstd_b, &act.x1, n, c, 1.0)?;
+                activation::relu2_forward(s, &ws.a, &l.h)?;
             } else {
                 self.block_mlp_hidden(s, i)?;
             }
             // MLP: x_out = x1 + a·Wprojᵀ, a = relu(u2·Wfcᵀ)², u2 = norm(x1).
-            let (a, da, du, u) = (self.buf("ws.a"), self.buf("ws.da"), self.buf("ws.du"), self.buf("ws.u"));
-            matmul(s, da, cur, &self.w(i, "mlp.c_proj.weight"), &self.lin(Gemm::nn(n, f, c)), 1.0, 0.0)?;
-            matmul(s, &self.gw(i, "mlp.c_proj.weight"), cur, a, &self.lin(Gemm::tn(c, f, n)), 1.0, 1.0)?;
-            activation::relu2_backward(s, a, da, hb)?; // ws.a now holds dh
-            matmul(s, du, a, &self.w(i, "mlp.c_fc.weight"), &self.lin(Gemm::nn(n, c, f)), 1.0, 0.0)?;
-            matmul(s, &self.gw(i, "mlp.c_fc.weight"), a, u, &self.lin(Gemm::tn(f, c, n)), 1.0, 1.0)?;
-            rmsnorm::rmsnorm_backward(s, cur, du, x1, self.buf("ws.rstd_b"), n, c, 1.0, true)?; // cur = dx1
-                                                                                                // Attention: x1 = x_in + att·Woᵀ.
-            rmsnorm::rmsnorm_forward(s, u, self.buf("ws.rstd_a"), self.buf("ws.x_in"), n, c, 1.0)?;
+            let (a, da, du, u) = (&ws.a, &ws.da, &ws.du, &ws.u);
+            matmul(s, da, cur, &wb.mlp_proj, &self.lin(Gemm::nn(n, f, c)), 1.0, 0.0)?;
+            matmul(s, &gb.mlp_proj, cur, a, &self.lin(Gemm::tn(c, f, n)), 1.0, 1.0)?;
+            activation::relu2_backward(s, a, da, &l.h)?; // ws.a now holds dh
+            matmul(s, du, a, &wb.c_fc, &self.lin(Gemm::nn(n, c, f)), 1.0, 0.0)?;
+            matmul(s, &gb.c_fc, a, u, &self.lin(Gemm::tn(f, c, n)), 1.0, 1.0)?;
+            rmsnorm::rmsnorm_backward(s, cur, du, &act.x1, &ws.rstd_b, n, c, 1.0, true)?; // cur = dx1
+
+            // Attention: x1 = x_in + att·Woᵀ.
+            rmsnorm::rmsnorm_forward(s, u, &ws.rstd_a, &ws.x_in, n, c, 1.0)?;
             if self.recompute != Recompute::Block {
                 self.qk_norm(s, i)?;
             }
-            let (att, datt) = (self.layer_buf(i, "att"), self.buf("ws.datt"));
-            matmul(s, datt, cur, &self.w(i, "attn.c_proj.weight"), &self.lin(Gemm::nn(n, hd, c)), 1.0, 0.0)?;
-            matmul(s, &self.gw(i, "attn.c_proj.weight"), cur, att, &self.lin(Gemm::tn(c, hd, n)), 1.0, 1.0)?;
-            let (dqn, dkn, dv) = (self.buf("ws.dqn"), self.buf("ws.dkn"), self.buf("ws.dv"));
+            let datt = &ws.datt;
+            matmul(s, datt, cur, &wb.c_proj, &self.lin(Gemm::nn(n, hd, c)), 1.0, 0.0)?;
+            matmul(s, &gb.c_proj, cur, &act.att, &self.lin(Gemm::tn(c, hd, n)), 1.0, 1.0)?;
+            let (dqn, dkn, dv) = (&ws.dqn, &ws.dkn, &ws.dv);
             attention_backward_ws(
                 s,
                 dqn,
                 dkn,
                 dv,
                 datt,
-                self.buf("ws.qn"),
-                self.buf("ws.kn"),
-                self.layer_buf(i, "v"),
-                att,
-                self.layer_buf(i, "lse"),
+                &ws.qn,
+                &ws.kn,
+                &act.v,
+                &act.att,
+                &act.lse,
                 self.b,
                 self.t,
                 h,
@@ -531,79 +474,110 @@ impl<'c> GpuModel<'c> {
                 d,
                 cfg.windows[i],
                 self.attn_scale(),
-                self.buf("ws.delta"),
+                &ws.delta,
             )?;
             // dq into ws.datt, dk into ws.kn: both free once the attention backward has run.
-            let (dq, dk) = (datt, self.buf("ws.kn"));
-            let (q_rot, k_rot) = (self.layer_buf(i, "q_rot"), self.layer_buf(i, "k_rot"));
-            rmsnorm::rmsnorm_backward(s, dq, dqn, q_rot, self.layer_buf(i, "rstd_q"), n * h, d, QK_SCALE, false)?;
-            rmsnorm::rmsnorm_backward(s, dk, dkn, k_rot, self.layer_buf(i, "rstd_k"), n * hkv, d, QK_SCALE, false)?;
-            let (cos, sin) = (self.buf("rope.cos"), self.buf("rope.sin"));
+            let (dq, dk) = (datt, &ws.kn);
+            rmsnorm::rmsnorm_backward(s, dq, dqn, &act.q_rot, &act.rstd_q, n * h, d, QK_SCALE, false)?;
+            rmsnorm::rmsnorm_backward(s, dk, dkn, &act.k_rot, &act.rstd_k, n * hkv, d, QK_SCALE, false)?;
+            let (cos, sin) = (&batch.rope_cos, &batch.rope_sin);
             rope::rope_backward(s, dq, cos, sin, n, self.t, 0, h, d)?;
             rope::rope_backward(s, dk, cos, sin, n, self.t, 0, hkv, d)?;
-            matmul(s, du, dq, &self.w(i, "attn.c_q.weight"), &self.lin(Gemm::nn(n, c, hd)), 1.0, 0.0)?;
-            matmul(s, du, dk, &self.w(i, "attn.c_k.weight"), &self.lin(Gemm::nn(n, c, kv)), 1.0, 1.0)?;
-            matmul(s, du, dv, &self.w(i, "attn.c_v.weight"), &self.lin(Gemm::nn(n, c, kv)), 1.0, 1.0)?;
-            matmul(s, &self.gw(i, "attn.c_q.weight"), dq, u, &self.lin(Gemm::tn(hd, c, n)), 1.0, 1.0)?;
-            matmul(s, &self.gw(i, "attn.c_k.weight"), dk, u, &self.lin(Gemm::tn(kv, c, n)), 1.0, 1.0)?;
-            matmul(s, &self.gw(i, "attn.c_v.weight"), dv, u, &self.lin(Gemm::tn(kv, c, n)), 1.0, 1.0)?;
-            if cfg.has_value_embed(i) {
-                let (ve, dve) = (self.buf("ws.ve"), dkn);
-                let table = format!("value_embeds.{i}.weight");
-                embedding_forward(s, ve, &self.p(&table), self.buf("idx"), n, kv)?;
-                let (wg, gwg) = (self.w(i, "attn.ve_gate.weight"), self.gw(i, "attn.ve_gate.weight"));
-                vegate::ve_gate_backward(s, dve, du, &gwg, dv, u, ve, &wg, n, c, hkv, d)?;
-                embedding_backward(s, &self.g(&table), dve, &self.buckets, n, kv)?;
+            matmul(s, du, dq, &wb.c_q, &self.lin(Gemm::nn(n, c, hd)), 1.0, 0.0)?;
+            matmul(s, du, dk, &wb.c_k, &self.lin(Gemm::nn(n, c, kv)), 1.0, 1.0)?;
+            matmul(s, du, dv, &wb.c_v, &self.lin(Gemm::nn(n, c, kv)), 1.0, 1.0)?;
+            matmul(s, &gb.c_q, dq, u, &self.lin(Gemm::tn(hd, c, n)), 1.0, 1.0)?;
+            matmul(s, &gb.c_k, dk, u, &self.lin(Gemm::tn(kv, c, n)), 1.0, 1.0)?;
+            matmul(s, &gb.c_v, dv, u, &self.lin(Gemm::tn(kv, c, n)), 1.0, 1.0)?;
+            if let (Some(ve), Some(gve)) = (&wb.value_embed, &gb.value_embed) {
+                let dve = dkn;
+                embedding_forward(s, &ws.ve, &ve.table, &batch.idx, n, kv)?;
+                vegate::ve_gate_backward(s, dve, du, &gve.gate, dv, u, &ws.ve, &ve.gate, n, c, hkv, d)?;
+                embedding_backward(s, &gve.table, dve, &self.buckets, n, kv)?;
             }
-            rmsnorm::rmsnorm_backward(s, cur, du, self.buf("ws.x_in"), self.buf("ws.rstd_a"), n, c, 1.0, true)?;
+            rmsnorm::rmsnorm_backward(s, cur, du, &ws.x_in, &ws.rstd_a, n, c, 1.0, true)?;
             // The lambda mix: x_in = λr·x_prev + λ0·x0.
             residual::lambda_mix_backward(
                 s,
                 other,
-                self.buf("ws.dx0"),
-                &self.gi("resid_lambdas", i),
-                &self.gi("x0_lambdas", i),
+                &ws.dx0,
+                &gb.resid_lambda,
+                &gb.x0_lambda,
                 cur,
-                self.x_prev(i),
-                self.buf("x0"),
-                &self.pi("resid_lambdas", i),
-                &self.pi("x0_lambdas", i),
+                &l.x_prev,
+                &acts.x0,
+                &wb.resid_lambda,
+                &wb.x0_lambda,
             )?;
             std::mem::swap(&mut cur, &mut other);
         }
         // x0 is the smeared embedding itself.
-        elementwise::axpy(s, cur, 1.0, self.buf("ws.dx0"))?;
+        elementwise::axpy(s, cur, 1.0, &ws.dx0)?;
         self.embed(s)?;
+        let (b, t) = (self.b, self.t);
         smear::smear_backward(
             s,
-            self.buf("ws.du"),
-            &self.g("smear_gate.weight"),
-            &self.g("smear_lambda"),
+            &ws.du,
+            &gw.smear_gate,
+            &gw.smear_lambda,
             cur,
-            self.buf("ws.u"),
-            &self.p("smear_gate.weight"),
-            &self.p("smear_lambda"),
-            self.b,
-            self.t,
+            &ws.u,
+            &w.smear_gate,
+            &w.smear_lambda,
+            b,
+            t,
             c,
         )?;
-        rmsnorm::rmsnorm_backward(
-            s,
-            other,
-            self.buf("ws.du"),
-            self.buf("ws.x_in"),
-            self.buf("rstd0"),
-            n,
-            c,
-            1.0,
-            false,
-        )?;
-        embedding_backward(s, &self.g("transformer.wte.weight"), other, &self.buckets, n, c)
+        rmsnorm::rmsnorm_backward(s, other, &ws.du, &ws.x_in, &acts.rstd0, n, c, 1.0, false)?;
+        embedding_backward(s, &gw.wte, other, &self.buckets, n, c)
+    }
+
+    /// Records a micro-step afresh: forward, head and (for [`Pass::Train`]) backward. The
+    /// trainer never needs this ([`GpuModel::micro_step`] keeps the recording); tests compare
+    /// the replay with it.
+    pub fn record_micro_step(&self, pass: Pass) -> Result<Vec<Dispatch>> {
+        let mut s = self.stream();
+        self.record_forward(&mut s)?;
+        self.record_head(&mut s, pass == Pass::Train)?;
+        if pass == Pass::Train {
+            self.record_backward(&mut s)?;
+        }
+        Ok(s.dispatches().to_vec())
+    }
+
+    /// The micro-step of `pass`, recorded on first use (which is when its matmuls are autotuned)
+    /// and the same dispatches ever after.
+    pub fn micro_step(&self, pass: Pass) -> Result<&[Dispatch]> {
+        let cell = match pass {
+            Pass::Train => &self.train_step,
+            Pass::Eval => &self.eval_step,
+        };
+        if cell.get().is_none() {
+            let _ = cell.set(self.record_micro_step(pass)?);
+        }
+        Ok(cell.get().expect("set above"))
+    }
+
+    /// Run the micro-step of `pass` on the current batch and wait for it: per-token losses in
+    /// ws.losses and, for [`Pass::Train`], gradients accumulated.
+    pub fn run_micro_step(&self, pass: Pass) -> Result<()> {
+        let step = self.micro_step(pass)?;
+        self.ctx.run(step)
+    }
+
+    /// Set every gradient to zero (before a step's first micro-batch), and wait.
+    pub fn zero_grads(&self) -> Result<()> {
+        if self.zero.get().is_none() {
+            let mut s = self.stream();
+            elementwise::fill(&mut s, self.grads(), 0.0)?;
+            let _ = self.zero.set(s.dispatches().to_vec());
+        }
+        self.ctx.run(self.zero.get().expect("set above"))
     }
 
     /// Per-token losses of the last head pass.
     pub fn read_losses(&self) -> Result<Vec<f32>> {
-        self.ctx.read(self.buf("ws.losses"))
+        self.ctx.read(&self.bufs.ws.losses)
     }
 
     /// Mean loss over valid targets of the last head pass (0 with none), summed in f64 on the host.
@@ -612,13 +586,9 @@ impl<'c> GpuModel<'c> {
         Ok(if self.valid == 0 { 0.0 } else { l.iter().map(|&x| x as f64).sum::<f64>() / self.valid as f64 })
     }
 
-    /// One forward/backward on the current batch, gradients accumulated; returns the loss.
+    /// One training micro-step on the current batch, gradients accumulated; returns its loss.
     pub fn forward_backward(&self) -> Result<f64> {
-        let mut s = self.stream();
-        self.record_forward(&mut s)?;
-        self.record_head(&mut s, true)?;
-        self.record_backward(&mut s)?;
-        s.run()?;
+        self.run_micro_step(Pass::Train)?;
         self.read_loss()
     }
 }

@@ -1,6 +1,10 @@
-//! The memory plan: every buffer a training run allocates, by name, size and category. The GPU
-//! model and the optimizer allocate exactly these entries (through [`MemoryPlan::allocate`]), so
-//! `wgpt info` shows what the runtime really allocates, and a test checks it.
+//! The memory plan: every buffer a training run allocates, by name, size and category.
+//!
+//! One description per buffer set, [`ModelBuffers::build`] here and
+//! `train::optimizer::OptimizerBuffers::build`, gives both the plan (with a [`Planner`]: each
+//! buffer its element count, every request listed in a [`MemoryPlan`]) and the allocation (with an
+//! [`Allocator`]: each buffer a `GpuTensor`). So `wgpt info` shows what the runtime really
+//! allocates, the model finds its buffers by typed field, and a test checks the byte counts.
 //!
 //! What is kept for the backward depends on `[memory] recompute` (see [`Recompute`]):
 //! - always: the embedding output x0, each block's input stream x_prev, the mid-network residual
@@ -16,12 +20,11 @@
 //! the normalized q/k, the gathered value embeddings, relu²) is recomputed into one shared set of
 //! workspace buffers that every layer reuses.
 
-use crate::config::{MemorySpec, Recompute, RunConfig};
+use crate::config::{MemorySpec, Recompute};
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::model::GptConfig;
-use crate::model::{OptGroup, ParamLayout};
+use crate::model::ParamLayout;
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Category {
@@ -30,7 +33,7 @@ pub enum Category {
     /// The gradient arena.
     Grads,
     /// AdamW moments and Muon momentum / second-moment buffers, plus the optimizer's per-step
-    /// scalars, tables, gradient-norm partials and Muon workspace (`train::optimizer::plan_entries`).
+    /// scalars, tables, gradient-norm partials and Muon workspace (`train::optimizer::OptimizerBuffers`).
     Optimizer,
     /// Activations kept from the forward for the backward.
     Activations,
@@ -81,26 +84,9 @@ impl Entry {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct MemoryPlan {
     pub entries: Vec<Entry>,
-}
-
-/// Elements of the AdamW moments: one m and one v per AdamW-managed parameter element.
-pub fn adamw_elems(layout: &ParamLayout) -> usize {
-    layout.specs.iter().filter(|p| p.group != OptGroup::Muon).map(|p| p.numel()).sum()
-}
-
-/// Elements of Muon's state: a momentum buffer per matrix element, and NorMuon's second moment
-/// per row (rows ≥ cols) or per column.
-pub fn muon_elems(layout: &ParamLayout) -> (usize, usize) {
-    let mut mom = 0;
-    let mut second = 0;
-    for g in &layout.muon_groups {
-        mom += g.members.len() * g.rows * g.cols;
-        second += g.members.len() * if g.rows >= g.cols { g.rows } else { g.cols };
-    }
-    (mom, second)
 }
 
 /// f32 of stream workspace the model's launchers need: the value-embedding gate's per-row
@@ -112,126 +98,270 @@ pub fn stream_scratch_len(n: usize, c: usize, hkv: usize, b: usize, t: usize) ->
     (n * hkv).max(2 * b * t).max(256 * (n * c).div_ceil(chunk))
 }
 
-impl MemoryPlan {
-    /// The plan of a run config (its model, device batch and memory switches).
-    pub fn for_run(rc: &RunConfig) -> Self {
-        Self::new(&rc.model, rc.train().device_batch_size, &rc.file.memory)
-    }
+/// Where a buffer set's buffers come from: each request names a buffer (as `wgpt info` and wgpu
+/// labels show it), its category and its size in 4-byte elements, and gets a `T`. The same
+/// description ([`ModelBuffers::build`], `train::optimizer::OptimizerBuffers::build`) gives the
+/// plan ([`Planner`]: `T = usize`) and the allocation ([`Allocator`]: `T = GpuTensor`), so what
+/// runs is what `wgpt info` reports.
+pub trait BufferSource {
+    type Buf;
+    fn buffer(&mut self, name: &str, category: Category, elems: usize) -> crate::Result<Self::Buf>;
+}
 
-    /// The plan for training `m` at `b` sequences per micro-batch.
-    pub fn new(m: &GptConfig, b: usize, mem: &MemorySpec) -> Self {
+/// Records every request into a [`MemoryPlan`]; each buffer is its element count.
+#[derive(Default)]
+pub struct Planner {
+    pub plan: MemoryPlan,
+}
+
+impl BufferSource for Planner {
+    type Buf = usize;
+    fn buffer(&mut self, name: &str, category: Category, elems: usize) -> crate::Result<usize> {
+        self.plan.entries.push(Entry { name: name.to_string(), category, elems });
+        Ok(elems)
+    }
+}
+
+/// Allocates every request on the GPU.
+pub struct Allocator<'c>(pub &'c GpuContext);
+
+impl BufferSource for Allocator<'_> {
+    type Buf = GpuTensor;
+    fn buffer(&mut self, name: &str, _: Category, elems: usize) -> crate::Result<GpuTensor> {
+        self.0.tensor(name, elems)
+    }
+}
+
+/// Every buffer the training model uses (the optimizer's are `train::optimizer::OptimizerBuffers`):
+/// element counts in the plan, tensors once allocated. N = B·T rows; C, H, Hkv, D, Vp as in
+/// [`GptConfig`]; F = 4C.
+pub struct ModelBuffers<T> {
+    /// (P) the parameter arena: f32 master weights in [`ParamLayout`] order.
+    pub params: T,
+    /// (P) the gradient arena, same layout; gradients accumulate into it.
+    pub grads: T,
+    pub batch: BatchBuffers<T>,
+    pub acts: Activations<T>,
+    pub ws: Workspace<T>,
+    /// (logits_chunk_rows, Vp) one chunk of logits, turned into its gradient in place.
+    pub logits: T,
+}
+
+/// Per-batch inputs and constant tables.
+pub struct BatchBuffers<T> {
+    /// (N) i32 token ids.
+    pub idx: T,
+    /// (N) i32 targets, −1 = ignored.
+    pub targets: T,
+    /// (3N + 1) i32 positions grouped by token for the deterministic embedding gradient: order
+    /// (N), starts (N + 1), tokens (N) (`kernels::embedding::EmbeddingBuckets::packed`).
+    pub buckets: T,
+    /// (T, D/2) RoPE tables.
+    pub rope_cos: T,
+    pub rope_sin: T,
+    /// (16) per-batch scalars; [0] is the loss-gradient scale.
+    pub step_scalars: T,
+}
+
+/// Activations kept from the forward for the backward.
+pub struct Activations<T> {
+    /// (N, C) the smeared embedding, block 0's input stream.
+    pub x0: T,
+    /// (N) 1/rms of the raw embedding.
+    pub rstd0: T,
+    pub layers: Vec<LayerActs<T>>,
+    /// (N, C) the stream after block L/2 when that is the last block (otherwise it is the next
+    /// block's `x_prev`).
+    pub x_mid: Option<T>,
+    /// (N, C) the stream after backout; (N) its 1/rms; (N, C) the final normed stream.
+    pub xf: T,
+    pub rstd_f: T,
+    pub z: T,
+}
+
+/// Block i's kept activations; which exist is `[memory] recompute`'s choice.
+pub struct LayerActs<T> {
+    /// (N, C) the stream entering the block; block 0's is x0, so `None` there.
+    pub x_prev: Option<T>,
+    /// Kept under `none` and `mlp`; `None` under `block`.
+    pub attn: Option<AttnActs<T>>,
+    /// (N, F) the MLP pre-activation, kept under `none` only.
+    pub h: Option<T>,
+}
+
+/// What a block's attention half produces: kept per layer, or (`block`) recomputed into one set
+/// in the workspace.
+#[derive(Clone)]
+pub struct AttnActs<T> {
+    /// (N, H·D) q after RoPE, before the QK norm; (N, H) its norm's 1/rms.
+    pub q_rot: T,
+    pub rstd_q: T,
+    /// (N, Hkv·D) k after RoPE; (N, Hkv) its 1/rms.
+    pub k_rot: T,
+    pub rstd_k: T,
+    /// (N, Hkv·D) v after the value-embedding gate.
+    pub v: T,
+    /// (N, H·D) attention output; (N, H) its log-sum-exp.
+    pub att: T,
+    pub lse: T,
+    /// (N, C) the stream after attention.
+    pub x1: T,
+}
+
+/// One set of buffers every layer reuses, each serving several roles that are never live at the
+/// same time (the GPU model follows these assignments).
+pub struct Workspace<T> {
+    /// (N, C) block input after the lambda mix; the raw embedding at either end.
+    pub x_in: T,
+    /// (N, C) normed block input u, then the MLP's normed input u2; the normed embedding.
+    pub u: T,
+    /// (N, C) gradient of the stream, accumulated through a block (also the last block's output
+    /// in the forward, before it is needed as a gradient).
+    pub dx: T,
+    /// (N, C) the stream gradient below a block's lambda mix (ping-pongs with dx).
+    pub dx_prev: T,
+    /// (N, C) gradient of x0, collected from every block.
+    pub dx0: T,
+    /// (N, C) gradients entering the RMSNorms: dz, du2, du, and the embedding's.
+    pub du: T,
+    /// (N, C) backout's contribution to the stream gradient at block L/2.
+    pub dmid: T,
+    /// (N) 1/rms of the block input and of x1.
+    pub rstd_a: T,
+    pub rstd_b: T,
+    /// (N, H·D) normed q; (N, Hkv·D) normed k, then dk.
+    pub qn: T,
+    pub kn: T,
+    /// (N, H·D) attention output gradient, then dq.
+    pub datt: T,
+    /// (N, H·D) / (N, Hkv·D) gradients of the normed q and k (dkn then holds dve).
+    pub dqn: T,
+    pub dkn: T,
+    /// (N, Hkv·D) gathered value embeddings; gradient of v.
+    pub ve: T,
+    pub dv: T,
+    /// (N, F) relu² output, then the hidden gradient dh; the gradient of relu².
+    pub a: T,
+    pub da: T,
+    /// (N, F) the MLP pre-activation when it is recomputed rather than kept (`mlp`, `block`).
+    pub h: Option<T>,
+    /// The attention half's outputs, recomputed per layer under `block`.
+    pub attn: Option<AttnActs<T>>,
+    /// (N, H) attention backward's Δ = ⟨dout, out⟩ per query and head.
+    pub delta: T,
+    /// Launchers' temporaries (reduction partials, per-row gate coefficients), see `Stream`.
+    pub stream: T,
+    /// (N) per-token losses of the last head pass.
+    pub losses: T,
+}
+
+impl<T> ModelBuffers<T> {
+    /// Every buffer for training `m` at `b` sequences per micro-batch, in one place: the memory
+    /// plan with a [`Planner`], the tensors with an [`Allocator`].
+    pub fn build<S: BufferSource<Buf = T>>(
+        src: &mut S,
+        m: &GptConfig,
+        b: usize,
+        mem: &MemorySpec,
+    ) -> crate::Result<Self> {
         let layout = ParamLayout::new(m);
         let t = m.sequence_len;
         let n = b * t;
         let (c, h, hkv, d) = (m.n_embd, m.n_head, m.n_kv_head, m.head_dim);
         let (hd, kv, f) = (h * d, hkv * d, 4 * c);
-        let mut e = Vec::new();
-        let mut add = |name: &str, category: Category, elems: usize| {
-            e.push(Entry { name: name.to_string(), category, elems });
-        };
-        use Category::*;
-        add("params", Params, layout.len);
-        add("grads", Grads, layout.len);
-        let adam = adamw_elems(&layout);
-        add("adamw.m", Optimizer, adam);
-        add("adamw.v", Optimizer, adam);
-        let (mom, second) = muon_elems(&layout);
-        add("muon.momentum", Optimizer, mom);
-        add("muon.second_moment", Optimizer, second);
-        // Per-step scalars, tables, norm partials and Muon's slice workspace (train::optimizer).
-        for (name, elems) in crate::train::optimizer::plan_entries(&layout) {
-            add(name, Optimizer, elems);
-        }
-
-        add("idx", Batch, n);
-        add("targets", Batch, n);
-        // Positions grouped by token for the deterministic embedding gradient: order (N),
-        // starts (N + 1), tokens (N), packed (kernels::embedding::EmbeddingBuckets::packed).
-        add("emb.buckets", Batch, 3 * n + 1);
-        add("rope.cos", Batch, t * d / 2);
-        add("rope.sin", Batch, t * d / 2);
-        add("step_scalars", Batch, 16);
-
         let rec = mem.recompute;
-        add("x0", Activations, n * c);
-        add("rstd0", Activations, n);
+        use Category::*;
+        let mut buf = |name: &str, cat: Category, elems: usize| src.buffer(name, cat, elems);
+        let params = buf("params", Params, layout.len)?;
+        let grads = buf("grads", Grads, layout.len)?;
+        let batch = BatchBuffers {
+            idx: buf("idx", Batch, n)?,
+            targets: buf("targets", Batch, n)?,
+            buckets: buf("emb.buckets", Batch, 3 * n + 1)?,
+            rope_cos: buf("rope.cos", Batch, t * d / 2)?,
+            rope_sin: buf("rope.sin", Batch, t * d / 2)?,
+            step_scalars: buf("step_scalars", Batch, 16)?,
+        };
+        let attn = |buf: &mut dyn FnMut(&str, Category, usize) -> crate::Result<T>,
+                    pre: &str,
+                    cat: Category|
+         -> crate::Result<AttnActs<T>> {
+            Ok(AttnActs {
+                q_rot: buf(&format!("{pre}q_rot"), cat, n * hd)?,
+                k_rot: buf(&format!("{pre}k_rot"), cat, n * kv)?,
+                rstd_q: buf(&format!("{pre}rstd_q"), cat, n * h)?,
+                rstd_k: buf(&format!("{pre}rstd_k"), cat, n * hkv)?,
+                v: buf(&format!("{pre}v"), cat, n * kv)?,
+                att: buf(&format!("{pre}att"), cat, n * hd)?,
+                lse: buf(&format!("{pre}lse"), cat, n * h)?,
+                x1: buf(&format!("{pre}x1"), cat, n * c)?,
+            })
+        };
+        let x0 = buf("x0", Activations, n * c)?;
+        let rstd0 = buf("rstd0", Activations, n)?;
+        let mut layers = Vec::with_capacity(m.n_layer);
         for i in 0..m.n_layer {
-            // Block 0's input is x0 itself.
-            if i > 0 {
-                add(&format!("h{i}.x_prev"), Activations, n * c);
-            }
-            if rec != Recompute::Block {
-                add(&format!("h{i}.q_rot"), Activations, n * hd);
-                add(&format!("h{i}.k_rot"), Activations, n * kv);
-                add(&format!("h{i}.rstd_q"), Activations, n * h);
-                add(&format!("h{i}.rstd_k"), Activations, n * hkv);
-                add(&format!("h{i}.v"), Activations, n * kv);
-                add(&format!("h{i}.att"), Activations, n * hd);
-                add(&format!("h{i}.lse"), Activations, n * h);
-                add(&format!("h{i}.x1"), Activations, n * c);
-            }
-            if rec == Recompute::None {
-                add(&format!("h{i}.h"), Activations, n * f);
-            }
+            let x_prev = if i > 0 { Some(buf(&format!("h{i}.x_prev"), Activations, n * c)?) } else { None };
+            let kept =
+                if rec != Recompute::Block { Some(attn(&mut buf, &format!("h{i}."), Activations)?) } else { None };
+            let hidden = if rec == Recompute::None { Some(buf(&format!("h{i}.h"), Activations, n * f)?) } else { None };
+            layers.push(LayerActs { x_prev, attn: kept, h: hidden });
         }
         // Backout reads the stream after block L/2, which is already kept as the next block's
         // input; only a model whose backout layer is its last block needs a copy.
-        if m.backout_layer() + 1 >= m.n_layer {
-            add("x_mid", Activations, n * c);
-        }
-        add("xf", Activations, n * c);
-        add("rstd_f", Activations, n);
-        add("z", Activations, n * c);
+        let x_mid = if m.backout_layer() + 1 >= m.n_layer { Some(buf("x_mid", Activations, n * c)?) } else { None };
+        let acts = self::Activations {
+            x0,
+            rstd0,
+            layers,
+            x_mid,
+            xf: buf("xf", Activations, n * c)?,
+            rstd_f: buf("rstd_f", Activations, n)?,
+            z: buf("z", Activations, n * c)?,
+        };
+        let ws = self::Workspace {
+            x_in: buf("ws.x_in", Workspace, n * c)?,
+            u: buf("ws.u", Workspace, n * c)?,
+            dx: buf("ws.dx", Workspace, n * c)?,
+            dx_prev: buf("ws.dx_prev", Workspace, n * c)?,
+            dx0: buf("ws.dx0", Workspace, n * c)?,
+            du: buf("ws.du", Workspace, n * c)?,
+            dmid: buf("ws.dmid", Workspace, n * c)?,
+            rstd_a: buf("ws.rstd_a", Workspace, n)?,
+            rstd_b: buf("ws.rstd_b", Workspace, n)?,
+            qn: buf("ws.qn", Workspace, n * hd)?,
+            datt: buf("ws.datt", Workspace, n * hd)?,
+            dqn: buf("ws.dqn", Workspace, n * hd)?,
+            kn: buf("ws.kn", Workspace, n * kv)?,
+            ve: buf("ws.ve", Workspace, n * kv)?,
+            dkn: buf("ws.dkn", Workspace, n * kv)?,
+            dv: buf("ws.dv", Workspace, n * kv)?,
+            a: buf("ws.a", Workspace, n * f)?,
+            da: buf("ws.da", Workspace, n * f)?,
+            h: if rec != Recompute::None { Some(buf("ws.h", Workspace, n * f)?) } else { None },
+            attn: if rec == Recompute::Block { Some(attn(&mut buf, "ws.", Workspace)?) } else { None },
+            delta: buf("ws.delta", Workspace, n * h)?,
+            stream: buf("ws.stream", Workspace, stream_scratch_len(n, c, hkv, b, t))?,
+            losses: buf("ws.losses", Workspace, n)?,
+        };
+        let logits = buf("logits", Logits, mem.logits_chunk_rows(m, b) * m.padded_vocab)?;
+        Ok(ModelBuffers { params, grads, batch, acts, ws, logits })
+    }
+}
 
-        // One set for every layer, each buffer serving several roles that are never live at the
-        // same time (the GPU model follows these assignments):
-        //   ws.x_in    block input after the lambda mix; the raw embedding at either end
-        //   ws.u       normed block input u, then the MLP's normed input u2; the normed embedding
-        //   ws.dx      gradient of the stream, accumulated through a block (also the last
-        //              block's output in the forward, before it is needed as a gradient)
-        //   ws.dx_prev the stream gradient below a block's lambda mix (ping-pongs with ws.dx)
-        //   ws.dx0     gradient of x0, collected from every block
-        //   ws.du      gradients entering the RMSNorms: dz, du2, du, and the embedding's
-        //   ws.dmid    backout's contribution to the stream gradient at block L/2
-        //   ws.qn / ws.kn      normed q and k (ws.kn then holds dk)
-        //   ws.datt    attention output gradient (then dq)
-        //   ws.dqn / ws.dkn    gradients of the normed q and k (ws.dkn then holds dve)
-        //   ws.ve, ws.dv       gathered value embeddings, gradient of v
-        //   ws.a       relu² output, then the hidden gradient dh;  ws.da: gradient of relu²
-        //   ws.h       the MLP pre-activation when it is recomputed rather than kept
-        for name in ["ws.x_in", "ws.u", "ws.dx", "ws.dx_prev", "ws.dx0", "ws.du", "ws.dmid"] {
-            add(name, Workspace, n * c);
-        }
-        add("ws.rstd_a", Workspace, n);
-        add("ws.rstd_b", Workspace, n);
-        for name in ["ws.qn", "ws.datt", "ws.dqn"] {
-            add(name, Workspace, n * hd);
-        }
-        for name in ["ws.kn", "ws.ve", "ws.dkn", "ws.dv"] {
-            add(name, Workspace, n * kv);
-        }
-        add("ws.a", Workspace, n * f);
-        add("ws.da", Workspace, n * f);
-        if rec != Recompute::None {
-            add("ws.h", Workspace, n * f);
-        }
-        if rec == Recompute::Block {
-            add("ws.q_rot", Workspace, n * hd);
-            add("ws.k_rot", Workspace, n * kv);
-            add("ws.rstd_q", Workspace, n * h);
-            add("ws.rstd_k", Workspace, n * hkv);
-            add("ws.v", Workspace, n * kv);
-            add("ws.att", Workspace, n * hd);
-            add("ws.lse", Workspace, n * h);
-            add("ws.x1", Workspace, n * c);
-        }
-        // Attention backward's Δ_t = ⟨dout_t, out_t⟩ per query and head.
-        add("ws.delta", Workspace, n * h);
-        // Launchers' temporaries (reduction partials, per-row gate coefficients), see Stream.
-        add("ws.stream", Workspace, stream_scratch_len(n, c, hkv, b, t));
-        add("ws.losses", Workspace, n);
-        add("logits", Logits, mem.logits_chunk_rows(m, b) * m.padded_vocab);
-        MemoryPlan { entries: e }
+impl MemoryPlan {
+    /// The model's buffers for training `m` at `b` sequences per micro-batch (the optimizer's
+    /// are added by `train::memory_plan`).
+    pub fn model(m: &GptConfig, b: usize, mem: &MemorySpec) -> Self {
+        let mut p = Planner::default();
+        ModelBuffers::build(&mut p, m, b, mem).expect("planning allocates nothing and cannot fail");
+        p.plan
+    }
+
+    /// These entries followed by `other`'s.
+    pub fn with(mut self, other: MemoryPlan) -> Self {
+        self.entries.extend(other.entries);
+        self
     }
 
     pub fn bytes(&self, cat: Category) -> u64 {
@@ -240,15 +370,6 @@ impl MemoryPlan {
 
     pub fn total_bytes(&self) -> u64 {
         self.entries.iter().map(Entry::bytes).sum()
-    }
-
-    /// Allocate the entries of the given categories; returns them by name.
-    pub fn allocate(&self, ctx: &GpuContext, categories: &[Category]) -> crate::Result<BTreeMap<String, GpuTensor>> {
-        let mut out = BTreeMap::new();
-        for e in self.entries.iter().filter(|e| categories.contains(&e.category)) {
-            out.insert(e.name.clone(), ctx.tensor(&e.name, e.elems)?);
-        }
-        Ok(out)
     }
 
     /// A table for `wgpt info`.
@@ -268,12 +389,13 @@ impl MemoryPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RunConfig;
     use std::path::Path;
 
     fn plan(file: &str, overrides: &[&str]) -> MemoryPlan {
         let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
         let rc = RunConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(file), &o).unwrap();
-        MemoryPlan::for_run(&rc)
+        crate::train::memory_plan(&rc)
     }
 
     #[test]

@@ -9,4 +9,4 @@ pub mod memory;
 pub mod params;
 
 pub use config::{GptConfig, ModelMatmul, ModelSpec};
-pub use params::{OptGroup, ParamCounts, ParamLayout, ParamSpec};
+pub use params::{BlockParams, OptGroup, ParamCounts, ParamLayout, ParamSpec, ParamTensors, ValueEmbedParams};

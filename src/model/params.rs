@@ -269,6 +269,122 @@ impl ParamLayout {
     }
 }
 
+/// Every parameter of the model as a typed field: arena ranges `(offset, len)` from
+/// [`ParamTensors::new`], or, mapped, views of the parameter or gradient arena. Built once from
+/// the layout by nanochat name (the names stay the checkpoints'), so the step reads fields, not
+/// strings, and a misspelt parameter does not compile.
+#[derive(Clone, Debug)]
+pub struct ParamTensors<T> {
+    /// (Vp, C) `transformer.wte.weight`.
+    pub wte: T,
+    pub blocks: Vec<BlockParams<T>>,
+    /// (Vp, C) `lm_head.weight`.
+    pub lm_head: T,
+    /// (1, 24) `smear_gate.weight`.
+    pub smear_gate: T,
+    /// (1,) `smear_lambda`.
+    pub smear_lambda: T,
+    /// (1,) `backout_lambda`.
+    pub backout_lambda: T,
+}
+
+/// Block i's parameters (`transformer.h.{i}.*`), with its entries of the per-layer scalars and its
+/// value embedding where the layer has one.
+#[derive(Clone, Debug)]
+pub struct BlockParams<T> {
+    /// (H·D, C) `attn.c_q.weight`.
+    pub c_q: T,
+    /// (Hkv·D, C) `attn.c_k.weight`.
+    pub c_k: T,
+    /// (Hkv·D, C) `attn.c_v.weight`.
+    pub c_v: T,
+    /// (C, H·D) `attn.c_proj.weight`.
+    pub c_proj: T,
+    /// Layers with a value embedding: (Hkv, 12) `attn.ve_gate.weight` and (Vp, Hkv·D)
+    /// `value_embeds.{i}.weight`.
+    pub value_embed: Option<ValueEmbedParams<T>>,
+    /// (4C, C) `mlp.c_fc.weight`.
+    pub c_fc: T,
+    /// (C, 4C) `mlp.c_proj.weight`.
+    pub mlp_proj: T,
+    /// (1,) element i of `resid_lambdas`.
+    pub resid_lambda: T,
+    /// (1,) element i of `x0_lambdas`.
+    pub x0_lambda: T,
+}
+
+#[derive(Clone, Debug)]
+pub struct ValueEmbedParams<T> {
+    pub gate: T,
+    pub table: T,
+}
+
+impl ParamTensors<(usize, usize)> {
+    /// Each parameter's `(offset, len)` in the arena of `layout`.
+    pub fn new(layout: &ParamLayout) -> Self {
+        let r = |name: &str| layout.range(name);
+        let n_layer = layout.specs.iter().filter(|p| p.name.ends_with(".attn.c_q.weight")).count();
+        let (resid, x0) = (r("resid_lambdas"), r("x0_lambdas"));
+        let blocks = (0..n_layer)
+            .map(|i| {
+                let h = |rest: &str| r(&format!("transformer.h.{i}.{rest}"));
+                let gate = format!("transformer.h.{i}.attn.ve_gate.weight");
+                BlockParams {
+                    c_q: h("attn.c_q.weight"),
+                    c_k: h("attn.c_k.weight"),
+                    c_v: h("attn.c_v.weight"),
+                    c_proj: h("attn.c_proj.weight"),
+                    value_embed: layout
+                        .index(&gate)
+                        .map(|_| ValueEmbedParams { gate: r(&gate), table: r(&format!("value_embeds.{i}.weight")) }),
+                    c_fc: h("mlp.c_fc.weight"),
+                    mlp_proj: h("mlp.c_proj.weight"),
+                    resid_lambda: (resid.0 + i, 1),
+                    x0_lambda: (x0.0 + i, 1),
+                }
+            })
+            .collect();
+        ParamTensors {
+            wte: r("transformer.wte.weight"),
+            blocks,
+            lm_head: r("lm_head.weight"),
+            smear_gate: r("smear_gate.weight"),
+            smear_lambda: r("smear_lambda"),
+            backout_lambda: r("backout_lambda"),
+        }
+    }
+}
+
+impl<T> ParamTensors<T> {
+    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> ParamTensors<U> {
+        ParamTensors {
+            wte: f(&self.wte),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| BlockParams {
+                    c_q: f(&b.c_q),
+                    c_k: f(&b.c_k),
+                    c_v: f(&b.c_v),
+                    c_proj: f(&b.c_proj),
+                    value_embed: b
+                        .value_embed
+                        .as_ref()
+                        .map(|v| ValueEmbedParams { gate: f(&v.gate), table: f(&v.table) }),
+                    c_fc: f(&b.c_fc),
+                    mlp_proj: f(&b.mlp_proj),
+                    resid_lambda: f(&b.resid_lambda),
+                    x0_lambda: f(&b.x0_lambda),
+                })
+                .collect(),
+            lm_head: f(&self.lm_head),
+            smear_gate: f(&self.smear_gate),
+            smear_lambda: f(&self.smear_lambda),
+            backout_lambda: f(&self.backout_lambda),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +425,28 @@ mod tests {
             assert!(shapes.windows(2).all(|w| w[0] < w[1]), "sorted by shape");
         }
         assert_eq!(ParamLayout::new(&d12()).muon_groups.len(), 4); // (6,12) (768,768) (768,3072) (3072,768)
+    }
+
+    #[test]
+    fn typed_views_cover_every_parameter_once() {
+        for cfg in [d12(), GptConfig::new(3, 2, 1, 128, 1000, 64, "SL").unwrap()] {
+            let l = ParamLayout::new(&cfg);
+            let p = ParamTensors::new(&l);
+            let mut spans = Vec::new();
+            p.map(|&r| spans.push(r));
+            spans.sort();
+            let mut want: Vec<(usize, usize)> = l.specs.iter().zip(&l.offsets).map(|(s, &o)| (o, s.numel())).collect();
+            // The per-layer scalars are one tensor each in the layout and one element per block here.
+            want.retain(|&(o, _)| o != l.range("resid_lambdas").0 && o != l.range("x0_lambdas").0);
+            for name in ["resid_lambdas", "x0_lambdas"] {
+                let (o, n) = l.range(name);
+                want.extend((0..n).map(|i| (o + i, 1)));
+            }
+            want.sort();
+            assert_eq!(spans, want);
+            assert_eq!(p.blocks.len(), cfg.n_layer);
+            assert_eq!(p.blocks.iter().filter(|b| b.value_embed.is_some()).count(), cfg.value_embed_layers().len());
+        }
     }
 
     #[test]

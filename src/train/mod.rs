@@ -13,3 +13,11 @@ pub mod schedule;
 pub mod trainer;
 
 pub use schedule::Hyper;
+
+/// Every buffer a training run allocates: the model's and the optimizer's (what `wgpt info`
+/// prints and the trainer checks against the adapter's memory).
+pub fn memory_plan(rc: &crate::config::RunConfig) -> crate::model::memory::MemoryPlan {
+    let m = &rc.model;
+    crate::model::memory::MemoryPlan::model(m, rc.train().device_batch_size, &rc.file.memory)
+        .with(optimizer::plan(&crate::model::ParamLayout::new(m)))
+}

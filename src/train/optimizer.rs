@@ -3,8 +3,7 @@
 //! trainer's [`Stream`] as one step.
 //!
 //! ```text
-//! let mut opt = Optimizer::new(ctx, &plan, &layout, MuonVariant::Seed)?; // allocates the plan's
-//!                                                                         // optimizer entries
+//! let mut opt = Optimizer::new(ctx, &layout, MuonVariant::Seed)?; // allocates OptimizerBuffers
 //! loop {
 //!     // … forward/backward accumulate into `grads` …
 //!     opt.step(&mut s, &params, &grads, it, &hyper)?;  // records; writes this step's scalars
@@ -33,7 +32,7 @@
 //! bias-correction step is t = it + 1, as nanochat's per-parameter counter is after `it + 1` steps,
 //! so a resumed run needs no extra state beyond `it`.
 //!
-//! State layout (what [`Optimizer::state`] returns, in the memory plan's entries):
+//! State layout (what [`Optimizer::state`] returns; fields of [`OptimizerBuffers`]):
 //! - `adamw.m`, `adamw.v`: the AdamW tensors' moments packed back to back in `layout.specs` order
 //!   (no alignment gaps), so tensor i's state starts at the sum of the earlier AdamW tensors'
 //!   element counts ([`Optimizer::adamw_state_ranges`] lists them by name);
@@ -41,7 +40,7 @@
 //!   a group at j·R·C, as in the arena);
 //! - `muon.second_moment`: each group's K·max(R, C) NorMuon second moment, same order.
 //!
-//! Workspace (also plan entries, [`plan_entries`]): `optim.scalars` (8 per AdamW group + 4 per
+//! Workspace (also [`OptimizerBuffers`]' fields, and so entries of the memory plan): `optim.scalars` (8 per AdamW group + 4 per
 //! Muon group), `adamw.table` (8 u32 per AdamW tensor), `grad_norm.table` (4 u32 per tensor),
 //! `grad_norm.partials` (2 per 4,096-element block), `grad_norm.out` (2 + 2 per tensor), and
 //! Muon's `muon.ws.{x,y}` (largest slice kk·R·C), `muon.ws.{gram,poly}` (kk·min(R,C)²),
@@ -54,11 +53,10 @@ use crate::kernels::adamw::{self, adamw_scalars, adamw_step, AdamwHyper, AdamwTe
 use crate::kernels::grad_norm::{self, grad_norm, GradNormReport};
 use crate::kernels::muon::{self, muon_scalars, muon_step, MuonWorkspace, SCALAR_WORDS, SLICE_ELEMS};
 use crate::kernels::Stream;
-use crate::model::memory::{Category, MemoryPlan};
+use crate::model::memory::{Allocator, BufferSource, Category, MemoryPlan, Planner};
 use crate::model::{OptGroup, ParamLayout};
 use crate::reference::optim::MuonVariant;
 use crate::train::Hyper;
-use std::collections::BTreeMap;
 
 /// The AdamW groups in the order of their per-step scalars.
 pub const ADAMW_GROUPS: [OptGroup; 6] =
@@ -180,27 +178,95 @@ fn norm_segments(layout: &ParamLayout) -> Vec<(usize, usize)> {
     layout.specs.iter().zip(&layout.offsets).map(|(p, &o)| (o, p.numel())).collect()
 }
 
-/// The optimizer's workspace entries of the memory plan (besides the state entries `adamw.m`,
-/// `adamw.v`, `muon.momentum` and `muon.second_moment`), with their exact element counts.
-pub fn plan_entries(layout: &ParamLayout) -> Vec<(&'static str, usize)> {
-    let n_adamw = adamw_tensors(layout).len();
-    let segments = norm_segments(layout);
-    let shapes: Vec<(usize, usize, usize)> =
-        layout.muon_groups.iter().map(|g| (g.members.len(), g.rows, g.cols)).collect();
-    let ws = muon::workspace_lens(&shapes, SLICE_ELEMS);
-    vec![
-        ("optim.scalars", HYPER_WORDS * ADAMW_GROUPS.len() + SCALAR_WORDS * layout.muon_groups.len()),
-        ("adamw.table", adamw::table_len(n_adamw)),
-        ("grad_norm.table", grad_norm::table_len(&segments)),
-        ("grad_norm.partials", grad_norm::partials_len(&segments)),
-        ("grad_norm.out", 2 + 2 * segments.len()),
-        ("muon.ws.x", ws.matrices),
-        ("muon.ws.y", ws.matrices),
-        ("muon.ws.gram", ws.gram),
-        ("muon.ws.poly", ws.gram),
-        ("muon.ws.stats", ws.stats),
-        ("muon.ws.scale", ws.stats),
-    ]
+/// Elements of the AdamW moments: one m and one v per AdamW-managed parameter element.
+pub fn adamw_elems(layout: &ParamLayout) -> usize {
+    layout.specs.iter().filter(|p| p.group != OptGroup::Muon).map(|p| p.numel()).sum()
+}
+
+/// Elements of Muon's state: a momentum buffer per matrix element, and NorMuon's second moment
+/// per row (rows ≥ cols) or per column.
+pub fn muon_elems(layout: &ParamLayout) -> (usize, usize) {
+    let mut mom = 0;
+    let mut second = 0;
+    for g in &layout.muon_groups {
+        mom += g.members.len() * g.rows * g.cols;
+        second += g.members.len() * if g.rows >= g.cols { g.rows } else { g.cols };
+    }
+    (mom, second)
+}
+
+/// The optimizer's buffers: its state (what a checkpoint holds) and its per-step scalars, tables,
+/// norm partials and Muon workspace. Element counts in the plan, tensors once allocated: both
+/// from [`OptimizerBuffers::build`], like the model's `ModelBuffers`.
+pub struct OptimizerBuffers<T> {
+    /// AdamW's moments, packed back to back in `layout.specs` order (see the module docs).
+    pub adamw_m: T,
+    pub adamw_v: T,
+    /// Each Muon group's K·R·C momentum and K·max(R, C) NorMuon second moment.
+    pub muon_momentum: T,
+    pub muon_second_moment: T,
+    /// Per-step values: 8 per AdamW group + 4 per Muon group ([`StepScalars::words`]).
+    pub scalars: T,
+    /// 8 u32 per AdamW tensor.
+    pub adamw_table: T,
+    /// 4 u32 per tensor; 2 per 4,096-element block; 2 + 2 per tensor (‖g‖², non-finite count).
+    pub grad_norm_table: T,
+    pub grad_norm_partials: T,
+    pub grad_norm_out: T,
+    /// Muon's slice workspace (`kernels::muon::MuonWorkspace`).
+    pub muon_x: T,
+    pub muon_y: T,
+    pub muon_gram: T,
+    pub muon_poly: T,
+    pub muon_stats: T,
+    pub muon_scale: T,
+}
+
+impl<T> OptimizerBuffers<T> {
+    pub fn build<S: BufferSource<Buf = T>>(src: &mut S, layout: &ParamLayout) -> Result<Self> {
+        let n_adamw = adamw_tensors(layout).len();
+        let segments = norm_segments(layout);
+        let shapes: Vec<(usize, usize, usize)> =
+            layout.muon_groups.iter().map(|g| (g.members.len(), g.rows, g.cols)).collect();
+        let ws = muon::workspace_lens(&shapes, SLICE_ELEMS);
+        let adam = adamw_elems(layout);
+        let (mom, second) = muon_elems(layout);
+        let mut buf = |name: &str, elems: usize| src.buffer(name, Category::Optimizer, elems);
+        Ok(OptimizerBuffers {
+            adamw_m: buf("adamw.m", adam)?,
+            adamw_v: buf("adamw.v", adam)?,
+            muon_momentum: buf("muon.momentum", mom)?,
+            muon_second_moment: buf("muon.second_moment", second)?,
+            scalars: buf("optim.scalars", HYPER_WORDS * ADAMW_GROUPS.len() + SCALAR_WORDS * layout.muon_groups.len())?,
+            adamw_table: buf("adamw.table", adamw::table_len(n_adamw))?,
+            grad_norm_table: buf("grad_norm.table", grad_norm::table_len(&segments))?,
+            grad_norm_partials: buf("grad_norm.partials", grad_norm::partials_len(&segments))?,
+            grad_norm_out: buf("grad_norm.out", 2 + 2 * segments.len())?,
+            muon_x: buf("muon.ws.x", ws.matrices)?,
+            muon_y: buf("muon.ws.y", ws.matrices)?,
+            muon_gram: buf("muon.ws.gram", ws.gram)?,
+            muon_poly: buf("muon.ws.poly", ws.gram)?,
+            muon_stats: buf("muon.ws.stats", ws.stats)?,
+            muon_scale: buf("muon.ws.scale", ws.stats)?,
+        })
+    }
+
+    /// The state buffers a checkpoint holds, named as [`STATE_ENTRIES`].
+    pub fn state(&self) -> [(&'static str, &T); 4] {
+        [
+            (STATE_ENTRIES[0], &self.adamw_m),
+            (STATE_ENTRIES[1], &self.adamw_v),
+            (STATE_ENTRIES[2], &self.muon_momentum),
+            (STATE_ENTRIES[3], &self.muon_second_moment),
+        ]
+    }
+}
+
+/// The optimizer's part of the memory plan for `layout`.
+pub fn plan(layout: &ParamLayout) -> MemoryPlan {
+    let mut p = Planner::default();
+    OptimizerBuffers::build(&mut p, layout).expect("planning allocates nothing and cannot fail");
+    p.plan
 }
 
 /// The state buffers a checkpoint holds, in the order [`Optimizer::state`] returns them.
@@ -217,7 +283,7 @@ pub struct Optimizer<'c> {
     ctx: &'c GpuContext,
     layout: ParamLayout,
     variant: MuonVariant,
-    bufs: BTreeMap<String, GpuTensor>,
+    bufs: OptimizerBuffers<GpuTensor>,
     adamw: Vec<(String, AdamwTensor)>,
     muon: Vec<MuonSlot>,
     segments: Vec<(usize, usize)>,
@@ -225,27 +291,10 @@ pub struct Optimizer<'c> {
 }
 
 impl<'c> Optimizer<'c> {
-    /// Allocate the plan's optimizer entries (state zeroed, as nanochat's lazily created state).
-    /// Fails if `plan` was not made for `layout`'s model (an entry is missing or sized differently).
-    pub fn new(ctx: &'c GpuContext, plan: &MemoryPlan, layout: &ParamLayout, variant: MuonVariant) -> Result<Self> {
-        let (mom, second) = crate::model::memory::muon_elems(layout);
-        let adam = crate::model::memory::adamw_elems(layout);
-        let mut want: Vec<(&str, usize)> =
-            vec![("adamw.m", adam), ("adamw.v", adam), ("muon.momentum", mom), ("muon.second_moment", second)];
-        want.extend(plan_entries(layout));
-        for (name, elems) in &want {
-            let found = plan.entries.iter().find(|e| e.name == *name && e.category == Category::Optimizer);
-            if found.map(|e| e.elems) != Some(*elems) {
-                return Err(Error::Shape {
-                    op: "Optimizer::new",
-                    message: format!(
-                        "the memory plan's optimizer entry {name} has {:?} elements; this layout needs {elems}",
-                        found.map(|e| e.elems)
-                    ),
-                });
-            }
-        }
-        let bufs = plan.allocate(ctx, &[Category::Optimizer])?;
+    /// Allocate the optimizer's buffers for `layout` (state zeroed, as nanochat's lazily created
+    /// state).
+    pub fn new(ctx: &'c GpuContext, layout: &ParamLayout, variant: MuonVariant) -> Result<Self> {
+        let bufs = OptimizerBuffers::build(&mut Allocator(ctx), layout)?;
         Ok(Optimizer {
             ctx,
             layout: layout.clone(),
@@ -260,10 +309,6 @@ impl<'c> Optimizer<'c> {
 
     pub fn variant(&self) -> MuonVariant {
         self.variant
-    }
-
-    fn buf(&self, name: &str) -> &GpuTensor {
-        self.bufs.get(name).unwrap_or_else(|| panic!("optimizer buffer {name} missing from the plan"))
     }
 
     /// One training step with nanochat's schedules at step `it` (see [`StepScalars::scheduled`]).
@@ -302,7 +347,7 @@ impl<'c> Optimizer<'c> {
         if sc.adamw_step == 0 {
             return Err(Error::Shape { op: "Optimizer::step", message: "AdamW steps count from 1".into() });
         }
-        self.ctx.write(self.buf("optim.scalars"), &sc.words(&self.layout))?;
+        self.ctx.write(&self.bufs.scalars, &sc.words(&self.layout))?;
         let key = (
             params.buffer().clone(),
             params.offset(),
@@ -323,30 +368,31 @@ impl<'c> Optimizer<'c> {
     }
 
     fn record(&self, s: &mut Stream<'_>, params: &GpuTensor, grads: &GpuTensor) -> Result<()> {
-        let out = self.buf("grad_norm.out");
-        grad_norm(s, out, self.buf("grad_norm.partials"), self.buf("grad_norm.table"), grads, &self.segments)?;
+        let b = &self.bufs;
+        let out = &b.grad_norm_out;
+        grad_norm(s, out, &b.grad_norm_partials, &b.grad_norm_table, grads, &self.segments)?;
         let guard = out.view(1, 1);
-        let scalars = self.buf("optim.scalars");
+        let scalars = &self.bufs.scalars;
         let tensors: Vec<AdamwTensor> = self.adamw.iter().map(|(_, t)| *t).collect();
         let adamw_words = HYPER_WORDS * ADAMW_GROUPS.len();
         adamw_step(
             s,
             params,
-            self.buf("adamw.m"),
-            self.buf("adamw.v"),
+            &self.bufs.adamw_m,
+            &self.bufs.adamw_v,
             grads,
             &tensors,
-            self.buf("adamw.table"),
+            &self.bufs.adamw_table,
             &scalars.view(0, adamw_words),
             &guard,
         )?;
         let ws = MuonWorkspace {
-            x: self.buf("muon.ws.x").clone(),
-            y: self.buf("muon.ws.y").clone(),
-            gram: self.buf("muon.ws.gram").clone(),
-            poly: self.buf("muon.ws.poly").clone(),
-            stats: self.buf("muon.ws.stats").clone(),
-            scale: self.buf("muon.ws.scale").clone(),
+            x: self.bufs.muon_x.clone(),
+            y: self.bufs.muon_y.clone(),
+            gram: self.bufs.muon_gram.clone(),
+            poly: self.bufs.muon_poly.clone(),
+            stats: self.bufs.muon_stats.clone(),
+            scale: self.bufs.muon_scale.clone(),
             cap: SLICE_ELEMS,
         };
         for (i, m) in self.muon.iter().enumerate() {
@@ -355,8 +401,8 @@ impl<'c> Optimizer<'c> {
             muon_step(
                 s,
                 &params.view(m.param_offset, n),
-                &self.buf("muon.momentum").view(m.momentum_offset, n),
-                &self.buf("muon.second_moment").view(m.second_offset, nsec),
+                &self.bufs.muon_momentum.view(m.momentum_offset, n),
+                &self.bufs.muon_second_moment.view(m.second_offset, nsec),
                 &grads.view(m.param_offset, n),
                 m.k,
                 m.rows,
@@ -372,7 +418,7 @@ impl<'c> Optimizer<'c> {
 
     /// The gradient norm and non-finite count of the last step that ran (waits for the GPU).
     pub fn grad_report(&self) -> Result<GradNormReport> {
-        Ok(GradNormReport::from_words(&self.ctx.read(self.buf("grad_norm.out"))?))
+        Ok(GradNormReport::from_words(&self.ctx.read(&self.bufs.grad_norm_out)?))
     }
 
     /// Names of the parameters whose gradients held NaN or ±inf in `report`.
@@ -393,7 +439,11 @@ impl<'c> Optimizer<'c> {
 
     /// The optimizer state for a checkpoint: [`STATE_ENTRIES`] with their values (waits for the GPU).
     pub fn state(&self) -> Result<Vec<(String, Vec<f32>)>> {
-        STATE_ENTRIES.iter().map(|&n| Ok((n.to_string(), self.ctx.read(self.buf(n))?))).collect()
+        self.bufs.state().into_iter().map(|(n, t)| Ok((n.to_string(), self.ctx.read(t)?))).collect()
+    }
+
+    fn state_buf(&self, name: &str) -> &GpuTensor {
+        self.bufs.state().into_iter().find(|(n, _)| *n == name).map(|(_, t)| t).expect("a STATE_ENTRIES name")
     }
 
     /// Restore [`Optimizer::state`]'s output: every entry of [`STATE_ENTRIES`] exactly once, each
@@ -405,7 +455,7 @@ impl<'c> Optimizer<'c> {
             if found.len() != 1 {
                 return bad(format!("{name} appears {} times (expected once)", found.len()));
             }
-            let want = self.buf(name).len();
+            let want = self.state_buf(name).len();
             if found[0].1.len() != want {
                 return bad(format!("{name} has {} values; this model needs {want}", found[0].1.len()));
             }
@@ -414,7 +464,7 @@ impl<'c> Optimizer<'c> {
             return bad(format!("unknown entry {n}"));
         }
         for (name, values) in entries {
-            self.ctx.write(self.buf(name), values)?;
+            self.ctx.write(self.state_buf(name), values)?;
         }
         Ok(())
     }
@@ -424,17 +474,17 @@ impl<'c> Optimizer<'c> {
 mod tests {
     use super::*;
     use crate::model::GptConfig;
+    use std::collections::BTreeMap;
 
     #[test]
     fn d12_workspace_and_step_scalars() {
         let layout = ParamLayout::new(&GptConfig::new(12, 6, 6, 768, 32768, 2048, "L").unwrap());
-        let e: BTreeMap<&str, usize> = plan_entries(&layout).into_iter().collect();
+        let e: BTreeMap<String, usize> = plan(&layout).entries.into_iter().map(|e| (e.name, e.elems)).collect();
         // Slices of 12 (768, 768) or 3 (768, 3072)/(3072, 768) matrices; stats for 3 × 3072 rows.
         assert_eq!(e["muon.ws.x"], 12 * 768 * 768);
         assert_eq!(e["muon.ws.gram"], 12 * 768 * 768);
         assert_eq!(e["muon.ws.stats"], 3 * 3072);
-        let ws: usize =
-            ["x", "y", "gram", "poly", "stats", "scale"].iter().map(|n| e[format!("muon.ws.{n}").as_str()]).sum();
+        let ws: usize = ["x", "y", "gram", "poly", "stats", "scale"].iter().map(|n| e[&format!("muon.ws.{n}")]).sum();
         assert!(ws * 4 < 110 << 20, "{} MiB", (ws * 4) >> 20);
         // wte, lm_head, 6 value embeddings, resid, x0, smear_gate, smear_lambda, backout_lambda.
         assert_eq!(e["adamw.table"], 8 * 13);

@@ -36,7 +36,7 @@ use crate::config::RunConfig;
 use crate::data::cli::DataArgs;
 use crate::data::{Dataset, Loader, LoaderOptions, LoaderState, Split};
 use crate::gpu::GpuContext;
-use crate::model::gpu::GpuModel;
+use crate::model::gpu::{GpuModel, Pass};
 use crate::model::memory::{Category, MemoryPlan};
 use crate::model::{OptGroup, ParamLayout};
 use crate::tokenizer::Tokenizer;
@@ -280,10 +280,7 @@ pub fn eval_bpb(
         }
         let batch = val.next_batch()?;
         model.set_batch(&batch.inputs, &batch.targets, 1)?;
-        let mut s = model.stream();
-        model.record_forward(&mut s)?;
-        model.record_head(&mut s, false)?;
-        s.run()?;
+        model.run_micro_step(Pass::Eval)?;
         let losses = model.read_losses()?;
         for (l, &y) in losses.iter().zip(&batch.targets) {
             if y < 0 {
@@ -555,7 +552,7 @@ pub fn run(
     let config = args.config.clone().unwrap_or_else(default_config);
     let rc = RunConfig::load(&config, &args.overrides)?;
     let hyper = Hyper::resolve(&rc)?;
-    let plan = MemoryPlan::for_run(&rc);
+    let plan = crate::train::memory_plan(&rc);
     let desc = describe_run(&rc, &hyper, &plan);
     println!("config: {} {}", config.display(), args.overrides.join(" "));
     print!("{desc}");
@@ -674,7 +671,7 @@ pub fn run(
 
     // ---- allocate exactly the plan; initialise or resume -------------------------------------
     let mut model = GpuModel::for_run(&ctx, &rc)?;
-    let mut opt = Optimizer::new(&ctx, &plan, &layout, tr.muon)?;
+    let mut opt = Optimizer::new(&ctx, &layout, tr.muon)?;
     let mut report = Report::new(&rc, &hyper, &desc, command_line, &ctx, &plan, &tok_path, &data_path);
     report.set_tokenizer(&describe_tokenizer(&tok_path, &tok));
     report.set_data(&ds);
@@ -830,9 +827,7 @@ pub fn run(
         // Where the data stream stood before this step: what a checkpoint of this step holds if
         // the step is interrupted between micro-batches.
         let state_before = train.state();
-        let mut s = model.stream();
-        model.zero_grads(&mut s)?;
-        s.run()?;
+        model.zero_grads()?;
         let mut interrupted_at = None;
         for k in 0..rc.grad_accum {
             if k > 0 && stop_requested() {
@@ -841,11 +836,7 @@ pub fn run(
             }
             let batch = train.next_batch()?;
             model.set_batch(&batch.inputs, &batch.targets, rc.grad_accum)?;
-            let mut s = model.stream();
-            model.record_forward(&mut s)?;
-            model.record_head(&mut s, true)?;
-            model.record_backward(&mut s)?;
-            s.run()?;
+            model.run_micro_step(Pass::Train)?;
         }
         if let Some(k) = interrupted_at {
             progress.line(&format!(

@@ -7,14 +7,12 @@
 
 use super::suite::{upload_at, Runner};
 use super::{adamw_tolerance, grad_norm_tolerance, muon_state_tolerance, muon_tolerance, Tol};
-use crate::config::MemorySpec;
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::kernels::adamw::{adamw_scalars, adamw_step, AdamwHyper, AdamwTensor};
 use crate::kernels::grad_norm::{self, grad_norm, GradNormReport};
 use crate::kernels::muon::{muon_scalars, muon_step, MuonWorkspace, SLICE_ELEMS};
 use crate::kernels::Stream;
-use crate::model::memory::MemoryPlan;
 use crate::model::{GptConfig, ParamLayout};
 use crate::reference::optim::{adamw_step as ref_adamw, muon_step as ref_muon, MuonVariant};
 use crate::train::optimizer::{adamw_group_constants, Optimizer, StepScalars, ADAMW_EPS, ADAMW_GROUPS};
@@ -381,7 +379,6 @@ fn optimizer_cases(ctx: &GpuContext, r: &mut Runner<'_>) -> Result<()> {
     }
     let cfg = GptConfig::new(2, 2, 1, 64, 300, 16, "L")?;
     let layout = ParamLayout::new(&cfg);
-    let plan = MemoryPlan::new(&cfg, 1, &MemorySpec::default());
     let hyper = Hyper {
         num_iterations: 100,
         horizon_source: "validation".into(),
@@ -406,7 +403,7 @@ fn optimizer_cases(ctx: &GpuContext, r: &mut Runner<'_>) -> Result<()> {
     for variant in [MuonVariant::Seed, MuonVariant::Plus] {
         let vname = format!("{variant:?}").to_lowercase();
         let mut rng = r.rng(&format!("{kernel} {vname}"));
-        let mut opt = Optimizer::new(ctx, &plan, &layout, variant)?;
+        let mut opt = Optimizer::new(ctx, &layout, variant)?;
         let params = ctx.upload("params", &layout.init(7))?;
         let grads = ctx.tensor("grads", layout.len)?;
         let shape = format!("d2 c64, {} tensors", layout.specs.len());
