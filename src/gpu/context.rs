@@ -270,6 +270,17 @@ impl GpuContext {
         self.max_binding
     }
 
+    /// The adapter's `min_storage_buffer_offset_alignment`: where a binding window may start.
+    pub fn storage_align(&self) -> u64 {
+        self.limits.min_storage_buffer_offset_alignment as u64
+    }
+
+    /// The binding window of elements `[lo, hi)` of `t` on this context (aligned start, within the
+    /// binding limit): what every launcher binds.
+    pub fn window<'t>(&self, t: &'t GpuTensor, lo: usize, hi: usize) -> Result<crate::gpu::Window<'t>> {
+        t.window(lo, hi, self.storage_align(), self.max_binding)
+    }
+
     /// One line for logs and reports.
     pub fn describe(&self) -> String {
         format!(

@@ -1,10 +1,10 @@
 //! Launchers for `shaders/activation.wgsl`, mirroring `reference::activation`: relu(x)² and its
 //! gradient, over vectors of any length (taken in binding-sized chunks).
 
-use crate::error::{Error, Result};
-use crate::gpu::{GpuTensor, Kernel, Overrides};
-use crate::kernels::rows::{row_chunks, rows_window};
-use crate::kernels::{Stream, MAX_GRID};
+use crate::error::Result;
+use crate::gpu::{GpuTensor, Kernel};
+use crate::kernels::launch::launch_1d;
+use crate::kernels::Stream;
 
 const WG: usize = 256;
 
@@ -29,25 +29,10 @@ pub fn relu2_backward(s: &mut Stream<'_>, dinp: &GpuTensor, dout: &GpuTensor, in
 }
 
 fn launch(s: &mut Stream<'_>, kernel: Kernel, op: &'static str, ops: &[&GpuTensor]) -> Result<()> {
-    let n = ops[0].len();
-    if let Some(t) = ops.iter().find(|t| t.len() != n) {
-        return Err(Error::Shape { op, message: format!("lengths differ: {} vs {}", n, t.len()) });
-    }
-    if n > u32::MAX as usize {
-        return Err(Error::Shape { op, message: format!("{n} elements exceed the 2^32 a shader can index") });
-    }
-    let ctx = s.ctx;
-    let pipeline = ctx.pipeline(kernel, &Overrides::new().set("WG", WG as f64))?;
-    for (lo, hi) in row_chunks(ctx, op, n, &[1], usize::MAX)? {
-        let windows = ops.iter().map(|t| rows_window(ctx, t, lo, hi, 1)).collect::<Result<Vec<_>>>()?;
-        let params = ActivationParams {
-            n: (hi - lo) as u32,
-            off_out: windows[0].elem_offset,
-            off_a: windows[1].elem_offset,
-            off_b: windows.get(2).map_or(0, |w| w.elem_offset),
-        };
-        let groups = (hi - lo).div_ceil(WG).min(MAX_GRID) as u32;
-        s.push(ctx.dispatch(kernel, pipeline.clone(), &windows, bytemuck::bytes_of(&params), [groups, 1, 1])?);
-    }
-    Ok(())
+    launch_1d(s, kernel, op, WG, ops, &[], |n, off| ActivationParams {
+        n,
+        off_out: off[0],
+        off_a: off[1],
+        off_b: off.get(2).copied().unwrap_or(0),
+    })
 }

@@ -10,8 +10,8 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuTensor, Kernel, Overrides};
-use crate::kernels::elementwise::chunk_elems;
 use crate::kernels::grad_norm::{first_blocks, guard_window, plan_blocks, BlockedTensor};
+use crate::kernels::launch::chunk_elems;
 use crate::kernels::{Stream, MAX_GRID};
 
 const WG: usize = 256;
@@ -154,18 +154,16 @@ pub fn adamw_step(
     let blocked: Vec<BlockedTensor> =
         sorted.iter().map(|t| BlockedTensor { offsets: vec![t.param_offset, t.state_offset], len: t.len }).collect();
     let runs = plan_blocks(&blocked, BLOCK, chunk_elems(ctx))?;
-    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
-    let max = ctx.max_binding_bytes();
-    let wt = table.window(0, words.len(), align, max)?;
-    let wh = hyper.window(0, hyper.len(), align, max)?;
+    let wt = ctx.window(table, 0, words.len())?;
+    let wh = ctx.window(hyper, 0, hyper.len())?;
     let wguard = guard_window(s, guard)?;
     let pipeline = ctx.pipeline(Kernel::AdamwStep, &Overrides::new().set("WG", WG as f64))?;
     for run in runs {
         let ((lo, hi), (slo, shi)) = (run.spans[0], run.spans[1]);
-        let wp = p.window(lo, hi, align, max)?;
-        let wg = g.window(lo, hi, align, max)?;
-        let wm = m.window(slo, shi, align, max)?;
-        let wv = v.window(slo, shi, align, max)?;
+        let wp = ctx.window(p, lo, hi)?;
+        let wg = ctx.window(g, lo, hi)?;
+        let wm = ctx.window(m, slo, shi)?;
+        let wv = ctx.window(v, slo, shi)?;
         let params = AdamwParams {
             b0: run.b0 as u32,
             b1: run.b1 as u32,

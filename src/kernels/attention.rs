@@ -290,7 +290,7 @@ fn tiles_for(ctx: &GpuContext, pass: AttnPass, d: usize) -> Result<AttnTiles> {
 /// Batch ranges whose largest per-batch slab (T·H·D floats of q) fits one storage binding, and whose
 /// count fits the grid's z dimension.
 fn batch_chunks(ctx: &GpuContext, dims: &Dims) -> Result<Vec<(usize, usize)>> {
-    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
+    let align = ctx.storage_align();
     let per_batch = (dims.t * dims.h * dims.d) as u64 * 4;
     let usable = ctx.max_binding_bytes().saturating_sub(window_slack(align));
     let per_chunk = (usable / per_batch) as usize;
@@ -334,15 +334,13 @@ pub fn attention_forward(
     let tiles = tiles_for(ctx, pass, d)?;
     let chunks = batch_chunks(ctx, &dims)?;
     let pipeline = ctx.pipeline(pass.kernel(), &tiles.overrides(pass, d, ctx.is_cpu()))?;
-    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
-    let max = ctx.max_binding_bytes();
     let (qb, kb, lb) = (t * h * d, t * hkv * d, t * h);
     for (b0, b1) in chunks {
-        let wq = q.window(b0 * qb, b1 * qb, align, max)?;
-        let wk = k.window(b0 * kb, b1 * kb, align, max)?;
-        let wv = v.window(b0 * kb, b1 * kb, align, max)?;
-        let wo = out.window(b0 * qb, b1 * qb, align, max)?;
-        let wl = lse.window(b0 * lb, b1 * lb, align, max)?;
+        let wq = ctx.window(q, b0 * qb, b1 * qb)?;
+        let wk = ctx.window(k, b0 * kb, b1 * kb)?;
+        let wv = ctx.window(v, b0 * kb, b1 * kb)?;
+        let wo = ctx.window(out, b0 * qb, b1 * qb)?;
+        let wl = ctx.window(lse, b0 * lb, b1 * lb)?;
         let params = AttnParams {
             off_q: wq.elem_offset,
             off_k: wk.elem_offset,
@@ -469,8 +467,6 @@ pub fn attention_backward_ws(
     let chunks = batch_chunks(ctx, &dims)?;
     let p_dq = ctx.pipeline(Kernel::AttentionBackwardDq, &t_dq.overrides(AttnPass::BackwardDq, d, ctx.is_cpu()))?;
     let p_kv = ctx.pipeline(Kernel::AttentionBackwardDkdv, &t_kv.overrides(AttnPass::BackwardDkdv, d, ctx.is_cpu()))?;
-    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
-    let max = ctx.max_binding_bytes();
     let (qb, kb, lb) = (t * h * d, t * hkv * d, t * h);
     let g = h / hkv;
     // All dq dispatches first, so every chunk's Δ exists before any dk/dv dispatch reads it (each
@@ -478,12 +474,12 @@ pub fn attention_backward_ws(
     // The windows both passes bind for a chunk of batches: q, k, v, dout, lse, Δ.
     let common = |b0: usize, b1: usize| -> Result<[Window<'_>; 6]> {
         Ok([
-            q.window(b0 * qb, b1 * qb, align, max)?,
-            k.window(b0 * kb, b1 * kb, align, max)?,
-            v.window(b0 * kb, b1 * kb, align, max)?,
-            dout.window(b0 * qb, b1 * qb, align, max)?,
-            lse.window(b0 * lb, b1 * lb, align, max)?,
-            delta.window(b0 * lb, b1 * lb, align, max)?,
+            ctx.window(q, b0 * qb, b1 * qb)?,
+            ctx.window(k, b0 * kb, b1 * kb)?,
+            ctx.window(v, b0 * kb, b1 * kb)?,
+            ctx.window(dout, b0 * qb, b1 * qb)?,
+            ctx.window(lse, b0 * lb, b1 * lb)?,
+            ctx.window(delta, b0 * lb, b1 * lb)?,
         ])
     };
     let base = |w: &[Window<'_>; 6]| AttnParams {
@@ -497,8 +493,8 @@ pub fn attention_backward_ws(
     };
     for &(b0, b1) in &chunks {
         let w = common(b0, b1)?;
-        let wo = out.window(b0 * qb, b1 * qb, align, max)?;
-        let wdq = dq.window(b0 * qb, b1 * qb, align, max)?;
+        let wo = ctx.window(out, b0 * qb, b1 * qb)?;
+        let wdq = ctx.window(dq, b0 * qb, b1 * qb)?;
         let p = AttnParams { off_x: wo.elem_offset, off_g0: wdq.elem_offset, ..base(&w) };
         let groups = [t_dq.groups_x(AttnPass::BackwardDq, t, g) as u32, hkv as u32, (b1 - b0) as u32];
         let [wq, wk, wv, wdo, wl, wd] = w;
@@ -507,8 +503,8 @@ pub fn attention_backward_ws(
     }
     for &(b0, b1) in &chunks {
         let w = common(b0, b1)?;
-        let wdk = dk.window(b0 * kb, b1 * kb, align, max)?;
-        let wdv = dv.window(b0 * kb, b1 * kb, align, max)?;
+        let wdk = ctx.window(dk, b0 * kb, b1 * kb)?;
+        let wdv = ctx.window(dv, b0 * kb, b1 * kb)?;
         let p = AttnParams { off_g0: wdk.elem_offset, off_g1: wdv.elem_offset, ..base(&w) };
         let groups = [t_kv.groups_x(AttnPass::BackwardDkdv, t, g) as u32, hkv as u32, (b1 - b0) as u32];
         let [wq, wk, wv, wdo, wl, wd] = w;
@@ -575,14 +571,14 @@ pub fn attention_decode(
     let overrides = Overrides::new().set("D", d as f64);
     let p_part = ctx.pipeline(Kernel::AttentionDecodePartial, &overrides)?;
     let p_comb = ctx.pipeline(Kernel::AttentionDecodeCombine, &overrides)?;
-    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
+    let align = ctx.storage_align();
     let max = ctx.max_binding_bytes();
     let base = AttnParams { t: nk as u32, h: h as u32, hkv: hkv as u32, scale, one: 1, ..Default::default() };
 
-    let wq = q.window(0, q.len(), align, max)?;
+    let wq = ctx.window(q, 0, q.len())?;
     let wk = k_cache.window(lo * kvd, (pos + 1) * kvd, align, max)?;
     let wv = v_cache.window(lo * kvd, (pos + 1) * kvd, align, max)?;
-    let wp = part.window(0, part.len(), align, max)?;
+    let wp = ctx.window(&part, 0, part.len())?;
     let params = AttnParams {
         off_q: wq.elem_offset,
         off_k: wk.elem_offset,
@@ -599,8 +595,8 @@ pub fn attention_decode(
         groups,
     )?);
 
-    let wp = part.window(0, part.len(), align, max)?;
-    let wo = out.window(0, out.len(), align, max)?;
+    let wp = ctx.window(&part, 0, part.len())?;
+    let wo = ctx.window(out, 0, out.len())?;
     let params = AttnParams { off_o: wo.elem_offset, off_g0: wp.elem_offset, ..base };
     s.push(ctx.dispatch(
         Kernel::AttentionDecodeCombine,

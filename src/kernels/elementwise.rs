@@ -2,9 +2,9 @@
 //! A vector longer than one storage binding is processed in consecutive chunks.
 
 use crate::error::{Error, Result};
-use crate::gpu::tensor::window_slack;
-use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides, Window};
-use crate::kernels::{Stream, MAX_GRID};
+use crate::gpu::{GpuTensor, Kernel};
+use crate::kernels::launch::launch_1d;
+use crate::kernels::Stream;
 
 const WG: usize = 256;
 
@@ -22,14 +22,6 @@ struct ElementwiseParams {
     _pad1: u32,
 }
 
-/// Elements per chunk so that a window of that many elements fits one binding.
-pub(crate) fn chunk_elems(ctx: &GpuContext) -> usize {
-    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
-    let usable = ctx.max_binding_bytes().saturating_sub(window_slack(align)) / 4;
-    // Keep chunk starts 64-element aligned so consecutive windows start on fresh alignment.
-    ((usable as usize) / 64 * 64).max(64).min(u32::MAX as usize / 2)
-}
-
 fn same_len(op: &'static str, a: &GpuTensor, b: &GpuTensor) -> Result<()> {
     if a.len() != b.len() {
         return Err(Error::Shape { op, message: format!("lengths differ: {} vs {}", a.len(), b.len()) });
@@ -37,38 +29,18 @@ fn same_len(op: &'static str, a: &GpuTensor, b: &GpuTensor) -> Result<()> {
     Ok(())
 }
 
-/// Record one elementwise kernel over `n` elements; `operands` are the tensors bound at 0, 1, 2.
+/// Record one elementwise kernel; `operands` are the tensors bound at 0, 1, 2.
 fn launch(s: &mut Stream<'_>, kernel: Kernel, operands: &[&GpuTensor], alpha: f32, value: f32) -> Result<()> {
-    let ctx = s.ctx;
-    let n = operands[0].len();
-    if n == 0 {
-        return Ok(());
-    }
-    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
-    let step = chunk_elems(ctx);
-    let pipeline = ctx.pipeline(kernel, &Overrides::new().set("WG", WG as f64))?;
-    let mut lo = 0;
-    while lo < n {
-        let hi = (lo + step).min(n);
-        let windows: Vec<Window<'_>> =
-            operands.iter().map(|t| t.window(lo, hi, align, ctx.max_binding_bytes())).collect::<Result<_>>()?;
-        let off = |i: usize| windows.get(i).map_or(0, |w| w.elem_offset);
-        let params = ElementwiseParams {
-            n: (hi - lo) as u32,
-            off_out: off(0),
-            off_x: off(1),
-            off_y: off(2),
-            alpha,
-            value,
-            _pad0: 0,
-            _pad1: 0,
-        };
-        let groups = (hi - lo).div_ceil(WG).min(MAX_GRID) as u32;
-        let d = ctx.dispatch(kernel, pipeline.clone(), &windows, bytemuck::bytes_of(&params), [groups, 1, 1])?;
-        s.push(d);
-        lo = hi;
-    }
-    Ok(())
+    launch_1d(s, kernel, kernel.entry(), WG, operands, &[], |n, off| ElementwiseParams {
+        n,
+        off_out: off[0],
+        off_x: off.get(1).copied().unwrap_or(0),
+        off_y: off.get(2).copied().unwrap_or(0),
+        alpha,
+        value,
+        _pad0: 0,
+        _pad1: 0,
+    })
 }
 
 /// out[i] = value

@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides};
-use crate::kernels::rows::{
+use crate::kernels::launch::{
     expect_dims, expect_len, row_chunks, rows_window, usable_binding_elems, whole_window, MAX_GROUPS_PER_DIM,
 };
 use crate::kernels::{Stream, MAX_GRID};

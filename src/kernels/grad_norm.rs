@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuTensor, Kernel, Overrides, Window};
-use crate::kernels::elementwise::chunk_elems;
+use crate::kernels::launch::chunk_elems;
 use crate::kernels::{Stream, MAX_GRID};
 
 const WG: usize = 256;
@@ -166,13 +166,11 @@ pub fn grad_norm(
     }
     ctx.write(&table.view(0, words.len()), bytemuck::cast_slice(&words))?;
 
-    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
-    let max = ctx.max_binding_bytes();
     let tensors: Vec<BlockedTensor> =
         sorted.iter().map(|&(o, l, _)| BlockedTensor { offsets: vec![o], len: l }).collect();
     let runs = plan_blocks(&tensors, BLOCK, chunk_elems(ctx))?;
     let o = Overrides::new().set("WG", WG as f64);
-    let wt = table.window(0, words.len(), align, max)?;
+    let wt = ctx.window(table, 0, words.len())?;
     let base = GradNormParams {
         b0: 0,
         b1: 0,
@@ -186,8 +184,8 @@ pub fn grad_norm(
     let p1 = ctx.pipeline(Kernel::GradNormPartial, &o)?;
     for run in &runs {
         let (lo, hi) = run.spans[0];
-        let wp = partials.window(2 * run.b0, 2 * run.b1, align, max)?;
-        let wx = x.window(lo, hi, align, max)?;
+        let wp = ctx.window(partials, 2 * run.b0, 2 * run.b1)?;
+        let wx = ctx.window(x, lo, hi)?;
         let params = GradNormParams {
             b0: run.b0 as u32,
             b1: run.b1 as u32,
@@ -207,9 +205,9 @@ pub fn grad_norm(
     }
     // Every tensor has at least one block unless it is empty: empty tensors still get their slot
     // written (zero) by the final pass, which then sums an empty range.
-    let wo = out.window(0, out.len(), align, max)?;
+    let wo = ctx.window(out, 0, out.len())?;
     if n_blocks > 0 {
-        let wp = partials.window(0, 2 * n_blocks, align, max)?;
+        let wp = ctx.window(partials, 0, 2 * n_blocks)?;
         let params = GradNormParams { off_out: wo.elem_offset, off_x: wp.elem_offset, ..base };
         let p2 = ctx.pipeline(Kernel::GradNormFinal, &o)?;
         let groups = n.min(MAX_GRID) as u32;
@@ -259,8 +257,7 @@ impl GradNormReport {
 
 /// The window of `out` holding the non-finite count (element 1): the optimizer kernels' guard.
 pub(crate) fn guard_window<'a>(s: &Stream<'_>, guard: &'a GpuTensor) -> Result<Window<'a>> {
-    let align = s.ctx.limits.min_storage_buffer_offset_alignment as u64;
-    guard.window(0, 1, align, s.ctx.max_binding_bytes())
+    s.ctx.window(guard, 0, 1)
 }
 
 #[cfg(test)]

@@ -608,7 +608,7 @@ fn record(
             });
         }
     }
-    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
+    let align = ctx.storage_align();
     let max_batch = ctx.limits.max_compute_workgroups_per_dimension as usize;
     // Chunks are planned as if every element took 4 bytes: exact for f32, conservative for f16.
     let chunks = plan_chunks(g, ctx.max_binding_bytes(), align, max_batch)?;
@@ -623,9 +623,9 @@ fn record(
         let b_hi = b_lo + (bc - 1) * g.stride_b + (br - 1) * g.ldb + bcol;
         let c_lo = ch.b.0 * g.stride_c + ch.m.0 * g.ldc + ch.n.0;
         let c_hi = c_lo + (bc - 1) * g.stride_c + (mc - 1) * g.ldc + nc;
-        let wa = a.window(a_lo, a_hi, align, ctx.max_binding_bytes())?;
-        let wb = b.window(b_lo, b_hi, align, ctx.max_binding_bytes())?;
-        let wc = c.window(c_lo, c_hi, align, ctx.max_binding_bytes())?;
+        let wa = ctx.window(a, a_lo, a_hi)?;
+        let wb = ctx.window(b, b_lo, b_hi)?;
+        let wc = ctx.window(c, c_lo, c_hi)?;
         // vec4 loads are exact when every row of A and B starts on a multiple of 4 elements.
         let aligned = g.rows_vec4_aligned()
             && (bc == 1 || (g.stride_a.is_multiple_of(4) && g.stride_b.is_multiple_of(4)))

@@ -11,6 +11,7 @@ pub mod crossentropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod grad_norm;
+pub(crate) mod launch;
 pub mod matmul;
 pub mod matmul_coop;
 pub mod muon;
@@ -18,7 +19,6 @@ pub mod reduce;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
-mod rows;
 pub mod smear;
 pub mod vegate;
 

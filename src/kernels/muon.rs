@@ -26,8 +26,8 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides, Window};
-use crate::kernels::elementwise::chunk_elems;
 use crate::kernels::grad_norm::guard_window;
+use crate::kernels::launch::chunk_elems;
 use crate::kernels::matmul::{matmul, Gemm};
 use crate::kernels::{Stream, MAX_GRID};
 use crate::reference::optim::{MuonVariant, MUON_BETA2, POLAR_EXPRESS};
@@ -138,7 +138,7 @@ pub fn muon_scalars(mu: f64, lr: f64, weight_decay: f64, rows: usize, cols: usiz
 
 /// The window of a whole view.
 fn whole<'t>(ctx: &GpuContext, t: &'t GpuTensor) -> Result<Window<'t>> {
-    t.window(0, t.len(), ctx.limits.min_storage_buffer_offset_alignment as u64, ctx.max_binding_bytes())
+    ctx.window(t, 0, t.len())
 }
 
 /// Record one kernel of muon.wgsl.

@@ -7,8 +7,8 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides};
-use crate::kernels::elementwise::chunk_elems;
-use crate::kernels::rows::{expect_at_least, row_chunks, whole_window};
+use crate::kernels::launch::chunk_elems;
+use crate::kernels::launch::{expect_at_least, row_chunks, whole_window};
 use crate::kernels::{elementwise, Stream};
 
 const WG: usize = 256;

@@ -8,9 +8,9 @@
 //! [`backout_backward_scratch_len`].
 
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides, Window};
-use crate::kernels::rows::{expect_len, row_chunks, rows_window, whole_window};
-use crate::kernels::{reduce, Stream, MAX_GRID};
+use crate::gpu::{GpuContext, GpuTensor, Kernel};
+use crate::kernels::launch::{expect_len, launch_1d};
+use crate::kernels::{reduce, Stream};
 
 const WG: usize = 256;
 
@@ -113,29 +113,12 @@ fn launch(
     vectors: &[&GpuTensor],
     scalars: &[&GpuTensor],
 ) -> Result<()> {
-    let n = vectors[0].len();
-    if let Some(t) = vectors.iter().find(|t| t.len() != n) {
-        return Err(Error::Shape { op, message: format!("lengths differ: {n} vs {}", t.len()) });
-    }
     if let Some(t) = scalars.iter().find(|t| t.len() != 1) {
         return Err(Error::Shape { op, message: format!("a lambda must be a 1-element tensor, got {}", t.len()) });
     }
-    if n > u32::MAX as usize {
-        return Err(Error::Shape { op, message: format!("{n} elements exceed the 2^32 a shader can index") });
-    }
-    let ctx = s.ctx;
-    let pipeline = ctx.pipeline(kernel, &Overrides::new().set("WG", WG as f64))?;
-    let sw = scalars.iter().map(|t| whole_window(ctx, t, 0, 1)).collect::<Result<Vec<_>>>()?;
-    for (lo, hi) in row_chunks(ctx, op, n, &[1], usize::MAX)? {
-        let mut windows: Vec<Window<'_>> =
-            vectors.iter().map(|t| rows_window(ctx, t, lo, hi, 1)).collect::<Result<Vec<_>>>()?;
-        windows.extend_from_slice(&sw);
-        let mut params = ResidualParams { n: (hi - lo) as u32, ..Default::default() };
-        for (o, w) in params.off.iter_mut().zip(&windows) {
-            *o = w.elem_offset;
-        }
-        let groups = (hi - lo).div_ceil(WG).min(MAX_GRID) as u32;
-        s.push(ctx.dispatch(kernel, pipeline.clone(), &windows, bytemuck::bytes_of(&params), [groups, 1, 1])?);
-    }
-    Ok(())
+    launch_1d(s, kernel, op, WG, vectors, scalars, |n, offsets| {
+        let mut p = ResidualParams { n, ..Default::default() };
+        p.off[..offsets.len()].copy_from_slice(offsets);
+        p
+    })
 }

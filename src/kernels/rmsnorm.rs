@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::gpu::{GpuTensor, Kernel, Overrides};
-use crate::kernels::rows::{expect_dims, expect_len, row_chunks, rows_window, MAX_GROUPS_PER_DIM};
+use crate::kernels::launch::{expect_dims, expect_len, row_chunks, rows_window, MAX_GROUPS_PER_DIM};
 use crate::kernels::Stream;
 use crate::model::config::RMS_EPS;
 

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuTensor, Kernel, Overrides};
-use crate::kernels::rows::{expect_dims, expect_len, row_chunks, rows_window};
+use crate::kernels::launch::{expect_dims, expect_len, row_chunks, rows_window};
 use crate::kernels::{Stream, MAX_GRID};
 
 const WG: usize = 256;

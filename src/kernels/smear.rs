@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuTensor, Kernel, Overrides};
-use crate::kernels::rows::{expect_dims, expect_len, row_chunks_halo, rows_window, whole_window, MAX_GROUPS_PER_DIM};
+use crate::kernels::launch::{expect_dims, expect_len, row_chunks_halo, rows_window, whole_window, MAX_GROUPS_PER_DIM};
 use crate::kernels::{reduce, Stream};
 use crate::model::config::SMEAR_CHANNELS;
 

@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuTensor, Kernel, Overrides};
-use crate::kernels::rows::{expect_dims, expect_len, row_chunks, rows_window, whole_window, MAX_GROUPS_PER_DIM};
+use crate::kernels::launch::{expect_dims, expect_len, row_chunks, rows_window, whole_window, MAX_GROUPS_PER_DIM};
 use crate::kernels::{reduce, Stream, MAX_GRID};
 use crate::model::config::VE_GATE_CHANNELS;
 

@@ -290,7 +290,7 @@ fn run_muon_case(ctx: &GpuContext, r: &mut Runner<'_>, kernel: &str, c: &MuonCas
     let (n, nsec) = (k * rows * cols, k * rows.max(cols));
     let mut shape = format!("{k}x({rows}x{cols})");
     // Slices as the launcher will cut them: by the workspace bound and by the binding limit.
-    let cap = c.cap.min(crate::kernels::elementwise::chunk_elems(ctx));
+    let cap = c.cap.min(crate::kernels::launch::chunk_elems(ctx));
     let slices = k.div_ceil(crate::kernels::muon::slice_matrices(k, rows * cols, cap));
     if slices > 1 {
         shape += &format!(" {slices} slices");

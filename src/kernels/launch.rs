@@ -1,6 +1,6 @@
-//! Launcher plumbing shared by the model-op families (cross-entropy, rmsnorm, embedding, rope,
-//! activation, residual, smear, vegate): shape checks that name the operand, and row chunking so
-//! that every operand's binding window fits the adapter's storage-binding limit.
+//! The launcher toolkit every kernel family shares: shape checks that name the operand, row
+//! chunking so that every operand's binding window fits the adapter's storage-binding limit, and
+//! the chunked 1-D grid-stride launch of the elementwise families ([`launch_1d`]).
 //!
 //! The ops are row-structured: operand `i` holds `row_elems[i]` contiguous elements per row (an
 //! elementwise op is the case `row_elems = 1`). A chunk of rows `[lo, hi)` of operand `i` is the
@@ -8,7 +8,8 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::tensor::window_slack;
-use crate::gpu::{GpuContext, GpuTensor, Window};
+use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides, Window};
+use crate::kernels::{Stream, MAX_GRID};
 
 /// Most workgroups one grid dimension may have on every adapter (WebGPU's guaranteed minimum).
 pub(crate) const MAX_GROUPS_PER_DIM: usize = 65_535;
@@ -40,10 +41,53 @@ pub(crate) fn expect_dims(op: &'static str, dims: &[(&str, usize)], total: usize
     Ok(())
 }
 
-/// Bytes one window may span: the binding limit less the window's alignment slack.
+/// Elements one window may span: the binding limit less the window's alignment slack.
 pub(crate) fn usable_binding_elems(ctx: &GpuContext) -> usize {
-    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
-    (ctx.max_binding_bytes().saturating_sub(window_slack(align)) / 4) as usize
+    (ctx.max_binding_bytes().saturating_sub(window_slack(ctx.storage_align())) / 4) as usize
+}
+
+/// Elements per chunk of a vector taken in binding-sized chunks: a 64-element multiple, so that
+/// consecutive windows start on fresh alignment, and below 2^31 (shader indices).
+pub(crate) fn chunk_elems(ctx: &GpuContext) -> usize {
+    (usable_binding_elems(ctx) / 64 * 64).max(64).min(u32::MAX as usize / 2)
+}
+
+/// Record a 1-D grid-stride kernel over `vectors` (equal lengths, bound first at 0, 1, …, taken in
+/// chunks of [`chunk_elems`]), then `whole` tensors bound entire after them. `params(n, offsets)`
+/// builds the kernel's parameter struct for a chunk of `n` elements from the element offsets of
+/// every binding, in binding order. Nothing to record for empty vectors.
+pub(crate) fn launch_1d<P: bytemuck::Pod>(
+    s: &mut Stream<'_>,
+    kernel: Kernel,
+    op: &'static str,
+    wg: usize,
+    vectors: &[&GpuTensor],
+    whole: &[&GpuTensor],
+    params: impl Fn(u32, &[u32]) -> P,
+) -> Result<()> {
+    let n = vectors[0].len();
+    if let Some(t) = vectors.iter().find(|t| t.len() != n) {
+        return Err(Error::Shape { op, message: format!("lengths differ: {n} vs {}", t.len()) });
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let ctx = s.ctx;
+    let pipeline = ctx.pipeline(kernel, &Overrides::new().set("WG", wg as f64))?;
+    let fixed = whole.iter().map(|t| ctx.window(t, 0, t.len())).collect::<Result<Vec<_>>>()?;
+    let step = chunk_elems(ctx);
+    let mut lo = 0;
+    while lo < n {
+        let hi = (lo + step).min(n);
+        let mut windows = vectors.iter().map(|t| ctx.window(t, lo, hi)).collect::<Result<Vec<_>>>()?;
+        windows.extend_from_slice(&fixed);
+        let offsets: Vec<u32> = windows.iter().map(|w| w.elem_offset).collect();
+        let p = params((hi - lo) as u32, &offsets);
+        let groups = (hi - lo).div_ceil(wg).min(MAX_GRID) as u32;
+        s.push(ctx.dispatch(kernel, pipeline.clone(), &windows, bytemuck::bytes_of(&p), [groups, 1, 1])?);
+        lo = hi;
+    }
+    Ok(())
 }
 
 /// Split `rows` rows into consecutive chunks `[lo, hi)` so that, for every operand with
@@ -98,5 +142,5 @@ pub(crate) fn rows_window<'t>(
 
 /// The window of elements `[lo, hi)` of `t`.
 pub(crate) fn whole_window<'t>(ctx: &GpuContext, t: &'t GpuTensor, lo: usize, hi: usize) -> Result<Window<'t>> {
-    t.window(lo, hi, ctx.limits.min_storage_buffer_offset_alignment as u64, ctx.max_binding_bytes())
+    ctx.window(t, lo, hi)
 }
