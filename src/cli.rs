@@ -347,7 +347,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 .map(|w| w.trim().parse::<usize>())
                 .collect::<Result<Vec<_>, _>>()
                 .with_context(|| format!("--windows `{}`: expected comma-separated sizes", args.windows))?;
-            let opts = crate::kernels::attention::AttnBenchOptions {
+            let opts = crate::bench::attention::AttnBenchOptions {
                 b: args.b,
                 t: args.t,
                 h: args.h,
@@ -357,7 +357,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 reps: args.reps,
             };
             let ctx = gpu.open()?;
-            crate::kernels::attention::bench(&ctx, &opts, &mut |line| println!("{line}"))?;
+            crate::bench::attention::bench(&ctx, &opts, &mut |line| println!("{line}"))?;
             Ok(0)
         }
         Command::Bench { what: BenchCommand::Data(args) } => {

@@ -164,7 +164,7 @@ pub fn run(ctx: &GpuContext, args: &GpuReportArgs) -> Result<()> {
     // 4. Attention at the d12 layer.
     let mut attn = Vec::new();
     section("Attention (d12 layer, device batch 1)", &mut |out| {
-        let o = crate::kernels::attention::AttnBenchOptions {
+        let o = crate::bench::attention::AttnBenchOptions {
             h: rc.model.n_head,
             hkv: rc.model.n_kv_head,
             d: rc.model.head_dim,
@@ -172,7 +172,7 @@ pub fn run(ctx: &GpuContext, args: &GpuReportArgs) -> Result<()> {
             windows: vec![rc.model.sequence_len, rc.model.sequence_len / 4],
             ..Default::default()
         };
-        attn = crate::kernels::attention::bench(ctx, &o, out)?;
+        attn = crate::bench::attention::bench(ctx, &o, out)?;
         Ok(())
     })?;
     js.insert(

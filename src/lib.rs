@@ -22,6 +22,7 @@ pub mod kernels;
 pub mod model;
 pub mod reference;
 pub mod sample;
+pub mod shapes;
 pub mod testing;
 pub mod tokenizer;
 pub mod train;

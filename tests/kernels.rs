@@ -12,6 +12,7 @@ use wgpt::kernels::{attention, crossentropy, elementwise, embedding, reduce, res
 use wgpt::model::memory::Category;
 use wgpt::model::{GptConfig, ParamLayout};
 use wgpt::reference::optim::MuonVariant;
+use wgpt::shapes::AttnShape;
 use wgpt::testing::{gpu, test_options};
 use wgpt::train::optimizer::{Optimizer, StepScalars};
 use wgpt::util::Rng;
@@ -712,9 +713,22 @@ fn attention_run(
     let (dq, dk, dv) = (ctx.tensor("dq", nq).unwrap(), ctx.tensor("dk", nkv).unwrap(), ctx.tensor("dv", nkv).unwrap());
     let scale = 1.0 / (d as f32).sqrt();
     let mut s = Stream::new(ctx);
-    attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, b, t, h, hkv, d, window, scale).unwrap();
-    attention::attention_backward(&mut s, &dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse, b, t, h, hkv, d, window, scale)
+    attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, &AttnShape { b, t, h, hkv, d, window, scale })
         .unwrap();
+    attention::attention_backward(
+        &mut s,
+        &dq,
+        &dk,
+        &dv,
+        &dout,
+        &q,
+        &k,
+        &v,
+        &out,
+        &lse,
+        &AttnShape { b, t, h, hkv, d, window, scale },
+    )
+    .unwrap();
     s.run().unwrap();
     [&out, &lse, &dq, &dk, &dv].map(|x| ctx.read(x).unwrap())
 }
@@ -759,20 +773,60 @@ fn attention_refuses_bad_input_before_dispatch() {
         (t4(b * t * h * d), t4(b * t * hkv * d), t4(b * t * hkv * d), t4(b * t * h * d), t4(b * t * h));
     let mut s = Stream::new(ctx);
     let err = |r: wgpt::Result<()>| r.unwrap_err().to_string();
-    let e = err(attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, b, t, h, 3, d, t, 0.1));
+    let e = err(attention::attention_forward(
+        &mut s,
+        &out,
+        &lse,
+        &q,
+        &k,
+        &v,
+        &AttnShape { b, t, h, hkv: 3, d, window: t, scale: 0.1 },
+    ));
     assert!(e.contains("not a multiple of Hkv"), "{e}");
-    let e = err(attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, b, t, h, hkv, 66, t, 0.1));
+    let e = err(attention::attention_forward(
+        &mut s,
+        &out,
+        &lse,
+        &q,
+        &k,
+        &v,
+        &AttnShape { b, t, h, hkv, d: 66, window: t, scale: 0.1 },
+    ));
     assert!(e.contains("multiple of 4"), "{e}");
-    let e = err(attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, b, t + 1, h, hkv, d, t, 0.1));
+    let e = err(attention::attention_forward(
+        &mut s,
+        &out,
+        &lse,
+        &q,
+        &k,
+        &v,
+        &AttnShape { b, t: t + 1, h, hkv, d, window: t, scale: 0.1 },
+    ));
     assert!(e.contains("out has 2048 elements, the shape needs 2304"), "{e}");
     // A view that starts off a multiple of 4 cannot be read as vec4 rows.
     let odd = t4(b * t * h * d + 1).view(1, b * t * h * d);
-    let e = err(attention::attention_forward(&mut s, &odd, &lse, &q, &k, &v, b, t, h, hkv, d, t, 0.1));
+    let e = err(attention::attention_forward(
+        &mut s,
+        &odd,
+        &lse,
+        &q,
+        &k,
+        &v,
+        &AttnShape { b, t, h, hkv, d, window: t, scale: 0.1 },
+    ));
     assert!(e.contains("starts at element 1"), "{e}");
     // An output in the same buffer as an input: wgpu would reject the dispatch.
     let shared = t4(2 * b * t * h * d);
     let (q2, out2) = (shared.view(0, b * t * h * d), shared.view(b * t * h * d, b * t * h * d));
-    let e = err(attention::attention_forward(&mut s, &out2, &lse, &q2, &k, &v, b, t, h, hkv, d, t, 0.1));
+    let e = err(attention::attention_forward(
+        &mut s,
+        &out2,
+        &lse,
+        &q2,
+        &k,
+        &v,
+        &AttnShape { b, t, h, hkv, d, window: t, scale: 0.1 },
+    ));
     assert!(e.contains("share a buffer"), "{e}");
     let e = err(attention::attention_backward(
         &mut s,
@@ -785,13 +839,7 @@ fn attention_refuses_bad_input_before_dispatch() {
         &v,
         &out,
         &lse,
-        b,
-        t,
-        h,
-        hkv,
-        d,
-        t,
-        f32::NAN,
+        &AttnShape { b, t, h, hkv, d, window: t, scale: f32::NAN },
     ));
     assert!(e.contains("scale must be finite"), "{e}");
     assert!(s.dispatches().is_empty(), "nothing may be recorded for refused input");
@@ -815,7 +863,8 @@ fn attention_decode_agrees_with_the_forward_rows() {
     let (tq, tk, tv) = (up(&q), up(&k), up(&v));
     let (out, lse) = (ctx.tensor("out", t * h * d).unwrap(), ctx.tensor("lse", t * h).unwrap());
     let mut s = Stream::new(ctx);
-    attention::attention_forward(&mut s, &out, &lse, &tq, &tk, &tv, 1, t, h, hkv, d, window, scale).unwrap();
+    attention::attention_forward(&mut s, &out, &lse, &tq, &tk, &tv, &AttnShape { b: 1, t, h, hkv, d, window, scale })
+        .unwrap();
     s.run().unwrap();
     let full = ctx.read(&out).unwrap();
     let decode = |pos: usize| {

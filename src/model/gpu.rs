@@ -20,7 +20,7 @@ use super::{GptConfig, ParamLayout, ParamTensors};
 use crate::config::{MemorySpec, Recompute, RunConfig};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext, GpuTensor};
-use crate::kernels::attention::{attention_backward_ws, attention_forward};
+use crate::kernels::attention::{attention_backward, attention_backward_scratch_len, attention_forward, AttnShape};
 use crate::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingBuckets, GpuEmbeddingBuckets};
 use crate::kernels::matmul::{matmul, Gemm, MatmulPrecision};
 use crate::kernels::{activation, crossentropy, elementwise, residual, rmsnorm, rope, smear, vegate, Stream};
@@ -202,6 +202,7 @@ impl<'c> GpuModel<'c> {
             residual::lambda_mix_backward_scratch_len(self.ctx, n * c),
             residual::backout_backward_scratch_len(self.ctx, n * c),
             vegate::ve_gate_backward_scratch_len(n, self.cfg.n_kv_head),
+            attention_backward_scratch_len(&self.attn_shape(0)),
             smear::smear_backward_scratch_len(self.b, self.t),
         ]
         .into_iter()
@@ -311,17 +312,26 @@ impl<'c> GpuModel<'c> {
         rmsnorm::rmsnorm_forward(s, &ws.kn, &act.rstd_k, &act.k_rot, n * hkv, d, QK_SCALE)
     }
 
-    fn attn_scale(&self) -> f32 {
-        1.0 / (self.cfg.head_dim as f32).sqrt()
+    /// Block i's attention call: its window, scores scaled by 1/√D.
+    fn attn_shape(&self, i: usize) -> AttnShape {
+        let cfg = &self.cfg;
+        AttnShape {
+            b: self.b,
+            t: self.t,
+            h: cfg.n_head,
+            hkv: cfg.n_kv_head,
+            d: cfg.head_dim,
+            window: cfg.windows[i],
+            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+        }
     }
 
     /// Attention and its projection: att, then x1 = x_in + att·Woᵀ.
     fn block_attention(&self, s: &mut Stream<'_>, i: usize) -> Result<()> {
         let cfg = &self.cfg;
-        let (n, c, h, hkv, d) = (self.b * self.t, cfg.n_embd, cfg.n_head, cfg.n_kv_head, cfg.head_dim);
+        let (n, c, h, d) = (self.b * self.t, cfg.n_embd, cfg.n_head, cfg.head_dim);
         let (ws, act) = (&self.bufs.ws, &self.layers[i].attn);
-        let (b, t, window, scale) = (self.b, self.t, cfg.windows[i], self.attn_scale());
-        attention_forward(s, &act.att, &act.lse, &ws.qn, &ws.kn, &act.v, b, t, h, hkv, d, window, scale)?;
+        attention_forward(s, &act.att, &act.lse, &ws.qn, &ws.kn, &act.v, &self.attn_shape(i))?;
         elementwise::copy(s, &act.x1, &ws.x_in)?;
         matmul(s, &act.x1, &act.att, &self.w.blocks[i].c_proj, &self.lin(Gemm::nt(n, c, h * d)), 1.0, 1.0)
     }
@@ -456,26 +466,7 @@ impl<'c> GpuModel<'c> {
             matmul(s, datt, cur, &wb.c_proj, &self.lin(Gemm::nn(n, hd, c)), 1.0, 0.0)?;
             matmul(s, &gb.c_proj, cur, &act.att, &self.lin(Gemm::tn(c, hd, n)), 1.0, 1.0)?;
             let (dqn, dkn, dv) = (&ws.dqn, &ws.dkn, &ws.dv);
-            attention_backward_ws(
-                s,
-                dqn,
-                dkn,
-                dv,
-                datt,
-                &ws.qn,
-                &ws.kn,
-                &act.v,
-                &act.att,
-                &act.lse,
-                self.b,
-                self.t,
-                h,
-                hkv,
-                d,
-                cfg.windows[i],
-                self.attn_scale(),
-                &ws.delta,
-            )?;
+            attention_backward(s, dqn, dkn, dv, datt, &ws.qn, &ws.kn, &act.v, &act.att, &act.lse, &self.attn_shape(i))?;
             // dq into ws.datt, dk into ws.kn: both free once the attention backward has run.
             let (dq, dk) = (datt, &ws.kn);
             rmsnorm::rmsnorm_backward(s, dq, dqn, &act.q_rot, &act.rstd_q, n * h, d, QK_SCALE, false)?;

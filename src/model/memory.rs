@@ -89,13 +89,14 @@ pub struct MemoryPlan {
     pub entries: Vec<Entry>,
 }
 
-/// f32 of stream workspace the model's launchers need: the value-embedding gate's per-row
-/// coefficients (N·Hkv), smear's (2·B·T), or the partial sums of a scalar-gradient reduction over
-/// N·C elements (256 per binding-sized chunk, counted at the 128 MiB binding of the smallest
-/// adapter wgpt supports; a larger binding needs fewer). `GpuModel::new` checks the real need.
-pub fn stream_scratch_len(n: usize, c: usize, hkv: usize, b: usize, t: usize) -> usize {
+/// f32 of stream workspace the model's launchers need: the attention backward's Δ (N·H, which
+/// also covers the value-embedding gate's per-row coefficients, N·Hkv), smear's (2·B·T), or the
+/// partial sums of a scalar-gradient reduction over N·C elements (256 per binding-sized chunk,
+/// counted at the 128 MiB binding of the smallest adapter wgpt supports; a larger binding needs
+/// fewer). `GpuModel::new` checks the real need.
+pub fn stream_scratch_len(n: usize, c: usize, h: usize, b: usize, t: usize) -> usize {
     let chunk = ((128usize << 20) - 272) / 4 / 64 * 64;
-    (n * hkv).max(2 * b * t).max(256 * (n * c).div_ceil(chunk))
+    (n * h).max(2 * b * t).max(256 * (n * c).div_ceil(chunk))
 }
 
 /// Where a buffer set's buffers come from: each request names a buffer (as `wgpt info` and wgpu
@@ -247,8 +248,6 @@ pub struct Workspace<T> {
     pub h: Option<T>,
     /// The attention half's outputs, recomputed per layer under `block`.
     pub attn: Option<AttnActs<T>>,
-    /// (N, H) attention backward's Δ = ⟨dout, out⟩ per query and head.
-    pub delta: T,
     /// Launchers' temporaries (reduction partials, per-row gate coefficients), see `Stream`.
     pub stream: T,
     /// (N) per-token losses of the last head pass.
@@ -340,8 +339,7 @@ impl<T> ModelBuffers<T> {
             da: buf("ws.da", Workspace, n * f)?,
             h: if rec != Recompute::None { Some(buf("ws.h", Workspace, n * f)?) } else { None },
             attn: if rec == Recompute::Block { Some(attn(&mut buf, "ws.", Workspace)?) } else { None },
-            delta: buf("ws.delta", Workspace, n * h)?,
-            stream: buf("ws.stream", Workspace, stream_scratch_len(n, c, hkv, b, t))?,
+            stream: buf("ws.stream", Workspace, stream_scratch_len(n, c, h, b, t))?,
             losses: buf("ws.losses", Workspace, n)?,
         };
         let logits = buf("logits", Logits, mem.logits_chunk_rows(m, b) * m.padded_vocab)?;

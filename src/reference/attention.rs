@@ -7,6 +7,7 @@
 //! (window + 1 keys, itself included; window ≥ T − 1 is plain causal attention).
 
 use super::Real;
+pub use crate::shapes::AttnShape;
 
 struct Dims {
     t: usize,
@@ -33,21 +34,8 @@ fn dot<R: Real>(a: &[R], b: &[R]) -> f64 {
 }
 
 /// out[b,t,h] = Σ_j softmax_j(scale · q[b,t,h]·k[b,j]) v[b,j];  lse[b,t,h] = ln Σ_j exp(scale · q·k_j)
-#[allow(clippy::too_many_arguments)]
-pub fn attention_forward<R: Real>(
-    out: &mut [R],
-    lse: &mut [R],
-    q: &[R],
-    k: &[R],
-    v: &[R],
-    b: usize,
-    t: usize,
-    h: usize,
-    hkv: usize,
-    d: usize,
-    window: usize,
-    scale: f32,
-) {
+pub fn attention_forward<R: Real>(out: &mut [R], lse: &mut [R], q: &[R], k: &[R], v: &[R], shape: &AttnShape) {
+    let AttnShape { b, t, h, hkv, d, window, scale } = *shape;
     let dm = Dims { t, h, hkv, d, window };
     let scale = scale as f64;
     for bi in 0..b {
@@ -97,14 +85,9 @@ pub fn attention_backward<R: Real>(
     v: &[R],
     out: &[R],
     lse: &[R],
-    b: usize,
-    t: usize,
-    h: usize,
-    hkv: usize,
-    d: usize,
-    window: usize,
-    scale: f32,
+    shape: &AttnShape,
 ) {
+    let AttnShape { b, t, h, hkv, d, window, scale } = *shape;
     let dm = Dims { t, h, hkv, d, window };
     let scale = scale as f64;
     let mut dk64 = vec![0.0f64; dk.len()];

@@ -1,7 +1,7 @@
 //! Reference for `kernels::matmul`: C = α·op(A)·op(B) + β·C over a batch, f64 accumulation.
 
 use super::Real;
-use crate::kernels::matmul::{Gemm, MatmulPrecision};
+use crate::shapes::{Gemm, MatmulPrecision};
 
 /// Same contract as the GPU kernels, including β = 0 never reading C (so NaN in C is overwritten).
 /// A product that accepts f16 (`g.precision`) sees its inputs rounded to nearest f16, as the

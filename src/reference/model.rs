@@ -7,7 +7,7 @@
 //! Parameters and gradients live in the flat arena described by [`ParamLayout`].
 
 use super::activation::{relu2_backward, relu2_forward};
-use super::attention::{attention_backward, attention_forward};
+use super::attention::{attention_backward, attention_forward, AttnShape};
 use super::crossentropy::softcap_cross_entropy;
 use super::embedding::{embedding_backward, embedding_forward};
 use super::matmul::matmul;
@@ -17,9 +17,9 @@ use super::rope::{rope_backward, rope_forward, rope_tables};
 use super::smear::{smear_backward, smear_forward};
 use super::vegate::{ve_gate_backward, ve_gate_forward};
 use super::Real;
-use crate::kernels::matmul::Gemm;
 use crate::model::config::{QK_SCALE, SOFTCAP};
 use crate::model::{GptConfig, ParamLayout};
+use crate::shapes::Gemm;
 
 /// Everything the backward needs, per layer.
 struct LayerCache<R> {
@@ -141,7 +141,14 @@ impl<'a, R: Real> RefGpt<'a, R> {
             let mut att = zeros(n * hd);
             let mut lse = zeros(n * h);
             let scale = 1.0 / (d as f32).sqrt();
-            attention_forward(&mut att, &mut lse, &qn, &kn, &v, b, t, h, hkv, d, cfg.windows[i], scale);
+            attention_forward(
+                &mut att,
+                &mut lse,
+                &qn,
+                &kn,
+                &v,
+                &AttnShape { b, t, h, hkv, d, window: cfg.windows[i], scale },
+            );
             let mut x1 = x_in.clone();
             matmul(&mut x1, &att, w("attn.c_proj.weight"), &Gemm::nt(n, c, hd), 1.0, 1.0);
             let mut u2 = zeros(n * c);
@@ -296,13 +303,7 @@ impl<'a, R: Real> RefGpt<'a, R> {
                 &lc.v,
                 &lc.att,
                 &lc.lse,
-                b,
-                t,
-                h,
-                hkv,
-                d,
-                cfg.windows[i],
-                scale,
+                &AttnShape { b, t, h, hkv, d, window: cfg.windows[i], scale },
             );
             let (mut dq, mut dk) = (zeros(n * hd), zeros(n * kv));
             rmsnorm_backward(&mut dq, &dqn, &lc.q_rot, &lc.rstd_q, n * h, d, QK_SCALE, false);

@@ -28,6 +28,7 @@ use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::kernels::{attention, Stream};
 use crate::reference;
+use crate::shapes::AttnShape;
 use crate::util::Rng;
 use std::time::Instant;
 
@@ -117,6 +118,7 @@ fn run_case(ctx: &GpuContext, r: &mut Runner<'_>, fwd: &str, bwd: &str, c: &Case
     let shape = c.shape();
     let (b, t, h, hkv, d, window) = (c.b, c.t, c.h, c.hkv, c.d, c.window);
     let scale = 1.0 / (d as f32).sqrt();
+    let shape_a = AttnShape { b, t, h, hkv, d, window, scale };
     let mut rng = r.rng(&format!("attention {shape}"));
     let q = unit_rms_rows(&mut rng, b * t * h, d, 1.2);
     let k = if c.peaky { q.clone() } else { unit_rms_rows(&mut rng, b * t * hkv, d, 1.2) };
@@ -127,7 +129,7 @@ fn run_case(ctx: &GpuContext, r: &mut Runner<'_>, fwd: &str, bwd: &str, c: &Case
 
     let mut out = vec![0.0f32; nq];
     let mut lse = vec![0.0f32; nl];
-    reference::attention::attention_forward(&mut out, &mut lse, &q, &k, &v, b, t, h, hkv, d, window, scale);
+    reference::attention::attention_forward(&mut out, &mut lse, &q, &k, &v, &shape_a);
 
     let tq = upload_at(ctx, "q", &q, pad4)?;
     let tk = upload_at(ctx, "k", &k, pad4)?;
@@ -138,7 +140,7 @@ fn run_case(ctx: &GpuContext, r: &mut Runner<'_>, fwd: &str, bwd: &str, c: &Case
         let t_lse = upload_at(ctx, "lse", &vec![f32::NAN; nl], pad1)?;
         let t0 = Instant::now();
         let mut st = Stream::new(ctx);
-        attention::attention_forward(&mut st, &t_out, &t_lse, &tq, &tk, &tv, b, t, h, hkv, d, window, scale)?;
+        attention::attention_forward(&mut st, &t_out, &t_lse, &tq, &tk, &tv, &shape_a)?;
         st.run()?;
         let secs = t0.elapsed().as_secs_f64();
         r.record(fwd, "out", &shape, &ctx.read(&t_out)?, &out, tol, secs);
@@ -148,22 +150,19 @@ fn run_case(ctx: &GpuContext, r: &mut Runner<'_>, fwd: &str, bwd: &str, c: &Case
         let mut dq = vec![0.0f32; nq];
         let mut dk = vec![0.0f32; nkv];
         let mut dv = vec![0.0f32; nkv];
-        reference::attention::attention_backward(
-            &mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &out, &lse, b, t, h, hkv, d, window, scale,
-        );
+        reference::attention::attention_backward(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &out, &lse, &shape_a);
         let t_dout = upload_at(ctx, "dout", &dout, pad4)?;
         let t_out = upload_at(ctx, "out", &out, pad4)?;
         let t_lse = upload_at(ctx, "lse", &lse, pad1)?;
         let t_dq = upload_at(ctx, "dq", &vec![f32::NAN; nq], pad4)?;
         let t_dk = upload_at(ctx, "dk", &vec![f32::NAN; nkv], pad4)?;
         let t_dv = upload_at(ctx, "dv", &vec![f32::NAN; nkv], pad4)?;
+        // Δ comes from the stream's workspace: poisoned, and at an offset in its buffer when the
+        // case has offsets, as in a training step.
         let t_delta = upload_at(ctx, "delta", &vec![f32::NAN; nl], pad1)?;
         let t0 = Instant::now();
-        let mut st = Stream::new(ctx);
-        attention::attention_backward_ws(
-            &mut st, &t_dq, &t_dk, &t_dv, &t_dout, &tq, &tk, &tv, &t_out, &t_lse, b, t, h, hkv, d, window, scale,
-            &t_delta,
-        )?;
+        let mut st = Stream::with_workspace(ctx, t_delta);
+        attention::attention_backward(&mut st, &t_dq, &t_dk, &t_dv, &t_dout, &tq, &tk, &tv, &t_out, &t_lse, &shape_a)?;
         st.run()?;
         let secs = t0.elapsed().as_secs_f64();
         r.record(bwd, "dq", &shape, &ctx.read(&t_dq)?, &dq, tol, secs);

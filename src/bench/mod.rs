@@ -2,6 +2,8 @@
 //! noisy, so every figure is printed beside a baseline measured in the same run (a ratio), after
 //! a warm-up, as the median of several runs.
 
+pub mod attention;
+
 use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::kernels::matmul::{self, median, Gemm, MatmulPrecision, MatmulVariant};
