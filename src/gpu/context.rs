@@ -9,11 +9,14 @@
 use super::adapters;
 use super::autotune::{AutotuneMode, Autotuner};
 use super::coop::{self, CoopConfig, CoopGate, CoopMode, CoopStatus};
+use super::immediates::Immediates;
 use super::pipelines::{Kernel, Overrides, PipelineKey, Shader, Specialization};
 use super::tensor::{DType, GpuTensor, Window};
 use crate::error::{Error, Result};
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -132,6 +135,10 @@ pub struct GpuContext {
     /// The verdict after the start-up self-test, computed on first use
     /// (`kernels::matmul_coop::coop_status`).
     coop_status: OnceLock<CoopStatus>,
+    /// Which kernels have been encoded for execution since [`GpuContext::take_ran`] last
+    /// cleared them, indexed by `Kernel as usize`: how the validation suite knows what each row
+    /// ran. A relaxed store per encoded dispatch, so replays pay nothing measurable.
+    ran: Vec<AtomicBool>,
 }
 
 /// Optional features wgpt uses when the adapter has them.
@@ -143,8 +150,8 @@ const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SHADER_FLOAT32_ATOMIC)
     .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
 
-/// Largest `var<immediate>` struct any kernel declares (MatmulParams, 20 words).
-pub const IMMEDIATE_BYTES: u32 = 80;
+/// Largest `var<immediate>` struct any kernel declares, computed from the kernel table.
+pub use super::pipelines::IMMEDIATE_BYTES;
 
 impl GpuContext {
     /// Open the adapter the options select, with its real limits and every useful feature it has.
@@ -257,6 +264,7 @@ impl GpuContext {
             coop_configs,
             coop_gate,
             coop_status: OnceLock::new(),
+            ran: Kernel::ALL.iter().map(|_| AtomicBool::new(false)).collect(),
         })
     }
 
@@ -384,15 +392,28 @@ impl GpuContext {
         Ok(pipeline)
     }
 
-    /// Bind `windows[i]` to `@binding(i)` of group 0 of `pipeline` and package the dispatch.
-    pub fn dispatch(
+    /// Bind `windows[i]` to `@binding(i)` of group 0 of `pipeline` and package the dispatch with
+    /// `params` as its immediates. `params` must be the struct the kernel table names for the
+    /// kernel's shader: that is the one `tests/shaders.rs` checks against the WGSL declaration.
+    pub fn dispatch<P: Immediates>(
         &self,
         kernel: Kernel,
         pipeline: Arc<wgpu::ComputePipeline>,
         windows: &[Window<'_>],
-        immediates: &[u8],
+        params: &P,
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
+        if TypeId::of::<P>() != kernel.shader().params_type() {
+            return Err(Error::Shape {
+                op: kernel.entry(),
+                message: format!(
+                    "immediates are {} but {} declares {}",
+                    P::LAYOUT.name,
+                    kernel.shader().file(),
+                    kernel.shader().params().name
+                ),
+            });
+        }
         let max = self.limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > max) {
             return Err(Error::Shape {
@@ -418,7 +439,7 @@ impl GpuContext {
             layout: &layout,
             entries: &entries,
         });
-        Ok(Dispatch { kernel, pipeline, bind_group, immediates: immediates.to_vec(), workgroups })
+        Ok(Dispatch { kernel, pipeline, bind_group, immediates: bytemuck::bytes_of(params).to_vec(), workgroups })
     }
 
     // ---- buffers --------------------------------------------------------------------------------
@@ -580,6 +601,7 @@ impl GpuContext {
                 enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgpt"), timestamp_writes: None });
             for _ in 0..repeat {
                 for d in dispatches {
+                    self.ran[d.kernel as usize].store(true, Ordering::Relaxed);
                     pass.set_pipeline(&d.pipeline);
                     pass.set_bind_group(0, &d.bind_group, &[]);
                     if !d.immediates.is_empty() {
@@ -590,6 +612,12 @@ impl GpuContext {
             }
         }
         enc.finish()
+    }
+
+    /// The kernels encoded for execution (by `submit`, `run`, `time` or `profile`) since the
+    /// previous call, in `Kernel::ALL` order, and forget them.
+    pub fn take_ran(&self) -> Vec<Kernel> {
+        Kernel::ALL.iter().copied().filter(|&k| self.ran[k as usize].swap(false, Ordering::Relaxed)).collect()
     }
 
     /// Submit dispatches without waiting.
@@ -652,6 +680,7 @@ impl GpuContext {
                 });
                 pass.write_timestamp(&qs, 0);
                 for (i, d) in part.iter().enumerate() {
+                    self.ran[d.kernel as usize].store(true, Ordering::Relaxed);
                     pass.set_pipeline(&d.pipeline);
                     pass.set_bind_group(0, &d.bind_group, &[]);
                     if !d.immediates.is_empty() {

@@ -2,20 +2,21 @@
 //! gradient, over vectors of any length (taken in binding-sized chunks).
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuTensor, Kernel, Overrides};
 use crate::kernels::rows::{row_chunks, rows_window};
 use crate::kernels::{Stream, MAX_GRID};
 
 const WG: usize = 256;
 
-/// Matches `ActivationParams` in the shader.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ActivationParams {
-    n: u32,
-    off_out: u32,
-    off_a: u32,
-    off_b: u32,
+immediates! {
+    /// Matches `ActivationParams` in the shader.
+    pub struct ActivationParams {
+        n: u32,
+        off_out: u32,
+        off_a: u32,
+        off_b: u32,
+    }
 }
 
 /// out = max(inp, 0)². out may not share a buffer with inp.
@@ -47,7 +48,7 @@ fn launch(s: &mut Stream<'_>, kernel: Kernel, op: &'static str, ops: &[&GpuTenso
             off_b: windows.get(2).map_or(0, |w| w.elem_offset),
         };
         let groups = (hi - lo).div_ceil(WG).min(MAX_GRID) as u32;
-        s.push(ctx.dispatch(kernel, pipeline.clone(), &windows, bytemuck::bytes_of(&params), [groups, 1, 1])?);
+        s.push(ctx.dispatch(kernel, pipeline.clone(), &windows, &params, [groups, 1, 1])?);
     }
     Ok(())
 }

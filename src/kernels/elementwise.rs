@@ -2,24 +2,25 @@
 //! A vector longer than one storage binding is processed in consecutive chunks.
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::tensor::window_slack;
 use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides, Window};
 use crate::kernels::{Stream, MAX_GRID};
 
 const WG: usize = 256;
 
-/// Per-dispatch parameters; matches `ElementwiseParams` in the shader.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ElementwiseParams {
-    n: u32,
-    off_out: u32,
-    off_x: u32,
-    off_y: u32,
-    alpha: f32,
-    value: f32,
-    _pad0: u32,
-    _pad1: u32,
+immediates! {
+    /// Per-dispatch parameters; matches `ElementwiseParams` in the shader.
+    pub struct ElementwiseParams {
+        n: u32,
+        off_out: u32,
+        off_x: u32,
+        off_y: u32,
+        alpha: f32,
+        value: f32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// Elements per chunk so that a window of that many elements fits one binding.
@@ -64,7 +65,7 @@ fn launch(s: &mut Stream<'_>, kernel: Kernel, operands: &[&GpuTensor], alpha: f3
             _pad1: 0,
         };
         let groups = (hi - lo).div_ceil(WG).min(MAX_GRID) as u32;
-        let d = ctx.dispatch(kernel, pipeline.clone(), &windows, bytemuck::bytes_of(&params), [groups, 1, 1])?;
+        let d = ctx.dispatch(kernel, pipeline.clone(), &windows, &params, [groups, 1, 1])?;
         s.push(d);
         lo = hi;
     }

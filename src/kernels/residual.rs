@@ -8,19 +8,21 @@
 //! [`backout_backward_scratch_len`].
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides, Window};
 use crate::kernels::rows::{expect_len, row_chunks, rows_window, whole_window};
 use crate::kernels::{reduce, Stream, MAX_GRID};
 
 const WG: usize = 256;
 
-/// Matches `ResidualParams` in the shader: the element offsets of bindings 0..5.
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct ResidualParams {
-    n: u32,
-    off: [u32; 5],
-    _pad: [u32; 2],
+immediates! {
+    /// Matches `ResidualParams` in the shader: the element offsets of bindings 0..5.
+    #[derive(Default)]
+    pub struct ResidualParams {
+        n: u32,
+        off: [u32; 5],
+        _pad: [u32; 2],
+    }
 }
 
 /// out = a·x + b·x0, a and b read from 1-element tensors (the parameter arena). out may not share a
@@ -135,7 +137,7 @@ fn launch(
             *o = w.elem_offset;
         }
         let groups = (hi - lo).div_ceil(WG).min(MAX_GRID) as u32;
-        s.push(ctx.dispatch(kernel, pipeline.clone(), &windows, bytemuck::bytes_of(&params), [groups, 1, 1])?);
+        s.push(ctx.dispatch(kernel, pipeline.clone(), &windows, &params, [groups, 1, 1])?);
     }
     Ok(())
 }
