@@ -905,3 +905,24 @@ fn every_kernel_has_validation_rows() {
     let missing: Vec<&Kernel> = Kernel::ALL.iter().filter(|k| !by_kernel.contains_key(k)).collect();
     assert!(missing.is_empty(), "kernels without a validation row: {missing:?} ({} rows ran)", rows.len());
 }
+
+/// `WGPT_MATMUL_VARIANT` is read once into `GpuOptions` and checked when the context opens, not
+/// at the first product: a bad name fails `GpuContext::new` naming the variable and the choices;
+/// a good one is what every product whose precision admits it gets.
+#[test]
+fn forced_matmul_variant_is_checked_when_the_context_opens() {
+    if gpu().is_none() {
+        return;
+    }
+    let bad = GpuOptions { matmul_variant: Some("bogus_8x8".into()), ..test_options() };
+    let err = GpuContext::new(&bad).err().expect("a bad variant name is refused").to_string();
+    assert!(
+        err.starts_with("environment variable WGPT_MATMUL_VARIANT: `bogus_8x8` is not a variant this adapter can run")
+            && err.contains("choose from: naive, "),
+        "{err}"
+    );
+    let ctx = GpuContext::new(&GpuOptions { matmul_variant: Some("naive".into()), ..test_options() }).unwrap();
+    assert_eq!(ctx.forced_matmul_variant(), Some(MatmulVariant::Naive));
+    let g = Gemm::new(false, true, 8, 8, 8);
+    assert_eq!(matmul::choose_variant(&ctx, &g, DType::F32).unwrap(), MatmulVariant::Naive);
+}

@@ -13,6 +13,7 @@ use super::immediates::Immediates;
 use super::pipelines::{Kernel, Overrides, PipelineKey, Shader, Specialization};
 use super::tensor::{DType, GpuTensor, Window};
 use crate::error::{Error, Result};
+use crate::kernels::matmul::{self, MatmulVariant};
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -43,6 +44,10 @@ pub struct GpuOptions {
     pub shader_checks: bool,
     /// Cooperative matrices: where the gates allow, never, or despite the deny list (`WGPT_COOP`).
     pub coop: CoopMode,
+    /// Force this matmul variant (a `MatmulVariant` name) on every product whose precision admits
+    /// it (`WGPT_MATMUL_VARIANT`, for experiments). Read here once rather than per product;
+    /// checked against the adapter when the context opens.
+    pub matmul_variant: Option<String>,
 }
 
 impl Default for GpuOptions {
@@ -61,6 +66,7 @@ impl Default for GpuOptions {
             }),
             shader_checks: std::env::var("WGPT_SHADER_CHECKS").is_ok_and(|v| v == "1"),
             coop: CoopMode::from_env().unwrap_or(CoopMode::Auto),
+            matmul_variant: std::env::var("WGPT_MATMUL_VARIANT").ok(),
         }
     }
 }
@@ -87,8 +93,8 @@ impl GpuOptions {
             o.adapter = Some(a);
         }
         if let Ok(v) = std::env::var("WGPT_MAX_BINDING_BYTES") {
-            o.max_binding_bytes = Some(v.trim().parse().map_err(|_| Error::Validation {
-                context: "WGPT_MAX_BINDING_BYTES".into(),
+            o.max_binding_bytes = Some(v.trim().parse().map_err(|_| Error::Env {
+                var: "WGPT_MAX_BINDING_BYTES",
                 message: format!("`{v}` is not a byte count"),
             })?);
         }
@@ -135,6 +141,8 @@ pub struct GpuContext {
     /// The verdict after the start-up self-test, computed on first use
     /// (`kernels::matmul_coop::coop_status`).
     coop_status: OnceLock<CoopStatus>,
+    /// [`GpuOptions::matmul_variant`], parsed and checked against this adapter.
+    forced_matmul: Option<MatmulVariant>,
     /// Which kernels have been encoded for execution since [`GpuContext::take_ran`] last
     /// cleared them, indexed by `Kernel as usize`: how the validation suite knows what each row
     /// ran. A relaxed store per encoded dispatch, so replays pay nothing measurable.
@@ -245,7 +253,7 @@ impl GpuContext {
         let autotune = Autotuner::new(opts.autotune, opts.cache_dir.clone(), opts.autotune_budget, &info);
         let coop_configs = coop::usable_configs(&adapter, features);
         let coop_gate = coop::gate(&info, features, &coop_configs, opts.coop);
-        Ok(Self {
+        let mut ctx = Self {
             instance,
             adapter,
             device,
@@ -265,7 +273,27 @@ impl GpuContext {
             coop_gate,
             coop_status: OnceLock::new(),
             ran: Kernel::ALL.iter().map(|_| AtomicBool::new(false)).collect(),
-        })
+            forced_matmul: None,
+        };
+        if let Some(name) = &opts.matmul_variant {
+            // Whether a variant fits depends on the adapter's limits and subgroup size, so this is
+            // checked on the opened context, once, rather than at every product.
+            let fitting = || matmul::all_variants().filter(|v| v.fits(&ctx));
+            let forced = fitting().find(|v| v.name() == *name).ok_or_else(|| Error::Env {
+                var: "WGPT_MATMUL_VARIANT",
+                message: format!(
+                    "`{name}` is not a variant this adapter can run; choose from: {}",
+                    fitting().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+                ),
+            })?;
+            ctx.forced_matmul = Some(forced);
+        }
+        Ok(ctx)
+    }
+
+    /// The matmul variant `WGPT_MATMUL_VARIANT` forces, checked when the context opened.
+    pub fn forced_matmul_variant(&self) -> Option<MatmulVariant> {
+        self.forced_matmul
     }
 
     /// The options this context was opened with (to open a sibling with one setting changed).

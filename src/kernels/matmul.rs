@@ -753,14 +753,7 @@ pub fn candidates(ctx: &GpuContext, g: &Gemm, operand: DType) -> Vec<MatmulVaria
 /// coop variant never changes the f32 products, e.g. Muon's). Once the context's tuning budget is
 /// spent, a new class gets the default without it being recorded, so a later run still tunes it.
 pub fn choose_variant(ctx: &GpuContext, g: &Gemm, operand: DType) -> Result<MatmulVariant> {
-    if let Ok(v) = std::env::var("WGPT_MATMUL_VARIANT") {
-        let forced = MatmulVariant::parse(&v).filter(|v| v.fits(ctx)).ok_or_else(|| Error::Validation {
-            context: "WGPT_MATMUL_VARIANT".into(),
-            message: format!(
-                "`{v}` is not a variant this adapter can run; choose from: {}",
-                all_variants().filter(|v| v.fits(ctx)).map(|v| v.name()).collect::<Vec<_>>().join(", ")
-            ),
-        })?;
+    if let Some(forced) = ctx.forced_matmul_variant() {
         let storage_ok = operand == DType::F32 || matches!(forced, MatmulVariant::Coop(_));
         if forced.precision() <= g.precision && storage_ok {
             return Ok(forced);
