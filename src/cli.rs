@@ -7,12 +7,12 @@
 //! `wgpt tokenizer --help` does not offer options it would ignore.
 
 use crate::bench::{self, MatmulBenchOptions};
-use crate::gpu::adapters;
+use crate::gpu::adapters::{self, Backend};
 use crate::gpu::{AutotuneMode, GpuContext, GpuOptions};
 use crate::util::Rng;
 use crate::validate::suite::{self, SuiteOptions};
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
@@ -33,15 +33,15 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "GPU options")]
 pub struct GpuArgs {
-    /// Graphics backend to search: vulkan, metal, dx12, gl or all.
-    #[arg(long, env = "WGPT_BACKEND", default_value = "vulkan")]
-    pub backend: String,
+    /// Graphics backend to search.
+    #[arg(long, env = "WGPT_BACKEND", value_enum, ignore_case = true, default_value_t = Backend::Vulkan)]
+    pub backend: Backend,
     /// Adapter to use: an index from `wgpt adapters` or a substring of its name.
     #[arg(long, env = "WGPT_ADAPTER")]
     pub adapter: Option<String>,
-    /// Kernel-variant autotuning: on (time candidates on first use, cache the winner) or off.
-    #[arg(long, env = "WGPT_AUTOTUNE", default_value = "on")]
-    pub autotune: String,
+    /// Kernel-variant autotuning.
+    #[arg(long, env = "WGPT_AUTOTUNE", value_enum, ignore_case = true, default_value_t = AutotuneMode::On)]
+    pub autotune: AutotuneMode,
     /// Pretend storage bindings are at most this many bytes (forces chunking; for testing).
     #[arg(long, env = "WGPT_MAX_BINDING_BYTES")]
     pub max_binding_bytes: Option<u64>,
@@ -50,10 +50,10 @@ pub struct GpuArgs {
 impl GpuArgs {
     pub fn resolve(&self) -> anyhow::Result<GpuOptions> {
         Ok(GpuOptions {
-            backends: adapters::parse_backends(&self.backend)?,
+            backends: self.backend.backends(),
             adapter: self.adapter.clone(),
             max_binding_bytes: self.max_binding_bytes,
-            autotune: AutotuneMode::parse(&self.autotune)?,
+            autotune: self.autotune,
             ..GpuOptions::default()
         })
     }
@@ -181,9 +181,9 @@ pub struct StepCheckArgs {
     /// Write every parameter's gradient (of the mean loss) under the parameter's name.
     #[arg(long)]
     pub grads_out: Option<std::path::PathBuf>,
-    /// What the backward recomputes: none, mlp or block (results agree to rounding).
-    #[arg(long, default_value = "none")]
-    pub recompute: String,
+    /// What the backward recomputes (results agree to rounding).
+    #[arg(long, value_enum, default_value_t = crate::config::Recompute::None)]
+    pub recompute: crate::config::Recompute,
     /// Take K optimizer steps on the batch (no schedule: group lrs as nanochat's setup_optimizer
     /// builds them from the flags below, Muon momentum 0.95) and print the K losses as JSON.
     #[arg(long, default_value_t = 0)]
@@ -199,9 +199,9 @@ pub struct StepCheckArgs {
     /// Muon's weight decay (AdamW's per-group decays are nanochat's constants).
     #[arg(long, default_value_t = 0.28)]
     pub weight_decay: f64,
-    /// Muon variant: seed (the seed run's) or plus (MuonEq + Muon+).
-    #[arg(long, default_value = "seed")]
-    pub muon: String,
+    /// Muon variant.
+    #[arg(long, value_enum, default_value_t = crate::reference::optim::MuonVariant::Seed)]
+    pub muon: crate::reference::optim::MuonVariant,
 }
 
 #[derive(Args, Debug)]
@@ -285,15 +285,26 @@ pub struct MatmulBenchArgs {
     /// Products to time as MxNxK (repeatable); default 1024x1024x1024, 2048x768x768, 2048x3072x768.
     #[arg(long = "shape")]
     pub shapes: Vec<String>,
-    /// Layouts to time (comma-separated): nt (forward), nn (input grad), tn (weight grad).
-    #[arg(long, default_value = "nt,nn,tn")]
-    pub layouts: String,
+    /// Layouts to time (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true, default_value = "nt,nn,tn")]
+    pub layouts: Vec<MatmulLayout>,
     /// Timed runs per variant after the warm-up (at least 3 always run).
     #[arg(long, default_value_t = 7)]
     pub reps: usize,
     /// Seconds after which a slow variant stops collecting samples beyond the first 3.
     #[arg(long, default_value_t = 3.0)]
     pub budget_secs: f64,
+}
+
+/// A matmul layout `bench matmul` can time, named as `Gemm::layout` names it (lowercase).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MatmulLayout {
+    /// C = A·Bᵀ: a linear layer's forward.
+    Nt,
+    /// C = A·B: its input gradient.
+    Nn,
+    /// C = Aᵀ·B: its weight gradient.
+    Tn,
 }
 
 pub fn parse_shape(s: &str) -> anyhow::Result<(usize, usize, usize)> {
@@ -330,10 +341,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             if !args.shapes.is_empty() {
                 opts.shapes = args.shapes.iter().map(|s| parse_shape(s)).collect::<anyhow::Result<_>>()?;
             }
-            opts.layouts = args.layouts.split(',').map(|l| l.trim().to_ascii_lowercase()).collect();
-            if let Some(bad) = opts.layouts.iter().find(|l| !["nt", "nn", "tn"].contains(&l.as_str())) {
-                bail!("unknown layout `{bad}`: expected nt, nn or tn");
-            }
+            opts.layouts = args.layouts.iter().map(|l| l.to_possible_value().unwrap().get_name().to_string()).collect();
             opts.reps = args.reps;
             opts.budget = Duration::from_secs_f64(args.budget_secs.max(0.0));
             let ctx = gpu.open()?;
@@ -393,7 +401,7 @@ fn config_keys_cmd(args: &ConfigKeysArgs) -> anyhow::Result<i32> {
 }
 
 fn adapters_cmd(gpu: &GpuArgs, json: bool) -> anyhow::Result<i32> {
-    let backends = adapters::parse_backends(&gpu.backend)?;
+    let backends = gpu.backend.backends();
     let instance = adapters::create_instance(backends);
     let list = adapters::enumerate(&instance, backends);
     let mut reports: Vec<_> = list.iter().enumerate().map(|(i, a)| adapters::describe(i, a)).collect();
@@ -538,14 +546,9 @@ fn info_cmd(args: &InfoArgs) -> anyhow::Result<i32> {
 }
 
 fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
-    use crate::config::{MemorySpec, Recompute};
+    use crate::config::MemorySpec;
     use crate::model::{checkpoint, gpu::GpuModel, ParamLayout};
-    let recompute = match args.recompute.as_str() {
-        "none" => Recompute::None,
-        "mlp" => Recompute::Mlp,
-        "block" => Recompute::Block,
-        other => bail!("--recompute {other}: expected none, mlp or block"),
-    };
+    let recompute = args.recompute;
     // Everything from disk is read and checked before the GPU is touched.
     let (mut cfg, _) = checkpoint::load_meta(&args.meta)?;
     let layout = ParamLayout::new(&cfg);
@@ -598,13 +601,8 @@ fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
     model.write_params(&arena)?;
     model.set_batch(idx, targets, 1)?;
     if args.steps > 0 {
-        use crate::reference::optim::MuonVariant;
         use crate::train::optimizer::{Optimizer, StepScalars};
-        let variant = match args.muon.as_str() {
-            "seed" => MuonVariant::Seed,
-            "plus" => MuonVariant::Plus,
-            other => bail!("--muon {other}: expected seed or plus"),
-        };
+        let variant = args.muon;
         let mut opt = Optimizer::new(&ctx, &layout, variant)?;
         // nanochat's setup_optimizer: width scaling on the embedding/unembedding groups only.
         let dmodel = (cfg.n_embd as f64 / 768.0).powf(-0.5);

@@ -165,7 +165,7 @@ impl Default for TrainSpec {
 }
 
 /// What the backward gets from the forward.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Recompute {
     /// Keep every activation the backward reads: fastest, most memory.

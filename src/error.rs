@@ -38,6 +38,14 @@ pub enum Error {
     #[error("wgpu validation error in {context}: {message}")]
     Validation { context: String, message: String },
 
+    /// A `WGPT_*` environment variable holds a value wgpt cannot use.
+    #[error("environment variable {var}: {message}")]
+    Env { var: &'static str, message: String },
+
+    /// Saved state (a checkpoint's optimizer state) does not fit what it is loaded into.
+    #[error("{context} does not match: {message}")]
+    State { context: String, message: String },
+
     #[error("bad configuration: {message}")]
     Config { message: String },
 

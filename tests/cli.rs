@@ -78,11 +78,38 @@ fn gpu_options_are_shown_only_where_a_gpu_is_opened() {
 
 #[test]
 fn gpu_options_still_come_from_the_environment() {
-    // The backend is parsed before any adapter is looked for, so this needs no GPU.
+    // The backend is parsed (by clap, from the flag or the variable) before any adapter is looked
+    // for, so this needs no GPU.
+    let refused = "invalid value 'bogus' for '--backend <BACKEND>'\n  [possible values: vulkan, metal, dx12, gl, all]";
     let out = Command::new(env!("CARGO_BIN_EXE_wgpt")).arg("adapters").env("WGPT_BACKEND", "bogus").output().unwrap();
-    assert!(!out.status.success() && stderr(&out).contains("unknown backend `bogus`"), "{}", stderr(&out));
+    assert!(!out.status.success() && stderr(&out).contains(refused), "{}", stderr(&out));
     let out = wgpt(&["adapters", "--backend", "bogus"]);
-    assert!(!out.status.success() && stderr(&out).contains("unknown backend `bogus`"), "{}", stderr(&out));
+    assert!(!out.status.success() && stderr(&out).contains(refused), "{}", stderr(&out));
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_wgpt")).arg("adapters").env("WGPT_AUTOTUNE", "sometimes").output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("[possible values: on, off]"), "{}", stderr(&out));
+}
+
+/// Flags that take one of a fixed set of names are parsed by clap, which refuses anything else and
+/// lists the choices (before any file is read or GPU opened).
+#[test]
+fn fixed_choice_flags_list_their_values() {
+    let step_check = ["step-check", "--weights", "w", "--meta", "m", "--batch", "b"];
+    let cases: [(Vec<&str>, &str); 5] = [
+        ([&step_check[..], &["--muon", "bogus"]].concat(), "[possible values: seed, plus]"),
+        ([&step_check[..], &["--recompute", "bogus"]].concat(), "[possible values: none, mlp, block]"),
+        (vec!["bench", "matmul", "--layouts", "nt,bogus"], "[possible values: nt, nn, tn]"),
+        (vec!["data", "download", "-n", "1", "--dataset", "bogus"], "[possible values: fineweb-edu, climbmix]"),
+        (vec!["data", "info", "--format", "bogus"], "[possible values: parquet, jsonl, txt]"),
+    ];
+    for (args, choices) in cases {
+        let out = wgpt(&args);
+        let err = stderr(&out);
+        assert!(
+            !out.status.success() && err.contains("invalid value 'bogus'") && err.contains(choices),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -905,3 +905,73 @@ fn attention_decode_refuses_bad_input_before_dispatch() {
     assert!(e.contains("272 f32 of stream workspace"), "{e}");
     assert!(s.dispatches().is_empty() && small.dispatches().is_empty(), "nothing may be recorded for refused input");
 }
+
+/// A launcher cannot pass another family's parameter struct: the dispatch is refused (rather than
+/// the shader reading misplaced immediates), so the only structs that reach a shader are those
+/// the kernel table names and `tests/shaders.rs` checks.
+#[test]
+fn dispatch_refuses_parameters_of_another_shader() {
+    use wgpt::gpu::Kernel;
+    let Some(ctx) = gpu() else { return };
+    let x = ctx.tensor("x", 4).unwrap();
+    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
+    let w = x.window(0, 4, align, ctx.max_binding_bytes()).unwrap();
+    let pipeline = ctx.pipeline(Kernel::ElementwiseFill, &wgpt::gpu::Overrides::new()).unwrap();
+    let rope: wgpt::kernels::rope::RopeParams = bytemuck::Zeroable::zeroed();
+    let err = ctx.dispatch(Kernel::ElementwiseFill, pipeline.clone(), &[w], &rope, [1, 1, 1]).unwrap_err().to_string();
+    assert!(err.contains("immediates are RopeParams but shaders/elementwise.wgsl declares ElementwiseParams"), "{err}");
+    let right: wgpt::kernels::elementwise::ElementwiseParams = bytemuck::Zeroable::zeroed();
+    ctx.dispatch(Kernel::ElementwiseFill, pipeline, &[w], &right, [1, 1, 1]).unwrap();
+}
+
+/// Every `Kernel` is checked against its reference by at least one validation row: a row is
+/// credited with the kernels its contexts ran for it (`Row::kernels`; a row that cannot run on
+/// this adapter, with those it would have run). Runs each row name's first case only, a subset of
+/// the suite, so a kernel covered here is covered by `wgpt validate`; on its own contexts, so
+/// that parallel tests' dispatches are not credited to its rows.
+#[test]
+fn every_kernel_has_validation_rows() {
+    use std::collections::BTreeMap;
+    use wgpt::gpu::Kernel;
+    if gpu().is_none() {
+        return;
+    }
+    let ctx = GpuContext::new(&test_options()).unwrap();
+    let opts =
+        SuiteOptions { quick: true, all_variants_at_gpt_shapes: false, first_case_only: true, ..SuiteOptions::new(1) };
+    let rows = suite::run(&ctx, &opts, &mut |_| {}).expect("suite ran");
+    let mut by_kernel: BTreeMap<Kernel, Vec<&str>> = BTreeMap::new();
+    for r in &rows {
+        for &k in &r.kernels {
+            by_kernel.entry(k).or_default().push(&r.kernel);
+        }
+    }
+    for (k, names) in &by_kernel {
+        let mut names = names.clone();
+        names.dedup();
+        eprintln!("{k:?}: {}", names.join(", "));
+    }
+    let missing: Vec<&Kernel> = Kernel::ALL.iter().filter(|k| !by_kernel.contains_key(k)).collect();
+    assert!(missing.is_empty(), "kernels without a validation row: {missing:?} ({} rows ran)", rows.len());
+}
+
+/// `WGPT_MATMUL_VARIANT` is read once into `GpuOptions` and checked when the context opens, not
+/// at the first product: a bad name fails `GpuContext::new` naming the variable and the choices;
+/// a good one is what every product whose precision admits it gets.
+#[test]
+fn forced_matmul_variant_is_checked_when_the_context_opens() {
+    if gpu().is_none() {
+        return;
+    }
+    let bad = GpuOptions { matmul_variant: Some("bogus_8x8".into()), ..test_options() };
+    let err = GpuContext::new(&bad).err().expect("a bad variant name is refused").to_string();
+    assert!(
+        err.starts_with("environment variable WGPT_MATMUL_VARIANT: `bogus_8x8` is not a variant this adapter can run")
+            && err.contains("choose from: naive, "),
+        "{err}"
+    );
+    let ctx = GpuContext::new(&GpuOptions { matmul_variant: Some("naive".into()), ..test_options() }).unwrap();
+    assert_eq!(ctx.forced_matmul_variant(), Some(MatmulVariant::Naive));
+    let g = Gemm::new(false, true, 8, 8, 8);
+    assert_eq!(matmul::choose_variant(&ctx, &g, DType::F32).unwrap(), MatmulVariant::Naive);
+}

@@ -93,3 +93,122 @@ fn matmul_families_share_one_parameter_struct() {
     };
     assert_eq!(block(Shader::Matmul.source()), block(Shader::MatmulCoop.source()));
 }
+
+/// One member of a parameter struct, as either side declares it.
+#[derive(Debug)]
+struct Member {
+    name: String,
+    offset: usize,
+    scalar: &'static str,
+}
+
+/// The WGSL struct behind the file's only `var<immediate>`: its name, members and size.
+fn wgsl_params(shader: Shader) -> (String, Vec<Member>, usize) {
+    let module = parse_and_validate(shader.file(), shader.source());
+    let vars: Vec<_> = module
+        .global_variables
+        .iter()
+        .filter(|(_, v)| v.space == naga::AddressSpace::Immediate)
+        .map(|(_, v)| v)
+        .collect();
+    let [var] = vars[..] else {
+        panic!("{}: {} `var<immediate>` declarations (expected one)", shader.file(), vars.len());
+    };
+    let ty = &module.types[var.ty];
+    let naga::TypeInner::Struct { members, span } = &ty.inner else {
+        panic!("{}: `var<immediate>` is not a struct", shader.file());
+    };
+    let members = members
+        .iter()
+        .map(|m| {
+            let name = m.name.clone().unwrap_or_default();
+            let scalar = match module.types[m.ty].inner {
+                naga::TypeInner::Scalar(naga::Scalar { kind: naga::ScalarKind::Uint, width: 4 }) => "u32",
+                naga::TypeInner::Scalar(naga::Scalar { kind: naga::ScalarKind::Sint, width: 4 }) => "i32",
+                naga::TypeInner::Scalar(naga::Scalar { kind: naga::ScalarKind::Float, width: 4 }) => "f32",
+                ref other => panic!("{}: member `{name}` is {other:?}; only 4-byte scalars are checked", shader.file()),
+            };
+            Member { name, offset: m.offset as usize, scalar }
+        })
+        .collect();
+    (ty.name.clone().unwrap_or_default(), members, *span as usize)
+}
+
+/// The Rust struct's fields, arrays expanded into one member per element (named `field{i}`).
+fn rust_params(layout: &wgpt::gpu::immediates::ParamsLayout) -> Vec<(Member, Option<String>)> {
+    use wgpt::gpu::immediates::ParamScalar;
+    let mut out = Vec::new();
+    for f in layout.fields {
+        let scalar = match f.scalar {
+            ParamScalar::U32 => "u32",
+            ParamScalar::I32 => "i32",
+            ParamScalar::F32 => "f32",
+        };
+        for i in 0..f.count {
+            // An array element's other accepted spelling: `field_{i}`.
+            let (name, alt) = if f.count == 1 {
+                (f.name.to_string(), None)
+            } else {
+                (format!("{}{i}", f.name), Some(format!("{}_{i}", f.name)))
+            };
+            out.push((Member { name, offset: f.offset + 4 * i, scalar }, alt));
+        }
+    }
+    out
+}
+
+/// Every shader's `var<immediate>` struct agrees with the Rust struct its launchers pass
+/// (`Shader::params`, the layout the compiler gave the `#[repr(C)]` struct). The rule:
+/// - the WGSL struct has the Rust struct's name;
+/// - its members, in order, are the Rust fields, where a Rust array field `name: [T; N]` stands
+///   for N members `name0 … name{N-1}` (or `name_0 …`): so Rust `_pad: [u32; 2]` is WGSL
+///   `_pad0, _pad1`, and `off: [u32; 5]` is `off0 … off4`. No other renaming is allowed;
+/// - names compare ignoring ASCII case only, because Rust fields are snake_case while the shaders
+///   keep the math names (`M`, `N`, `K`, `T`, `H`, `Hkv`);
+/// - each member has the Rust field's byte offset (plus 4·i inside an array) and the same 4-byte
+///   scalar type (u32, i32 or f32: a `u32` where WGSL reads `f32` reinterprets the bits);
+/// - the struct sizes are equal, trailing padding included.
+///
+/// The Rust side cannot dodge the check: `GpuContext::dispatch` refuses a parameter type other
+/// than the one the kernel table names for the kernel's shader, and this walks that table.
+#[test]
+fn parameter_structs_match_their_wgsl_declarations() {
+    let mut problems = Vec::new();
+    for &shader in Shader::ALL {
+        let rust = shader.params();
+        let (name, wgsl, span) = wgsl_params(shader);
+        let rust_members = rust_params(&rust);
+        let mut bad = Vec::new();
+        if name != rust.name {
+            bad.push(format!("struct is `{name}` in WGSL, `{}` in Rust", rust.name));
+        }
+        if span != rust.size {
+            bad.push(format!("size is {span} bytes in WGSL, {} in Rust", rust.size));
+        }
+        for i in 0..wgsl.len().max(rust_members.len()) {
+            match (wgsl.get(i), rust_members.get(i)) {
+                (Some(w), Some((r, alt))) => {
+                    let same_name = w.name.eq_ignore_ascii_case(&r.name)
+                        || alt.as_ref().is_some_and(|a| w.name.eq_ignore_ascii_case(a));
+                    if !same_name || w.offset != r.offset || w.scalar != r.scalar {
+                        bad.push(format!("member {i}: WGSL {w:?}, Rust {r:?}"));
+                    }
+                }
+                (Some(w), None) => bad.push(format!("member {i}: WGSL {w:?} has no Rust field")),
+                (None, Some((r, _))) => bad.push(format!("member {i}: Rust {r:?} has no WGSL member")),
+                (None, None) => unreachable!(),
+            }
+        }
+        if !bad.is_empty() {
+            problems.push(format!("{} ({}):\n    {}", shader.file(), rust.name, bad.join("\n    ")));
+        }
+    }
+    assert!(problems.is_empty(), "parameter structs disagree:\n  {}", problems.join("\n  "));
+}
+
+/// The immediate size a device must offer is the largest parameter struct the shaders declare.
+#[test]
+fn immediate_size_is_the_largest_parameter_struct() {
+    let largest = Shader::ALL.iter().map(|&s| wgsl_params(s).2).max().unwrap();
+    assert_eq!(wgpt::gpu::context::IMMEDIATE_BYTES as usize, largest);
+}

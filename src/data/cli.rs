@@ -16,9 +16,9 @@ pub struct DataArgs {
     /// or ~/.cache/wgpt).
     #[arg(long, env = "WGPT_DATA")]
     pub data: Option<PathBuf>,
-    /// parquet, jsonl or txt (default: by file extension).
-    #[arg(long)]
-    pub format: Option<String>,
+    /// File format (default: by file extension).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub format: Option<Format>,
     /// Split .txt files into documents at this string; \n, \r, \t and \\ are understood, e.g.
     /// '\n\n'. Default: each .txt file is one document.
     #[arg(long)]
@@ -75,7 +75,7 @@ impl DataArgs {
     pub fn config(&self) -> crate::Result<DataConfig> {
         Ok(DataConfig {
             path: self.path(),
-            format: self.format.as_deref().map(Format::parse).transpose()?,
+            format: self.format,
             txt_delimiter: self.txt_delimiter.as_deref().map(unescape),
             text_field: self.text_field.clone(),
             val_fraction: self.val_fraction,
@@ -110,9 +110,9 @@ pub struct DownloadArgs {
     /// Number of train shards (indices 0..N-1); the validation shard is always added.
     #[arg(long, short = 'n')]
     pub shards: usize,
-    /// fineweb-edu (karpathy/fineweb-edu-100b-shuffle) or climbmix (karpathy/climbmix-400b-shuffle).
-    #[arg(long, default_value = "climbmix")]
-    pub dataset: String,
+    /// Which of nanochat's datasets.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = RemoteDataset::Climbmix)]
+    pub dataset: RemoteDataset,
     /// Where the shards are served (default: the dataset's Hugging Face URL).
     #[arg(long)]
     pub base_url: Option<String>,
@@ -136,7 +136,7 @@ pub struct DownloadArgs {
 pub fn run(cmd: DataCommand) -> anyhow::Result<i32> {
     match cmd {
         DataCommand::Download(a) => {
-            let ds = RemoteDataset::parse(&a.dataset)?;
+            let ds = a.dataset;
             let dir = a.dir.clone().unwrap_or_else(|| super::base_dir().join(ds.dir_name()));
             let mut opts = DownloadOptions::new(ds, a.shards, dir);
             if let Some(u) = a.base_url {

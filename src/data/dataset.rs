@@ -10,25 +10,22 @@ use crate::util::fnv1a;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
-/// File format of a dataset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// File format of a dataset (`--format`, whose names and aliases clap reads from here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Format {
     Parquet,
+    #[value(alias = "ndjson")]
     Jsonl,
+    #[value(alias = "text")]
     Txt,
 }
 
 impl Format {
     pub fn parse(s: &str) -> Result<Format> {
-        match s.to_ascii_lowercase().as_str() {
-            "parquet" => Ok(Format::Parquet),
-            "jsonl" | "ndjson" => Ok(Format::Jsonl),
-            "txt" | "text" => Ok(Format::Txt),
-            _ => Err(Error::File {
-                path: PathBuf::from("--format"),
-                message: format!("unknown format `{s}`; expected parquet, jsonl or txt"),
-            }),
-        }
+        <Format as clap::ValueEnum>::from_str(s, true).map_err(|_| Error::File {
+            path: PathBuf::from("--format"),
+            message: format!("unknown format `{s}`; expected parquet, jsonl or txt"),
+        })
     }
 
     fn from_path(p: &Path) -> Option<Format> {

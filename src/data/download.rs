@@ -24,10 +24,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// A public nanochat dataset on the Hugging Face hub.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A public nanochat dataset on the Hugging Face hub (`--dataset`, whose names and aliases clap
+/// reads from here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum RemoteDataset {
     /// `karpathy/fineweb-edu-100b-shuffle`: shards 0..=1822 (the legacy default).
+    #[value(aliases = ["fineweb", "fineweb_edu"])]
     FinewebEdu,
     /// `karpathy/climbmix-400b-shuffle`: shards 0..=6542 (nanochat's default since 2026-03).
     Climbmix,
@@ -35,14 +37,10 @@ pub enum RemoteDataset {
 
 impl RemoteDataset {
     pub fn parse(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().replace('_', "-").as_str() {
-            "fineweb-edu" | "fineweb" => Ok(RemoteDataset::FinewebEdu),
-            "climbmix" => Ok(RemoteDataset::Climbmix),
-            _ => Err(Error::File {
-                path: "--dataset".into(),
-                message: format!("unknown dataset `{s}`; expected fineweb-edu or climbmix"),
-            }),
-        }
+        <Self as clap::ValueEnum>::from_str(s, true).map_err(|_| Error::File {
+            path: "--dataset".into(),
+            message: format!("unknown dataset `{s}`; expected fineweb-edu or climbmix"),
+        })
     }
 
     pub fn base_url(self) -> &'static str {

@@ -9,15 +9,36 @@ use crate::error::{Error, Result};
 use serde::Serialize;
 
 /// Which wgpu backends to search, parsed from `--backend`.
+/// A graphics backend to search, as `--backend` (clap, which lists the choices) and
+/// `WGPT_BACKEND` ([`parse_backends`]) name it; both read this one table, aliases included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    #[value(alias = "vk")]
+    Vulkan,
+    Metal,
+    #[value(alias = "d3d12")]
+    Dx12,
+    #[value(aliases = ["gles", "opengl"])]
+    Gl,
+    All,
+}
+
+impl Backend {
+    pub fn backends(self) -> wgpu::Backends {
+        match self {
+            Backend::Vulkan => wgpu::Backends::VULKAN,
+            Backend::Metal => wgpu::Backends::METAL,
+            Backend::Dx12 => wgpu::Backends::DX12,
+            Backend::Gl => wgpu::Backends::GL,
+            Backend::All => wgpu::Backends::all(),
+        }
+    }
+}
+
 pub fn parse_backends(name: &str) -> Result<wgpu::Backends> {
-    Ok(match name.to_ascii_lowercase().as_str() {
-        "vulkan" | "vk" => wgpu::Backends::VULKAN,
-        "metal" => wgpu::Backends::METAL,
-        "dx12" | "d3d12" => wgpu::Backends::DX12,
-        "gl" | "gles" | "opengl" => wgpu::Backends::GL,
-        "all" => wgpu::Backends::all(),
-        _ => return Err(Error::UnknownBackend(name.to_string())),
-    })
+    <Backend as clap::ValueEnum>::from_str(name, true)
+        .map(Backend::backends)
+        .map_err(|_| Error::UnknownBackend(name.to_string()))
 }
 
 /// The instance every wgpt process uses. Validation layers and wgpu's indirect-call validation are

@@ -25,23 +25,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `--autotune` (clap lists the choices) and `WGPT_AUTOTUNE` ([`AutotuneMode::parse`]) accept
+/// the same names, from this one table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AutotuneMode {
     /// Time the candidates on first use of a shape class; cache the winner.
+    #[value(aliases = ["1", "true", "yes"])]
     On,
     /// Use the family's default variant for this kind of adapter.
+    #[value(aliases = ["0", "false", "no"])]
     Off,
 }
 
 impl AutotuneMode {
     pub fn parse(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "" | "on" | "1" | "true" | "yes" => Ok(AutotuneMode::On),
-            "off" | "0" | "false" | "no" => Ok(AutotuneMode::Off),
-            _ => Err(Error::Validation {
-                context: "WGPT_AUTOTUNE".into(),
-                message: format!("`{s}`: expected on or off"),
-            }),
+        match s.trim() {
+            // Set but empty: as if unset.
+            "" => Ok(AutotuneMode::On),
+            s => <Self as clap::ValueEnum>::from_str(s, true)
+                .map_err(|_| Error::Env { var: "WGPT_AUTOTUNE", message: format!("`{s}`: expected on or off") }),
         }
     }
 
@@ -69,8 +71,8 @@ pub fn budget_from_env() -> Result<Duration> {
 }
 
 pub fn parse_budget(s: &str) -> Result<Duration> {
-    s.trim().parse::<f64>().ok().and_then(|x| Duration::try_from_secs_f64(x).ok()).ok_or_else(|| Error::Validation {
-        context: "WGPT_AUTOTUNE_BUDGET_SECS".into(),
+    s.trim().parse::<f64>().ok().and_then(|x| Duration::try_from_secs_f64(x).ok()).ok_or_else(|| Error::Env {
+        var: "WGPT_AUTOTUNE_BUDGET_SECS",
         message: format!("`{s}`: expected a number of seconds >= 0"),
     })
 }
@@ -267,5 +269,23 @@ mod tests {
             let e = parse_budget(bad).unwrap_err().to_string();
             assert!(e.contains("WGPT_AUTOTUNE_BUDGET_SECS"), "{bad}: {e}");
         }
+    }
+
+    /// The environment's names are clap's (`--autotune`), aliases included, and a bad value is
+    /// blamed on the variable, not on wgpu.
+    #[test]
+    fn autotune_mode_parses_the_flag_names_and_blames_the_variable() {
+        for (s, want) in [
+            ("on", AutotuneMode::On),
+            ("OFF", AutotuneMode::Off),
+            ("1", AutotuneMode::On),
+            ("no", AutotuneMode::Off),
+            ("", AutotuneMode::On),
+        ] {
+            assert_eq!(AutotuneMode::parse(s).unwrap(), want, "{s}");
+        }
+        let e = AutotuneMode::parse("sometimes").unwrap_err();
+        assert!(matches!(e, Error::Env { var: "WGPT_AUTOTUNE", .. }), "{e:?}");
+        assert_eq!(e.to_string(), "environment variable WGPT_AUTOTUNE: `sometimes`: expected on or off");
     }
 }

@@ -9,11 +9,15 @@
 use super::adapters;
 use super::autotune::{AutotuneMode, Autotuner};
 use super::coop::{self, CoopConfig, CoopGate, CoopMode, CoopStatus};
+use super::immediates::Immediates;
 use super::pipelines::{Kernel, Overrides, PipelineKey, Shader, Specialization};
 use super::tensor::{DType, GpuTensor, Window};
 use crate::error::{Error, Result};
+use crate::kernels::matmul::{self, MatmulVariant};
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +44,10 @@ pub struct GpuOptions {
     pub shader_checks: bool,
     /// Cooperative matrices: where the gates allow, never, or despite the deny list (`WGPT_COOP`).
     pub coop: CoopMode,
+    /// Force this matmul variant (a `MatmulVariant` name) on every product whose precision admits
+    /// it (`WGPT_MATMUL_VARIANT`, for experiments). Read here once rather than per product;
+    /// checked against the adapter when the context opens.
+    pub matmul_variant: Option<String>,
 }
 
 impl Default for GpuOptions {
@@ -58,6 +66,7 @@ impl Default for GpuOptions {
             }),
             shader_checks: std::env::var("WGPT_SHADER_CHECKS").is_ok_and(|v| v == "1"),
             coop: CoopMode::from_env().unwrap_or(CoopMode::Auto),
+            matmul_variant: std::env::var("WGPT_MATMUL_VARIANT").ok(),
         }
     }
 }
@@ -84,8 +93,8 @@ impl GpuOptions {
             o.adapter = Some(a);
         }
         if let Ok(v) = std::env::var("WGPT_MAX_BINDING_BYTES") {
-            o.max_binding_bytes = Some(v.trim().parse().map_err(|_| Error::Validation {
-                context: "WGPT_MAX_BINDING_BYTES".into(),
+            o.max_binding_bytes = Some(v.trim().parse().map_err(|_| Error::Env {
+                var: "WGPT_MAX_BINDING_BYTES",
                 message: format!("`{v}` is not a byte count"),
             })?);
         }
@@ -132,6 +141,12 @@ pub struct GpuContext {
     /// The verdict after the start-up self-test, computed on first use
     /// (`kernels::matmul_coop::coop_status`).
     coop_status: OnceLock<CoopStatus>,
+    /// [`GpuOptions::matmul_variant`], parsed and checked against this adapter.
+    forced_matmul: Option<MatmulVariant>,
+    /// Which kernels have been encoded for execution since [`GpuContext::take_ran`] last
+    /// cleared them, indexed by `Kernel as usize`: how the validation suite knows what each row
+    /// ran. A relaxed store per encoded dispatch, so replays pay nothing measurable.
+    ran: Vec<AtomicBool>,
 }
 
 /// Optional features wgpt uses when the adapter has them.
@@ -143,8 +158,8 @@ const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SHADER_FLOAT32_ATOMIC)
     .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
 
-/// Largest `var<immediate>` struct any kernel declares (MatmulParams, 20 words).
-pub const IMMEDIATE_BYTES: u32 = 80;
+/// Largest `var<immediate>` struct any kernel declares, computed from the kernel table.
+pub use super::pipelines::IMMEDIATE_BYTES;
 
 impl GpuContext {
     /// Open the adapter the options select, with its real limits and every useful feature it has.
@@ -238,7 +253,7 @@ impl GpuContext {
         let autotune = Autotuner::new(opts.autotune, opts.cache_dir.clone(), opts.autotune_budget, &info);
         let coop_configs = coop::usable_configs(&adapter, features);
         let coop_gate = coop::gate(&info, features, &coop_configs, opts.coop);
-        Ok(Self {
+        let mut ctx = Self {
             instance,
             adapter,
             device,
@@ -257,7 +272,28 @@ impl GpuContext {
             coop_configs,
             coop_gate,
             coop_status: OnceLock::new(),
-        })
+            ran: Kernel::ALL.iter().map(|_| AtomicBool::new(false)).collect(),
+            forced_matmul: None,
+        };
+        if let Some(name) = &opts.matmul_variant {
+            // Whether a variant fits depends on the adapter's limits and subgroup size, so this is
+            // checked on the opened context, once, rather than at every product.
+            let fitting = || matmul::all_variants().filter(|v| v.fits(&ctx));
+            let forced = fitting().find(|v| v.name() == *name).ok_or_else(|| Error::Env {
+                var: "WGPT_MATMUL_VARIANT",
+                message: format!(
+                    "`{name}` is not a variant this adapter can run; choose from: {}",
+                    fitting().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+                ),
+            })?;
+            ctx.forced_matmul = Some(forced);
+        }
+        Ok(ctx)
+    }
+
+    /// The matmul variant `WGPT_MATMUL_VARIANT` forces, checked when the context opened.
+    pub fn forced_matmul_variant(&self) -> Option<MatmulVariant> {
+        self.forced_matmul
     }
 
     /// The options this context was opened with (to open a sibling with one setting changed).
@@ -395,15 +431,28 @@ impl GpuContext {
         Ok(pipeline)
     }
 
-    /// Bind `windows[i]` to `@binding(i)` of group 0 of `pipeline` and package the dispatch.
-    pub fn dispatch(
+    /// Bind `windows[i]` to `@binding(i)` of group 0 of `pipeline` and package the dispatch with
+    /// `params` as its immediates. `params` must be the struct the kernel table names for the
+    /// kernel's shader: that is the one `tests/shaders.rs` checks against the WGSL declaration.
+    pub fn dispatch<P: Immediates>(
         &self,
         kernel: Kernel,
         pipeline: Arc<wgpu::ComputePipeline>,
         windows: &[Window<'_>],
-        immediates: &[u8],
+        params: &P,
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
+        if TypeId::of::<P>() != kernel.shader().params_type() {
+            return Err(Error::Shape {
+                op: kernel.entry(),
+                message: format!(
+                    "immediates are {} but {} declares {}",
+                    P::LAYOUT.name,
+                    kernel.shader().file(),
+                    kernel.shader().params().name
+                ),
+            });
+        }
         let max = self.limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > max) {
             return Err(Error::Shape {
@@ -429,7 +478,7 @@ impl GpuContext {
             layout: &layout,
             entries: &entries,
         });
-        Ok(Dispatch { kernel, pipeline, bind_group, immediates: immediates.to_vec(), workgroups })
+        Ok(Dispatch { kernel, pipeline, bind_group, immediates: bytemuck::bytes_of(params).to_vec(), workgroups })
     }
 
     // ---- buffers --------------------------------------------------------------------------------
@@ -591,6 +640,7 @@ impl GpuContext {
                 enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgpt"), timestamp_writes: None });
             for _ in 0..repeat {
                 for d in dispatches {
+                    self.ran[d.kernel as usize].store(true, Ordering::Relaxed);
                     pass.set_pipeline(&d.pipeline);
                     pass.set_bind_group(0, &d.bind_group, &[]);
                     if !d.immediates.is_empty() {
@@ -601,6 +651,12 @@ impl GpuContext {
             }
         }
         enc.finish()
+    }
+
+    /// The kernels encoded for execution (by `submit`, `run`, `time` or `profile`) since the
+    /// previous call, in `Kernel::ALL` order, and forget them.
+    pub fn take_ran(&self) -> Vec<Kernel> {
+        Kernel::ALL.iter().copied().filter(|&k| self.ran[k as usize].swap(false, Ordering::Relaxed)).collect()
     }
 
     /// Submit dispatches without waiting.
@@ -663,6 +719,7 @@ impl GpuContext {
                 });
                 pass.write_timestamp(&qs, 0);
                 for (i, d) in part.iter().enumerate() {
+                    self.ran[d.kernel as usize].store(true, Ordering::Relaxed);
                     pass.set_pipeline(&d.pipeline);
                     pass.set_bind_group(0, &d.bind_group, &[]);
                     if !d.immediates.is_empty() {

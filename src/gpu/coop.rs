@@ -50,10 +50,7 @@ impl CoopMode {
             "" | "auto" | "on" | "1" => Ok(CoopMode::Auto),
             "off" | "0" | "no" => Ok(CoopMode::Off),
             "force" => Ok(CoopMode::Force),
-            _ => Err(Error::Validation {
-                context: "WGPT_COOP".into(),
-                message: format!("`{s}`: expected auto, off or force"),
-            }),
+            _ => Err(Error::Env { var: "WGPT_COOP", message: format!("`{s}`: expected auto, off or force") }),
         }
     }
 

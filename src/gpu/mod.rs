@@ -5,6 +5,7 @@ pub mod adapters;
 pub mod autotune;
 pub mod context;
 pub mod coop;
+pub mod immediates;
 pub mod pipelines;
 pub mod tensor;
 

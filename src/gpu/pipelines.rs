@@ -2,294 +2,180 @@
 //!
 //! Pipelines are cached by [`Kernel`] plus the values of its pipeline-overridable constants, so a
 //! typo cannot silently create a new pipeline, and the naga test in `tests/shaders.rs` can walk this
-//! table and check that each entry point exists in its file.
+//! table and check that each entry point exists in its file and that each file's parameter struct
+//! matches the Rust one.
 
-/// One WGSL file in `shaders/`, embedded in the binary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Shader {
-    Matmul,
-    MatmulCoop,
-    Elementwise,
-    Reduce,
-    Crossentropy,
-    Rmsnorm,
-    Embedding,
-    Rope,
-    Activation,
-    Residual,
-    Smear,
-    Vegate,
-    Attention,
-    Adamw,
-    GradNorm,
-    Muon,
+use super::immediates::{max_size, Immediates, ParamsLayout};
+use crate::kernels::{
+    activation, adamw, attention, crossentropy, elementwise, embedding, grad_norm, matmul, muon, reduce, residual,
+    rmsnorm, rope, smear, vegate,
+};
+use std::any::TypeId;
+
+/// Write the kernel table once: each row is a shader file with its parameter struct and the
+/// entry points it holds. Everything else (the [`Shader`] and [`Kernel`] enums, their `ALL`
+/// lists, file names, embedded sources, entry-point names, the shader of each kernel and the
+/// immediate size the device must offer) is generated from it, so the lists cannot drift apart.
+macro_rules! kernel_table {
+    ($(
+        $shader:ident($file:literal, $params:ty) {
+            $($kernel:ident => $entry:literal),* $(,)?
+        }
+    )*) => {
+        /// One WGSL file in `shaders/`, embedded in the binary.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Shader {
+            $($shader),*
+        }
+
+        impl Shader {
+            pub const ALL: &'static [Shader] = &[$(Shader::$shader),*];
+
+            /// File name under `shaders/`, used in error messages.
+            pub fn file(self) -> &'static str {
+                match self {
+                    $(Shader::$shader => concat!("shaders/", $file)),*
+                }
+            }
+
+            pub fn source(self) -> &'static str {
+                match self {
+                    $(Shader::$shader => include_str!(concat!("../../shaders/", $file))),*
+                }
+            }
+
+            /// Layout of the Rust struct the launchers pass as this file's `var<immediate>`
+            /// (`tests/shaders.rs` compares it with the WGSL struct).
+            pub fn params(self) -> ParamsLayout {
+                match self {
+                    $(Shader::$shader => <$params as Immediates>::LAYOUT),*
+                }
+            }
+
+            /// The Rust type of [`Shader::params`], so a dispatch can refuse any other.
+            pub(crate) fn params_type(self) -> TypeId {
+                match self {
+                    $(Shader::$shader => TypeId::of::<$params>()),*
+                }
+            }
+
+            /// The entry points of this file that wgpt dispatches.
+            pub fn kernels(self) -> &'static [Kernel] {
+                match self {
+                    $(Shader::$shader => &[$(Kernel::$kernel),*]),*
+                }
+            }
+        }
+
+        /// One compute entry point.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Kernel {
+            $($($kernel),*),*
+        }
+
+        impl Kernel {
+            pub const ALL: &'static [Kernel] = &[$($(Kernel::$kernel),*),*];
+
+            pub fn shader(self) -> Shader {
+                match self {
+                    $($(Kernel::$kernel => Shader::$shader,)*)*
+                }
+            }
+
+            pub fn entry(self) -> &'static str {
+                match self {
+                    $($(Kernel::$kernel => $entry,)*)*
+                }
+            }
+        }
+
+        /// Largest parameter struct of any shader: the immediate bytes a device must offer.
+        pub const IMMEDIATE_BYTES: u32 = max_size(&[$(<$params as Immediates>::LAYOUT),*]) as u32;
+    };
 }
 
-impl Shader {
-    pub const ALL: &'static [Shader] = &[
-        Shader::Matmul,
-        Shader::MatmulCoop,
-        Shader::Elementwise,
-        Shader::Reduce,
-        Shader::Crossentropy,
-        Shader::Rmsnorm,
-        Shader::Embedding,
-        Shader::Rope,
-        Shader::Activation,
-        Shader::Residual,
-        Shader::Smear,
-        Shader::Vegate,
-        Shader::Attention,
-        Shader::Adamw,
-        Shader::GradNorm,
-        Shader::Muon,
-    ];
-
-    /// File name under `shaders/`, used in error messages.
-    pub fn file(self) -> &'static str {
-        match self {
-            Shader::Matmul => "shaders/matmul.wgsl",
-            Shader::MatmulCoop => "shaders/matmul_coop.wgsl",
-            Shader::Elementwise => "shaders/elementwise.wgsl",
-            Shader::Reduce => "shaders/reduce.wgsl",
-            Shader::Crossentropy => "shaders/crossentropy.wgsl",
-            Shader::Rmsnorm => "shaders/rmsnorm.wgsl",
-            Shader::Embedding => "shaders/embedding.wgsl",
-            Shader::Rope => "shaders/rope.wgsl",
-            Shader::Activation => "shaders/activation.wgsl",
-            Shader::Residual => "shaders/residual.wgsl",
-            Shader::Smear => "shaders/smear.wgsl",
-            Shader::Vegate => "shaders/vegate.wgsl",
-            Shader::Attention => "shaders/attention.wgsl",
-            Shader::Adamw => "shaders/adamw.wgsl",
-            Shader::GradNorm => "shaders/grad_norm.wgsl",
-            Shader::Muon => "shaders/muon.wgsl",
-        }
+kernel_table! {
+    Matmul("matmul.wgsl", matmul::MatmulParams) {
+        MatmulNaive => "matmul_naive",
+        MatmulRegister => "matmul_register",
+        MatmulTiled => "matmul_tiled",
+        MatmulTiled8 => "matmul_tiled8",
     }
-
-    pub fn source(self) -> &'static str {
-        match self {
-            Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
-            Shader::MatmulCoop => include_str!("../../shaders/matmul_coop.wgsl"),
-            Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
-            Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
-            Shader::Crossentropy => include_str!("../../shaders/crossentropy.wgsl"),
-            Shader::Rmsnorm => include_str!("../../shaders/rmsnorm.wgsl"),
-            Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
-            Shader::Rope => include_str!("../../shaders/rope.wgsl"),
-            Shader::Activation => include_str!("../../shaders/activation.wgsl"),
-            Shader::Residual => include_str!("../../shaders/residual.wgsl"),
-            Shader::Smear => include_str!("../../shaders/smear.wgsl"),
-            Shader::Vegate => include_str!("../../shaders/vegate.wgsl"),
-            Shader::Attention => include_str!("../../shaders/attention.wgsl"),
-            Shader::Adamw => include_str!("../../shaders/adamw.wgsl"),
-            Shader::GradNorm => include_str!("../../shaders/grad_norm.wgsl"),
-            Shader::Muon => include_str!("../../shaders/muon.wgsl"),
-        }
+    // The same contract as matmul.wgsl on cooperative matrices, hence the same parameters.
+    MatmulCoop("matmul_coop.wgsl", matmul::MatmulParams) {
+        MatmulCoop => "matmul_coop",
     }
-}
-
-/// One compute entry point.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kernel {
-    MatmulNaive,
-    MatmulRegister,
-    MatmulTiled,
-    MatmulTiled8,
-    MatmulCoop,
-    ElementwiseFill,
-    ElementwiseCopy,
-    ElementwiseAdd,
-    ElementwiseScale,
-    ElementwiseAxpy,
-    ReduceSumSquaresPartial,
-    ReduceSumFinal,
-    ReduceDotPartial,
-    ReduceWeightedCols,
-    CrossentropySoftcap,
-    RmsnormForward,
-    RmsnormBackward,
-    EmbeddingForward,
-    EmbeddingBackward,
-    RopeForward,
-    RopeBackward,
-    ActivationRelu2Forward,
-    ActivationRelu2Backward,
-    ResidualLambdaMixForward,
-    ResidualLambdaMixBackward,
-    ResidualBackoutForward,
-    ResidualBackoutBackward,
-    SmearForward,
-    SmearBackward,
-    VegateForward,
-    VegateBackward,
-    VegateBackwardDu,
-    AttentionForward,
-    AttentionBackwardDq,
-    AttentionBackwardDkdv,
-    AttentionDecodePartial,
-    AttentionDecodeCombine,
-    AdamwStep,
-    GradNormPartial,
-    GradNormFinal,
-    GradNormTotal,
-    MuonMomentum,
-    MuonRowSumsq,
-    MuonColSumsq,
-    MuonPreScale,
-    MuonRowScale,
-    MuonPolyInit,
-    MuonPostScale,
-    MuonUpdate,
-}
-
-impl Kernel {
-    pub const ALL: &'static [Kernel] = &[
-        Kernel::MatmulNaive,
-        Kernel::MatmulRegister,
-        Kernel::MatmulTiled,
-        Kernel::MatmulTiled8,
-        Kernel::MatmulCoop,
-        Kernel::ElementwiseFill,
-        Kernel::ElementwiseCopy,
-        Kernel::ElementwiseAdd,
-        Kernel::ElementwiseScale,
-        Kernel::ElementwiseAxpy,
-        Kernel::ReduceSumSquaresPartial,
-        Kernel::ReduceSumFinal,
-        Kernel::ReduceDotPartial,
-        Kernel::ReduceWeightedCols,
-        Kernel::CrossentropySoftcap,
-        Kernel::RmsnormForward,
-        Kernel::RmsnormBackward,
-        Kernel::EmbeddingForward,
-        Kernel::EmbeddingBackward,
-        Kernel::RopeForward,
-        Kernel::RopeBackward,
-        Kernel::ActivationRelu2Forward,
-        Kernel::ActivationRelu2Backward,
-        Kernel::ResidualLambdaMixForward,
-        Kernel::ResidualLambdaMixBackward,
-        Kernel::ResidualBackoutForward,
-        Kernel::ResidualBackoutBackward,
-        Kernel::SmearForward,
-        Kernel::SmearBackward,
-        Kernel::VegateForward,
-        Kernel::VegateBackward,
-        Kernel::VegateBackwardDu,
-        Kernel::AttentionForward,
-        Kernel::AttentionBackwardDq,
-        Kernel::AttentionBackwardDkdv,
-        Kernel::AttentionDecodePartial,
-        Kernel::AttentionDecodeCombine,
-        Kernel::AdamwStep,
-        Kernel::GradNormPartial,
-        Kernel::GradNormFinal,
-        Kernel::GradNormTotal,
-        Kernel::MuonMomentum,
-        Kernel::MuonRowSumsq,
-        Kernel::MuonColSumsq,
-        Kernel::MuonPreScale,
-        Kernel::MuonRowScale,
-        Kernel::MuonPolyInit,
-        Kernel::MuonPostScale,
-        Kernel::MuonUpdate,
-    ];
-
-    pub fn shader(self) -> Shader {
-        match self {
-            Kernel::MatmulNaive | Kernel::MatmulRegister | Kernel::MatmulTiled | Kernel::MatmulTiled8 => Shader::Matmul,
-            Kernel::MatmulCoop => Shader::MatmulCoop,
-            Kernel::ElementwiseFill
-            | Kernel::ElementwiseCopy
-            | Kernel::ElementwiseAdd
-            | Kernel::ElementwiseScale
-            | Kernel::ElementwiseAxpy => Shader::Elementwise,
-            Kernel::ReduceSumSquaresPartial
-            | Kernel::ReduceSumFinal
-            | Kernel::ReduceDotPartial
-            | Kernel::ReduceWeightedCols => Shader::Reduce,
-            Kernel::CrossentropySoftcap => Shader::Crossentropy,
-            Kernel::RmsnormForward | Kernel::RmsnormBackward => Shader::Rmsnorm,
-            Kernel::EmbeddingForward | Kernel::EmbeddingBackward => Shader::Embedding,
-            Kernel::RopeForward | Kernel::RopeBackward => Shader::Rope,
-            Kernel::ActivationRelu2Forward | Kernel::ActivationRelu2Backward => Shader::Activation,
-            Kernel::ResidualLambdaMixForward
-            | Kernel::ResidualLambdaMixBackward
-            | Kernel::ResidualBackoutForward
-            | Kernel::ResidualBackoutBackward => Shader::Residual,
-            Kernel::SmearForward | Kernel::SmearBackward => Shader::Smear,
-            Kernel::VegateForward | Kernel::VegateBackward | Kernel::VegateBackwardDu => Shader::Vegate,
-            Kernel::AttentionForward
-            | Kernel::AttentionBackwardDq
-            | Kernel::AttentionBackwardDkdv
-            | Kernel::AttentionDecodePartial
-            | Kernel::AttentionDecodeCombine => Shader::Attention,
-            Kernel::AdamwStep => Shader::Adamw,
-            Kernel::GradNormPartial | Kernel::GradNormFinal | Kernel::GradNormTotal => Shader::GradNorm,
-            Kernel::MuonMomentum
-            | Kernel::MuonRowSumsq
-            | Kernel::MuonColSumsq
-            | Kernel::MuonPreScale
-            | Kernel::MuonRowScale
-            | Kernel::MuonPolyInit
-            | Kernel::MuonPostScale
-            | Kernel::MuonUpdate => Shader::Muon,
-        }
+    Elementwise("elementwise.wgsl", elementwise::ElementwiseParams) {
+        ElementwiseFill => "elementwise_fill",
+        ElementwiseCopy => "elementwise_copy",
+        ElementwiseAdd => "elementwise_add",
+        ElementwiseScale => "elementwise_scale",
+        ElementwiseAxpy => "elementwise_axpy",
     }
-
-    pub fn entry(self) -> &'static str {
-        match self {
-            Kernel::MatmulNaive => "matmul_naive",
-            Kernel::MatmulRegister => "matmul_register",
-            Kernel::MatmulTiled => "matmul_tiled",
-            Kernel::MatmulTiled8 => "matmul_tiled8",
-            Kernel::MatmulCoop => "matmul_coop",
-            Kernel::ElementwiseFill => "elementwise_fill",
-            Kernel::ElementwiseCopy => "elementwise_copy",
-            Kernel::ElementwiseAdd => "elementwise_add",
-            Kernel::ElementwiseScale => "elementwise_scale",
-            Kernel::ElementwiseAxpy => "elementwise_axpy",
-            Kernel::ReduceSumSquaresPartial => "reduce_sum_squares_partial",
-            Kernel::ReduceSumFinal => "reduce_sum_final",
-            Kernel::ReduceDotPartial => "reduce_dot_partial",
-            Kernel::ReduceWeightedCols => "reduce_weighted_cols",
-            Kernel::CrossentropySoftcap => "crossentropy_softcap",
-            Kernel::RmsnormForward => "rmsnorm_forward",
-            Kernel::RmsnormBackward => "rmsnorm_backward",
-            Kernel::EmbeddingForward => "embedding_forward",
-            Kernel::EmbeddingBackward => "embedding_backward",
-            Kernel::RopeForward => "rope_forward",
-            Kernel::RopeBackward => "rope_backward",
-            Kernel::ActivationRelu2Forward => "activation_relu2_forward",
-            Kernel::ActivationRelu2Backward => "activation_relu2_backward",
-            Kernel::ResidualLambdaMixForward => "residual_lambda_mix_forward",
-            Kernel::ResidualLambdaMixBackward => "residual_lambda_mix_backward",
-            Kernel::ResidualBackoutForward => "residual_backout_forward",
-            Kernel::ResidualBackoutBackward => "residual_backout_backward",
-            Kernel::SmearForward => "smear_forward",
-            Kernel::SmearBackward => "smear_backward",
-            Kernel::VegateForward => "vegate_forward",
-            Kernel::VegateBackward => "vegate_backward",
-            Kernel::VegateBackwardDu => "vegate_backward_du",
-            Kernel::AttentionForward => "attention_forward",
-            Kernel::AttentionBackwardDq => "attention_backward_dq",
-            Kernel::AttentionBackwardDkdv => "attention_backward_dkdv",
-            Kernel::AttentionDecodePartial => "attention_decode_partial",
-            Kernel::AttentionDecodeCombine => "attention_decode_combine",
-            Kernel::AdamwStep => "adamw_step",
-            Kernel::GradNormPartial => "grad_norm_partial",
-            Kernel::GradNormFinal => "grad_norm_final",
-            Kernel::GradNormTotal => "grad_norm_total",
-            Kernel::MuonMomentum => "muon_momentum",
-            Kernel::MuonRowSumsq => "muon_row_sumsq",
-            Kernel::MuonColSumsq => "muon_col_sumsq",
-            Kernel::MuonPreScale => "muon_pre_scale",
-            Kernel::MuonRowScale => "muon_row_scale",
-            Kernel::MuonPolyInit => "muon_poly_init",
-            Kernel::MuonPostScale => "muon_post_scale",
-            Kernel::MuonUpdate => "muon_update",
-        }
+    Reduce("reduce.wgsl", reduce::ReduceParams) {
+        ReduceSumSquaresPartial => "reduce_sum_squares_partial",
+        ReduceSumFinal => "reduce_sum_final",
+        ReduceDotPartial => "reduce_dot_partial",
+        ReduceWeightedCols => "reduce_weighted_cols",
+    }
+    Crossentropy("crossentropy.wgsl", crossentropy::CrossentropyParams) {
+        CrossentropySoftcap => "crossentropy_softcap",
+    }
+    Rmsnorm("rmsnorm.wgsl", rmsnorm::RmsnormParams) {
+        RmsnormForward => "rmsnorm_forward",
+        RmsnormBackward => "rmsnorm_backward",
+    }
+    Embedding("embedding.wgsl", embedding::EmbeddingParams) {
+        EmbeddingForward => "embedding_forward",
+        EmbeddingBackward => "embedding_backward",
+    }
+    Rope("rope.wgsl", rope::RopeParams) {
+        RopeForward => "rope_forward",
+        RopeBackward => "rope_backward",
+    }
+    Activation("activation.wgsl", activation::ActivationParams) {
+        ActivationRelu2Forward => "activation_relu2_forward",
+        ActivationRelu2Backward => "activation_relu2_backward",
+    }
+    Residual("residual.wgsl", residual::ResidualParams) {
+        ResidualLambdaMixForward => "residual_lambda_mix_forward",
+        ResidualLambdaMixBackward => "residual_lambda_mix_backward",
+        ResidualBackoutForward => "residual_backout_forward",
+        ResidualBackoutBackward => "residual_backout_backward",
+    }
+    Smear("smear.wgsl", smear::SmearParams) {
+        SmearForward => "smear_forward",
+        SmearBackward => "smear_backward",
+    }
+    Vegate("vegate.wgsl", vegate::VegateParams) {
+        VegateForward => "vegate_forward",
+        VegateBackward => "vegate_backward",
+        VegateBackwardDu => "vegate_backward_du",
+    }
+    Attention("attention.wgsl", attention::AttnParams) {
+        AttentionForward => "attention_forward",
+        AttentionBackwardDq => "attention_backward_dq",
+        AttentionBackwardDkdv => "attention_backward_dkdv",
+        AttentionDecodePartial => "attention_decode_partial",
+        AttentionDecodeCombine => "attention_decode_combine",
+    }
+    Adamw("adamw.wgsl", adamw::AdamwParams) {
+        AdamwStep => "adamw_step",
+    }
+    GradNorm("grad_norm.wgsl", grad_norm::GradNormParams) {
+        GradNormPartial => "grad_norm_partial",
+        GradNormFinal => "grad_norm_final",
+        GradNormTotal => "grad_norm_total",
+    }
+    Muon("muon.wgsl", muon::MuonParams) {
+        MuonMomentum => "muon_momentum",
+        MuonRowSumsq => "muon_row_sumsq",
+        MuonColSumsq => "muon_col_sumsq",
+        MuonPreScale => "muon_pre_scale",
+        MuonRowScale => "muon_row_scale",
+        MuonPolyInit => "muon_poly_init",
+        MuonPostScale => "muon_post_scale",
+        MuonUpdate => "muon_update",
     }
 }
 

@@ -2,20 +2,21 @@
 //! gradient, over vectors of any length (taken in binding-sized chunks).
 
 use crate::error::Result;
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuTensor, Kernel};
 use crate::kernels::launch::launch_1d;
 use crate::kernels::Stream;
 
 const WG: usize = 256;
 
-/// Matches `ActivationParams` in the shader.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ActivationParams {
-    n: u32,
-    off_out: u32,
-    off_a: u32,
-    off_b: u32,
+immediates! {
+    /// Matches `ActivationParams` in the shader.
+    pub struct ActivationParams {
+        n: u32,
+        off_out: u32,
+        off_a: u32,
+        off_b: u32,
+    }
 }
 
 /// out = max(inp, 0)². out may not share a buffer with inp.

@@ -9,6 +9,7 @@
 //! submission, so the recorded dispatch itself is replayed unchanged.
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuTensor, Kernel, Overrides};
 use crate::kernels::grad_norm::{first_blocks, guard_window, plan_blocks, BlockedTensor};
 use crate::kernels::launch::chunk_elems;
@@ -22,21 +23,21 @@ pub const TABLE_WORDS: usize = 8;
 /// f32 words per group in the per-step buffer (see [`adamw_scalars`]).
 pub const HYPER_WORDS: usize = 8;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct AdamwParams {
-    b0: u32,
-    b1: u32,
-    n_tensors: u32,
-    lo: u32,
-    slo: u32,
-    off_p: u32,
-    off_g: u32,
-    off_m: u32,
-    off_v: u32,
-    off_table: u32,
-    off_hyper: u32,
-    off_guard: u32,
+immediates! {
+    pub struct AdamwParams {
+        b0: u32,
+        b1: u32,
+        n_tensors: u32,
+        lo: u32,
+        slo: u32,
+        off_p: u32,
+        off_g: u32,
+        off_m: u32,
+        off_v: u32,
+        off_table: u32,
+        off_hyper: u32,
+        off_guard: u32,
+    }
 }
 
 /// One tensor AdamW updates: `len` elements at `param_offset` in the parameter and gradient
@@ -183,7 +184,7 @@ pub fn adamw_step(
             Kernel::AdamwStep,
             pipeline.clone(),
             &[wp, wg, wm, wv, wt, wh, wguard],
-            bytemuck::bytes_of(&params),
+            &params,
             [groups, 1, 1],
         )?);
     }

@@ -16,6 +16,7 @@
 //! cache, in two passes over blocks of 64 keys (flash-decoding), also without atomics.
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::tensor::window_slack;
 use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides, Window};
 use crate::kernels::Stream;
@@ -165,26 +166,27 @@ impl AttnTiles {
     }
 }
 
-/// Per-dispatch parameters; field order and sizes match `AttnParams` in the shader.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct AttnParams {
-    t: u32,
-    h: u32,
-    hkv: u32,
-    window: u32,
-    scale: f32,
-    off_q: u32,
-    off_k: u32,
-    off_v: u32,
-    off_o: u32,
-    off_lse: u32,
-    off_delta: u32,
-    off_x: u32,
-    off_g0: u32,
-    off_g1: u32,
-    one: u32,
-    _pad0: u32,
+immediates! {
+    /// Per-dispatch parameters; field order and sizes match `AttnParams` in the shader.
+    #[derive(Debug, Default)]
+    pub struct AttnParams {
+        t: u32,
+        h: u32,
+        hkv: u32,
+        window: u32,
+        scale: f32,
+        off_q: u32,
+        off_k: u32,
+        off_v: u32,
+        off_o: u32,
+        off_lse: u32,
+        off_delta: u32,
+        off_x: u32,
+        off_g0: u32,
+        off_g1: u32,
+        one: u32,
+        _pad0: u32,
+    }
 }
 
 fn bad(message: String) -> Error {
@@ -322,8 +324,7 @@ pub fn attention_forward(
             ..params(&dims)
         };
         let groups = [tiles.groups_x(pass, t, h / hkv) as u32, hkv as u32, (b1 - b0) as u32];
-        let dispatch =
-            ctx.dispatch(pass.kernel(), pipeline.clone(), &[wq, wk, wv, wo, wl], bytemuck::bytes_of(&params), groups)?;
+        let dispatch = ctx.dispatch(pass.kernel(), pipeline.clone(), &[wq, wk, wv, wo, wl], &params, groups)?;
         s.push(dispatch);
     }
     Ok(())
@@ -437,7 +438,7 @@ pub fn attention_backward(
         let groups = [t_dq.groups_x(AttnPass::BackwardDq, t, g) as u32, hkv as u32, (b1 - b0) as u32];
         let [wq, wk, wv, wdo, wl, wd] = w;
         let windows = [wq, wk, wv, wdo, wl, wd, wo, wdq];
-        s.push(ctx.dispatch(Kernel::AttentionBackwardDq, p_dq.clone(), &windows, bytemuck::bytes_of(&p), groups)?);
+        s.push(ctx.dispatch(Kernel::AttentionBackwardDq, p_dq.clone(), &windows, &p, groups)?);
     }
     for &(b0, b1) in &chunks {
         let w = common(b0, b1)?;
@@ -447,7 +448,7 @@ pub fn attention_backward(
         let groups = [t_kv.groups_x(AttnPass::BackwardDkdv, t, g) as u32, hkv as u32, (b1 - b0) as u32];
         let [wq, wk, wv, wdo, wl, wd] = w;
         let windows = [wq, wk, wv, wdo, wl, wd, wdk, wdv];
-        s.push(ctx.dispatch(Kernel::AttentionBackwardDkdv, p_kv.clone(), &windows, bytemuck::bytes_of(&p), groups)?);
+        s.push(ctx.dispatch(Kernel::AttentionBackwardDkdv, p_kv.clone(), &windows, &p, groups)?);
     }
     Ok(())
 }
@@ -530,24 +531,12 @@ pub fn attention_decode(
         ..base
     };
     let groups = [nb as u32, h as u32, 1];
-    s.push(ctx.dispatch(
-        Kernel::AttentionDecodePartial,
-        p_part,
-        &[wq, wk, wv, wp],
-        bytemuck::bytes_of(&params),
-        groups,
-    )?);
+    s.push(ctx.dispatch(Kernel::AttentionDecodePartial, p_part, &[wq, wk, wv, wp], &params, groups)?);
 
     let wp = ctx.window(&part, 0, part.len())?;
     let wo = ctx.window(out, 0, out.len())?;
     let params = AttnParams { off_o: wo.elem_offset, off_g0: wp.elem_offset, ..base };
-    s.push(ctx.dispatch(
-        Kernel::AttentionDecodeCombine,
-        p_comb,
-        &[wp, wo],
-        bytemuck::bytes_of(&params),
-        [h as u32, 1, 1],
-    )?);
+    s.push(ctx.dispatch(Kernel::AttentionDecodeCombine, p_comb, &[wp, wo], &params, [h as u32, 1, 1])?);
     Ok(())
 }
 

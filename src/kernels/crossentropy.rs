@@ -7,6 +7,7 @@
 //! step stays valid from step to step.
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuTensor, Kernel, Overrides};
 use crate::kernels::launch::{expect_dims, expect_len, row_chunks, rows_window, whole_window, MAX_GROUPS_PER_DIM};
 use crate::kernels::Stream;
@@ -17,18 +18,18 @@ const WG: usize = 256;
 /// stay a normal f32 (e^(−80) ≈ 1.8e−35 does; the model uses 15).
 pub const MAX_SOFTCAP: f32 = 40.0;
 
-/// Matches `CrossentropyParams` in the shader.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct CrossentropyParams {
-    rows: u32,
-    v: u32,
-    vp: u32,
-    off_loss: u32,
-    off_z: u32,
-    off_tgt: u32,
-    off_gs: u32,
-    softcap: f32,
+immediates! {
+    /// Matches `CrossentropyParams` in the shader.
+    pub struct CrossentropyParams {
+        rows: u32,
+        v: u32,
+        vp: u32,
+        off_loss: u32,
+        off_z: u32,
+        off_tgt: u32,
+        off_gs: u32,
+        softcap: f32,
+    }
 }
 
 /// For each of `rows` rows of unsoftcapped logits (rows × vp, only the first v columns real):
@@ -83,13 +84,7 @@ pub fn softcap_cross_entropy(
             softcap,
         };
         let groups = [(hi - lo) as u32, 1, 1];
-        s.push(ctx.dispatch(
-            Kernel::CrossentropySoftcap,
-            pipeline.clone(),
-            &[wl, wz, wt, wg],
-            bytemuck::bytes_of(&params),
-            groups,
-        )?);
+        s.push(ctx.dispatch(Kernel::CrossentropySoftcap, pipeline.clone(), &[wl, wz, wt, wg], &params, groups)?);
     }
     Ok(())
 }

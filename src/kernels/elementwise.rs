@@ -2,24 +2,25 @@
 //! A vector longer than one storage binding is processed in consecutive chunks.
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuTensor, Kernel};
 use crate::kernels::launch::launch_1d;
 use crate::kernels::Stream;
 
 const WG: usize = 256;
 
-/// Per-dispatch parameters; matches `ElementwiseParams` in the shader.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ElementwiseParams {
-    n: u32,
-    off_out: u32,
-    off_x: u32,
-    off_y: u32,
-    alpha: f32,
-    value: f32,
-    _pad0: u32,
-    _pad1: u32,
+immediates! {
+    /// Per-dispatch parameters; matches `ElementwiseParams` in the shader.
+    pub struct ElementwiseParams {
+        n: u32,
+        off_out: u32,
+        off_x: u32,
+        off_y: u32,
+        alpha: f32,
+        value: f32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 fn same_len(op: &'static str, a: &GpuTensor, b: &GpuTensor) -> Result<()> {

@@ -7,6 +7,7 @@
 //! unique token's rows in position order, the order the reference uses.
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides};
 use crate::kernels::launch::{
     expect_dims, expect_len, row_chunks, rows_window, usable_binding_elems, whole_window, MAX_GROUPS_PER_DIM,
@@ -15,21 +16,22 @@ use crate::kernels::{Stream, MAX_GRID};
 
 const WG: usize = 256;
 
-/// Matches `EmbeddingParams` in the shader.
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct EmbeddingParams {
-    n: u32,
-    w: u32,
-    tok_lo: u32,
-    tok_hi: u32,
-    vocab: u32,
-    first_chunk: u32,
-    u_lo: u32,
-    off_out: u32,
-    off_table: u32,
-    off_idx: u32,
-    _pad: [u32; 2],
+immediates! {
+    /// Matches `EmbeddingParams` in the shader.
+    #[derive(Default)]
+    pub struct EmbeddingParams {
+        n: u32,
+        w: u32,
+        tok_lo: u32,
+        tok_hi: u32,
+        vocab: u32,
+        first_chunk: u32,
+        u_lo: u32,
+        off_out: u32,
+        off_table: u32,
+        off_idx: u32,
+        _pad: [u32; 2],
+    }
 }
 
 /// A batch's token ids grouped by token, for the deterministic gradient scatter.
@@ -198,13 +200,7 @@ pub fn embedding_forward(
                 ..Default::default()
             };
             let groups = ((hi - lo) * w).div_ceil(WG).min(MAX_GRID) as u32;
-            s.push(ctx.dispatch(
-                Kernel::EmbeddingForward,
-                pipeline.clone(),
-                &[wo, wt, wi],
-                bytemuck::bytes_of(&params),
-                [groups, 1, 1],
-            )?);
+            s.push(ctx.dispatch(Kernel::EmbeddingForward, pipeline.clone(), &[wo, wt, wi], &params, [groups, 1, 1])?);
             v_lo = v_hi;
         }
     }
@@ -270,7 +266,7 @@ pub fn embedding_backward(
                 Kernel::EmbeddingBackward,
                 pipeline.clone(),
                 &[wt, wd, wb],
-                bytemuck::bytes_of(&params),
+                &params,
                 [(u_end - u) as u32, col_blocks, 1],
             )?);
             u = u_end;

@@ -6,6 +6,7 @@
 //! operands fit one storage binding (see [`plan_blocks`]).
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuTensor, Kernel, Overrides, Window};
 use crate::kernels::launch::chunk_elems;
 use crate::kernels::{Stream, MAX_GRID};
@@ -16,17 +17,17 @@ pub const BLOCK: usize = WG * 16;
 /// u32 words per table row: offset, len, first block, output slot.
 pub const TABLE_WORDS: usize = 4;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct GradNormParams {
-    b0: u32,
-    b1: u32,
-    n_tensors: u32,
-    n_blocks: u32,
-    lo: u32,
-    off_out: u32,
-    off_x: u32,
-    off_table: u32,
+immediates! {
+    pub struct GradNormParams {
+        b0: u32,
+        b1: u32,
+        n_tensors: u32,
+        n_blocks: u32,
+        lo: u32,
+        off_out: u32,
+        off_x: u32,
+        off_table: u32,
+    }
 }
 
 /// One tensor of a blocked dispatch: its offset in each address space the kernel walks (the
@@ -195,13 +196,7 @@ pub fn grad_norm(
             ..base
         };
         let groups = (run.b1 - run.b0).min(MAX_GRID) as u32;
-        s.push(ctx.dispatch(
-            Kernel::GradNormPartial,
-            p1.clone(),
-            &[wp, wx, wt],
-            bytemuck::bytes_of(&params),
-            [groups, 1, 1],
-        )?);
+        s.push(ctx.dispatch(Kernel::GradNormPartial, p1.clone(), &[wp, wx, wt], &params, [groups, 1, 1])?);
     }
     // Every tensor has at least one block unless it is empty: empty tensors still get their slot
     // written (zero) by the final pass, which then sums an empty range.
@@ -211,13 +206,13 @@ pub fn grad_norm(
         let params = GradNormParams { off_out: wo.elem_offset, off_x: wp.elem_offset, ..base };
         let p2 = ctx.pipeline(Kernel::GradNormFinal, &o)?;
         let groups = n.min(MAX_GRID) as u32;
-        s.push(ctx.dispatch(Kernel::GradNormFinal, p2, &[wo, wp, wt], bytemuck::bytes_of(&params), [groups, 1, 1])?);
+        s.push(ctx.dispatch(Kernel::GradNormFinal, p2, &[wo, wp, wt], &params, [groups, 1, 1])?);
     } else {
         ctx.write(out, &vec![0.0; out.len()])?;
     }
     let params = GradNormParams { off_out: wo.elem_offset, ..base };
     let p3 = ctx.pipeline(Kernel::GradNormTotal, &o)?;
-    s.push(ctx.dispatch(Kernel::GradNormTotal, p3, &[wo], bytemuck::bytes_of(&params), [1, 1, 1])?);
+    s.push(ctx.dispatch(Kernel::GradNormTotal, p3, &[wo], &params, [1, 1, 1])?);
     Ok(())
 }
 

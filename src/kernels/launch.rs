@@ -7,6 +7,7 @@
 //! element range `[lo·row_elems[i], hi·row_elems[i])`, which `GpuTensor::window` binds.
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::Immediates;
 use crate::gpu::tensor::window_slack;
 use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides, Window};
 use crate::kernels::{Stream, MAX_GRID};
@@ -56,7 +57,7 @@ pub(crate) fn chunk_elems(ctx: &GpuContext) -> usize {
 /// chunks of [`chunk_elems`]), then `whole` tensors bound entire after them. `params(n, offsets)`
 /// builds the kernel's parameter struct for a chunk of `n` elements from the element offsets of
 /// every binding, in binding order. Nothing to record for empty vectors.
-pub(crate) fn launch_1d<P: bytemuck::Pod>(
+pub(crate) fn launch_1d<P: Immediates>(
     s: &mut Stream<'_>,
     kernel: Kernel,
     op: &'static str,
@@ -84,7 +85,7 @@ pub(crate) fn launch_1d<P: bytemuck::Pod>(
         let offsets: Vec<u32> = windows.iter().map(|w| w.elem_offset).collect();
         let p = params((hi - lo) as u32, &offsets);
         let groups = (hi - lo).div_ceil(wg).min(MAX_GRID) as u32;
-        s.push(ctx.dispatch(kernel, pipeline.clone(), &windows, bytemuck::bytes_of(&p), [groups, 1, 1])?);
+        s.push(ctx.dispatch(kernel, pipeline.clone(), &windows, &p, [groups, 1, 1])?);
         lo = hi;
     }
     Ok(())

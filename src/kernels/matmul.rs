@@ -13,6 +13,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::autotune::{AutotuneMode, Choice};
 use crate::gpu::coop::CoopStatus;
+use crate::gpu::immediates::immediates;
 use crate::gpu::tensor::window_slack;
 use crate::gpu::{DType, GpuContext, GpuTensor, Kernel, Overrides, Shader};
 use crate::kernels::matmul_coop::{self, CoopVariant, COOP_VARIANTS};
@@ -206,30 +207,31 @@ enum Launch {
     Coop(CoopVariant, u32),
 }
 
-/// Per-dispatch parameters; field order and sizes match `MatmulParams` in the shader.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct MatmulParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    lda: u32,
-    ldb: u32,
-    ldc: u32,
-    _pad0: u32,
-    stride_a: u32,
-    stride_b: u32,
-    stride_c: u32,
-    _pad1: u32,
-    off_a: u32,
-    off_b: u32,
-    off_c: u32,
-    _pad2: u32,
-    alpha: f32,
-    beta: f32,
-    _pad3: u32,
-    _pad4: u32,
+immediates! {
+    /// Per-dispatch parameters; field order and sizes match `MatmulParams` in the shader.
+    #[derive(Debug)]
+    pub struct MatmulParams {
+        m: u32,
+        n: u32,
+        k: u32,
+        batch: u32,
+        lda: u32,
+        ldb: u32,
+        ldc: u32,
+        _pad0: u32,
+        stride_a: u32,
+        stride_b: u32,
+        stride_c: u32,
+        _pad1: u32,
+        off_a: u32,
+        off_b: u32,
+        off_c: u32,
+        _pad2: u32,
+        alpha: f32,
+        beta: f32,
+        _pad3: u32,
+        _pad4: u32,
+    }
 }
 
 /// A sub-problem: batch range × M range × N range × K range.
@@ -489,7 +491,7 @@ fn record(
                 v.workgroups(mc, nc, bc),
             ),
         };
-        let d = ctx.dispatch(kernel, pipeline, &[wa, wb, wc], bytemuck::bytes_of(&params), grid)?;
+        let d = ctx.dispatch(kernel, pipeline, &[wa, wb, wc], &params, grid)?;
         s.push(d);
     }
     Ok(())
@@ -577,14 +579,7 @@ pub fn candidates(ctx: &GpuContext, g: &Gemm, operand: DType) -> Vec<MatmulVaria
 /// coop variant never changes the f32 products, e.g. Muon's). Once the context's tuning budget is
 /// spent, a new class gets the default without it being recorded, so a later run still tunes it.
 pub fn choose_variant(ctx: &GpuContext, g: &Gemm, operand: DType) -> Result<MatmulVariant> {
-    if let Ok(v) = std::env::var("WGPT_MATMUL_VARIANT") {
-        let forced = MatmulVariant::parse(&v).filter(|v| v.fits(ctx)).ok_or_else(|| Error::Validation {
-            context: "WGPT_MATMUL_VARIANT".into(),
-            message: format!(
-                "`{v}` is not a variant this adapter can run; choose from: {}",
-                all_variants().filter(|v| v.fits(ctx)).map(|v| v.name()).collect::<Vec<_>>().join(", ")
-            ),
-        })?;
+    if let Some(forced) = ctx.forced_matmul_variant() {
         let storage_ok = operand == DType::F32 || matches!(forced, MatmulVariant::Coop(_));
         if forced.precision() <= g.precision && storage_ok {
             return Ok(forced);

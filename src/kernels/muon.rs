@@ -25,6 +25,7 @@
 //! before each submission; the Polar Express coefficients are constants of the recorded dispatches.
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides, Window};
 use crate::kernels::grad_norm::guard_window;
 use crate::kernels::launch::chunk_elems;
@@ -46,17 +47,17 @@ const WG_ROWS: usize = 64;
 /// Per-matrix passes over R or C statistics.
 const WG_MATRIX: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct MuonParams {
-    kk: u32,
-    rows: u32,
-    cols: u32,
-    flags: u32,
-    off: [u32; 5],
-    coef_a: f32,
-    coef_b: f32,
-    _pad0: u32,
+immediates! {
+    pub struct MuonParams {
+        kk: u32,
+        rows: u32,
+        cols: u32,
+        flags: u32,
+        off: [u32; 5],
+        coef_a: f32,
+        coef_b: f32,
+        _pad0: u32,
+    }
 }
 
 /// Matrices per slice for a group of k matrices of rows·cols elements under a bound of `cap`
@@ -154,13 +155,7 @@ fn launch(
         *o = w.elem_offset;
     }
     let pipeline = s.ctx.pipeline(kernel, &Overrides::new().set("WG", wg as f64))?;
-    let d = s.ctx.dispatch(
-        kernel,
-        pipeline,
-        windows,
-        bytemuck::bytes_of(&params),
-        [groups.clamp(1, MAX_GRID) as u32, 1, 1],
-    )?;
+    let d = s.ctx.dispatch(kernel, pipeline, windows, &params, [groups.clamp(1, MAX_GRID) as u32, 1, 1])?;
     s.push(d);
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! f32 a model's stream workspace must hold for a [`dot`] or [`sum_squares`] over `n` elements.
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides};
 use crate::kernels::launch::chunk_elems;
 use crate::kernels::launch::{expect_at_least, row_chunks, whole_window};
@@ -16,20 +17,21 @@ const WG: usize = 256;
 /// (one workgroup) is negligible.
 const GROUPS_PER_CHUNK: usize = 256;
 
-/// Matches `ReduceParams` in the shader.
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct ReduceParams {
-    n: u32,
-    off_out: u32,
-    off_x: u32,
-    off_y: u32,
-    alpha: f32,
-    accumulate: u32,
-    ncols: u32,
-    nj: u32,
-    ldy: u32,
-    _pad: [u32; 3],
+immediates! {
+    /// Matches `ReduceParams` in the shader.
+    #[derive(Default)]
+    pub struct ReduceParams {
+        n: u32,
+        off_out: u32,
+        off_x: u32,
+        off_y: u32,
+        alpha: f32,
+        accumulate: u32,
+        ncols: u32,
+        nj: u32,
+        ldy: u32,
+        _pad: [u32; 3],
+    }
 }
 
 fn one_element(op: &'static str, out: &GpuTensor) -> Result<()> {
@@ -91,7 +93,7 @@ fn two_pass(
             off_y: windows.get(2).map_or(0, |w| w.elem_offset),
             ..Default::default()
         };
-        s.push(ctx.dispatch(kernel, p1.clone(), &windows, bytemuck::bytes_of(&params), [g as u32, 1, 1])?);
+        s.push(ctx.dispatch(kernel, p1.clone(), &windows, &params, [g as u32, 1, 1])?);
         base += g;
     }
     // n = 0: no partial pass ran and the final pass sums nothing (the window is bound, not read).
@@ -106,7 +108,7 @@ fn two_pass(
         accumulate: accumulate as u32,
         ..Default::default()
     };
-    s.push(ctx.dispatch(Kernel::ReduceSumFinal, p2, &[wo, wp], bytemuck::bytes_of(&params), [1, 1, 1])?);
+    s.push(ctx.dispatch(Kernel::ReduceSumFinal, p2, &[wo, wp], &params, [1, 1, 1])?);
     Ok(())
 }
 
@@ -152,13 +154,7 @@ pub fn sum_short(s: &mut Stream<'_>, out: &GpuTensor, x: &GpuTensor, alpha: f32,
             accumulate: (accumulate || k > 0) as u32,
             ..Default::default()
         };
-        s.push(ctx.dispatch(
-            Kernel::ReduceSumFinal,
-            pipeline.clone(),
-            &[wo, wx],
-            bytemuck::bytes_of(&params),
-            [1, 1, 1],
-        )?);
+        s.push(ctx.dispatch(Kernel::ReduceSumFinal, pipeline.clone(), &[wo, wx], &params, [1, 1, 1])?);
     }
     Ok(())
 }
@@ -217,13 +213,7 @@ pub fn weighted_cols(
             ..Default::default()
         };
         let groups = [(nj * ncols) as u32, 1, 1];
-        s.push(ctx.dispatch(
-            Kernel::ReduceWeightedCols,
-            pipeline.clone(),
-            &[wo, wc, wy],
-            bytemuck::bytes_of(&params),
-            groups,
-        )?);
+        s.push(ctx.dispatch(Kernel::ReduceWeightedCols, pipeline.clone(), &[wo, wc, wy], &params, groups)?);
     }
     Ok(())
 }

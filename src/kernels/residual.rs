@@ -8,19 +8,21 @@
 //! [`backout_backward_scratch_len`].
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuContext, GpuTensor, Kernel};
 use crate::kernels::launch::{expect_len, launch_1d};
 use crate::kernels::{reduce, Stream};
 
 const WG: usize = 256;
 
-/// Matches `ResidualParams` in the shader: the element offsets of bindings 0..5.
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct ResidualParams {
-    n: u32,
-    off: [u32; 5],
-    _pad: [u32; 2],
+immediates! {
+    /// Matches `ResidualParams` in the shader: the element offsets of bindings 0..5.
+    #[derive(Default)]
+    pub struct ResidualParams {
+        n: u32,
+        off: [u32; 5],
+        _pad: [u32; 2],
+    }
 }
 
 /// out = a·x + b·x0, a and b read from 1-element tensors (the parameter arena). out may not share a

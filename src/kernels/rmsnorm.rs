@@ -3,6 +3,7 @@
 //! norm with c = D).
 
 use crate::error::Result;
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuTensor, Kernel, Overrides};
 use crate::kernels::launch::{expect_dims, expect_len, row_chunks, rows_window, MAX_GROUPS_PER_DIM};
 use crate::kernels::Stream;
@@ -10,20 +11,21 @@ use crate::model::config::RMS_EPS;
 
 const WG: usize = 256;
 
-/// Matches `RmsnormParams` in the shader (`off_out` locates `dinp` in the backward).
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct RmsnormParams {
-    rows: u32,
-    c: u32,
-    off_out: u32,
-    off_rstd: u32,
-    off_inp: u32,
-    off_dout: u32,
-    scale: f32,
-    eps: f32,
-    accumulate: u32,
-    _pad: [u32; 3],
+immediates! {
+    /// Matches `RmsnormParams` in the shader (`off_out` locates `dinp` in the backward).
+    #[derive(Default)]
+    pub struct RmsnormParams {
+        rows: u32,
+        c: u32,
+        off_out: u32,
+        off_rstd: u32,
+        off_inp: u32,
+        off_dout: u32,
+        scale: f32,
+        eps: f32,
+        accumulate: u32,
+        _pad: [u32; 3],
+    }
 }
 
 /// Invocations per row: a power of two giving each about 4 elements, at most a workgroup.
@@ -104,7 +106,7 @@ fn launch(
             ..Default::default()
         };
         let groups = [(hi - lo).div_ceil(rows_per_group) as u32, 1, 1];
-        s.push(ctx.dispatch(kernel, pipeline.clone(), &windows, bytemuck::bytes_of(&params), groups)?);
+        s.push(ctx.dispatch(kernel, pipeline.clone(), &windows, &params, groups)?);
     }
     Ok(())
 }

@@ -3,24 +3,25 @@
 //! (computed on the host in f64) uploaded as f32, (positions × D/2) each.
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuTensor, Kernel, Overrides};
 use crate::kernels::launch::{expect_dims, expect_len, row_chunks, rows_window};
 use crate::kernels::{Stream, MAX_GRID};
 
 const WG: usize = 256;
 
-/// Matches `RopeParams` in the shader.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct RopeParams {
-    n: u32,
-    nh: u32,
-    half: u32,
-    t_len: u32,
-    row_lo: u32,
-    off_x: u32,
-    off_cos: u32,
-    off_sin: u32,
+immediates! {
+    /// Matches `RopeParams` in the shader.
+    pub struct RopeParams {
+        n: u32,
+        nh: u32,
+        half: u32,
+        t_len: u32,
+        row_lo: u32,
+        off_x: u32,
+        off_cos: u32,
+        off_sin: u32,
+    }
 }
 
 /// In place: for each of n rows (row r at position pos0 + r mod t_len) and each of nh heads of d,
@@ -106,7 +107,7 @@ fn launch(
             off_sin: ws.elem_offset,
         };
         let groups = ((hi - lo) * nh * half).div_ceil(WG).min(MAX_GRID) as u32;
-        s.push(ctx.dispatch(kernel, pipeline.clone(), &[wx, wc, ws], bytemuck::bytes_of(&params), [groups, 1, 1])?);
+        s.push(ctx.dispatch(kernel, pipeline.clone(), &[wx, wc, ws], &params, [groups, 1, 1])?);
     }
     Ok(())
 }

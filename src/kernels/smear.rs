@@ -6,6 +6,7 @@
 //! scratch: size a model's workspace with [`smear_backward_scratch_len`].
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuTensor, Kernel, Overrides};
 use crate::kernels::launch::{expect_dims, expect_len, row_chunks_halo, rows_window, whole_window, MAX_GROUPS_PER_DIM};
 use crate::kernels::{reduce, Stream};
@@ -13,22 +14,23 @@ use crate::model::config::SMEAR_CHANNELS;
 
 const WG: usize = 256;
 
-/// Matches `SmearParams` in the shader.
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct SmearParams {
-    rows: u32,
-    t_len: u32,
-    c: u32,
-    row_lo: u32,
-    e_shift: u32,
-    off_out: u32,
-    off_coef: u32,
-    off_sdg: u32,
-    off_dout: u32,
-    off_e: u32,
-    off_w: u32,
-    off_lambda: u32,
+immediates! {
+    /// Matches `SmearParams` in the shader.
+    #[derive(Default)]
+    pub struct SmearParams {
+        rows: u32,
+        t_len: u32,
+        c: u32,
+        row_lo: u32,
+        e_shift: u32,
+        off_out: u32,
+        off_coef: u32,
+        off_sdg: u32,
+        off_dout: u32,
+        off_e: u32,
+        off_w: u32,
+        off_lambda: u32,
+    }
 }
 
 fn check(op: &'static str, w: &GpuTensor, lambda: &GpuTensor, b: usize, t: usize, c: usize) -> Result<()> {
@@ -79,13 +81,7 @@ pub fn smear_forward(
             ..Default::default()
         };
         let groups = [(hi - lo) as u32, 1, 1];
-        s.push(ctx.dispatch(
-            Kernel::SmearForward,
-            pipeline.clone(),
-            &[wo, we, ww, wl],
-            bytemuck::bytes_of(&params),
-            groups,
-        )?);
+        s.push(ctx.dispatch(Kernel::SmearForward, pipeline.clone(), &[wo, we, ww, wl], &params, groups)?);
     }
     Ok(())
 }
@@ -150,7 +146,7 @@ pub fn smear_backward(
             off_lambda: wl.elem_offset,
         };
         let groups = [(hi - lo) as u32, 1, 1];
-        s.push(ctx.dispatch(Kernel::SmearBackward, pipeline.clone(), &windows, bytemuck::bytes_of(&params), groups)?);
+        s.push(ctx.dispatch(Kernel::SmearBackward, pipeline.clone(), &windows, &params, groups)?);
     }
     reduce::weighted_cols(s, dw, &coef, e, rows, 1, SMEAR_CHANNELS, c, true)?;
     reduce::sum_short(s, dlambda, &sdg, 1.0, true)

@@ -6,6 +6,7 @@
 //! workspace with [`ve_gate_backward_scratch_len`].
 
 use crate::error::{Error, Result};
+use crate::gpu::immediates::immediates;
 use crate::gpu::{GpuTensor, Kernel, Overrides};
 use crate::kernels::launch::{expect_dims, expect_len, row_chunks, rows_window, whole_window, MAX_GROUPS_PER_DIM};
 use crate::kernels::{reduce, Stream, MAX_GRID};
@@ -13,16 +14,17 @@ use crate::model::config::VE_GATE_CHANNELS;
 
 const WG: usize = 256;
 
-/// Matches `VegateParams` in the shader: shapes, then the element offsets of bindings 0..6.
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct VegateParams {
-    n: u32,
-    c: u32,
-    hkv: u32,
-    d: u32,
-    off: [u32; 6],
-    _pad: [u32; 2],
+immediates! {
+    /// Matches `VegateParams` in the shader: shapes, then the element offsets of bindings 0..6.
+    #[derive(Default)]
+    pub struct VegateParams {
+        n: u32,
+        c: u32,
+        hkv: u32,
+        d: u32,
+        off: [u32; 6],
+        _pad: [u32; 2],
+    }
 }
 
 fn check(op: &'static str, n: usize, c: usize, hkv: usize, d: usize) -> Result<()> {
@@ -74,13 +76,7 @@ pub fn ve_gate_forward(
             ..Default::default()
         };
         let groups = ((hi - lo) * hkv * d).div_ceil(WG).min(MAX_GRID) as u32;
-        s.push(ctx.dispatch(
-            Kernel::VegateForward,
-            pipeline.clone(),
-            &[wv, wu, wve, ww],
-            bytemuck::bytes_of(&params),
-            [groups, 1, 1],
-        )?);
+        s.push(ctx.dispatch(Kernel::VegateForward, pipeline.clone(), &[wv, wu, wve, ww], &params, [groups, 1, 1])?);
     }
     Ok(())
 }
@@ -137,13 +133,7 @@ pub fn ve_gate_backward(
             *o = w.elem_offset;
         }
         let groups = ((hi - lo) * hkv).div_ceil(rows_per_group) as u32;
-        s.push(ctx.dispatch(
-            Kernel::VegateBackward,
-            p_rows.clone(),
-            &windows,
-            bytemuck::bytes_of(&params),
-            [groups, 1, 1],
-        )?);
+        s.push(ctx.dispatch(Kernel::VegateBackward, p_rows.clone(), &windows, &params, [groups, 1, 1])?);
     }
     let p_du = ctx.pipeline(Kernel::VegateBackwardDu, &Overrides::new().set("WG", WG as f64))?;
     for (lo, hi) in row_chunks(ctx, OP, n, &[c, hkv], usize::MAX)? {
@@ -154,13 +144,7 @@ pub fn ve_gate_backward(
             *o = w.elem_offset;
         }
         let groups = ((hi - lo) * VE_GATE_CHANNELS).div_ceil(WG).min(MAX_GRID) as u32;
-        s.push(ctx.dispatch(
-            Kernel::VegateBackwardDu,
-            p_du.clone(),
-            &windows,
-            bytemuck::bytes_of(&params),
-            [groups, 1, 1],
-        )?);
+        s.push(ctx.dispatch(Kernel::VegateBackwardDu, p_du.clone(), &windows, &params, [groups, 1, 1])?);
     }
     reduce::weighted_cols(s, dwg, &ds, u, n, hkv, VE_GATE_CHANNELS, c, true)
 }

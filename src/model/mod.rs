@@ -1,5 +1,7 @@
 //! The nanochat GPT: shape derivation ([`config`]), parameter inventory and arena layout
-//! ([`params`]).
+//! ([`params`]), the memory plan ([`memory`]), the model on the GPU with its recorded micro-step
+//! ([`gpu`]), KV-cache inference ([`engine`]) and weights on disk in nanochat's names
+//! ([`checkpoint`]).
 
 pub mod checkpoint;
 pub mod config;

@@ -43,11 +43,14 @@ pub const POLAR_EXPRESS: [(f64, f64, f64); 5] = [
 ];
 
 /// Which Muon: the seed run's, or nanochat HEAD's with MuonEq row equilibration before and Muon+
-/// Frobenius renormalisation after the orthogonalisation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Frobenius renormalisation after the orthogonalisation. (`clap::ValueEnum` for step-check's
+/// `--muon`: the same lowercase names as serde's.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum MuonVariant {
+    /// The seed run's.
     Seed,
+    /// MuonEq + Muon+.
     Plus,
 }
 

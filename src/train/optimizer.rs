@@ -449,7 +449,7 @@ impl<'c> Optimizer<'c> {
     /// Restore [`Optimizer::state`]'s output: every entry of [`STATE_ENTRIES`] exactly once, each
     /// with the length this layout needs.
     pub fn load_state(&self, entries: &[(String, Vec<f32>)]) -> Result<()> {
-        let bad = |message: String| Err(Error::Validation { context: "optimizer state".into(), message });
+        let bad = |message: String| Err(Error::State { context: "optimizer state".into(), message });
         for name in STATE_ENTRIES {
             let found: Vec<&(String, Vec<f32>)> = entries.iter().filter(|(n, _)| n == name).collect();
             if found.len() != 1 {

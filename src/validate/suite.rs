@@ -9,9 +9,9 @@
 
 use super::{compare, elementwise_tolerance, matmul_tolerance, reduce_tolerance, Tol};
 use crate::error::Result;
-use crate::gpu::{GpuContext, GpuOptions, GpuTensor};
+use crate::gpu::{GpuContext, GpuOptions, GpuTensor, Kernel};
 use crate::kernels::matmul::{variant_tolerance, Gemm, MatmulPrecision, MatmulVariant, MATMUL_VARIANTS};
-use crate::kernels::matmul_coop::{CoopVariant, COOP_VARIANTS};
+use crate::kernels::matmul_coop::{coop_status, CoopVariant, COOP_VARIANTS};
 use crate::kernels::{elementwise, matmul, reduce, Stream};
 use crate::reference;
 use crate::util::{fnv1a, Rng};
@@ -31,11 +31,22 @@ pub struct SuiteOptions {
     pub all_variants_at_gpt_shapes: bool,
     /// Binding limit of the second context that exercises chunking.
     pub chunk_binding_bytes: u64,
+    /// Run only each row name's first case (the shapes after it are skipped): a subset of the
+    /// suite's rows that still runs every kernel it runs, for the test that every kernel has
+    /// rows (`tests/kernels.rs`) without the minutes the whole suite takes on a CPU driver.
+    pub first_case_only: bool,
 }
 
 impl SuiteOptions {
     pub fn new(seed: u64) -> Self {
-        Self { seed, filter: None, quick: false, all_variants_at_gpt_shapes: true, chunk_binding_bytes: 64 << 10 }
+        Self {
+            seed,
+            filter: None,
+            quick: false,
+            all_variants_at_gpt_shapes: true,
+            chunk_binding_bytes: 64 << 10,
+            first_case_only: false,
+        }
     }
 }
 
@@ -55,6 +66,10 @@ pub struct Row {
     /// Why the row did not run (e.g. no cooperative matrices on this adapter). Such a row is
     /// neither passed nor failed: it is counted as not run.
     pub not_run: Option<String>,
+    /// The kernels this row checks: those the suite's contexts ran since the previous row (exact
+    /// when nothing else uses those contexts meanwhile), or for a row that did not run, those it
+    /// would have run. `tests/kernels.rs` requires every `Kernel` to appear in some row.
+    pub kernels: Vec<Kernel>,
 }
 
 impl Row {
@@ -98,16 +113,27 @@ pub(crate) struct Runner<'a> {
     pub(crate) opts: &'a SuiteOptions,
     rows: Vec<Row>,
     on_row: &'a mut dyn FnMut(&Row),
+    /// The contexts the cases run on, asked after each row what ran for it.
+    contexts: [&'a GpuContext; 2],
 }
 
 impl Runner<'_> {
     pub(crate) fn wants(&self, kernel: &str) -> bool {
-        self.opts.filter.as_deref().is_none_or(|f| kernel.contains(f))
+        let done = self.opts.first_case_only && self.rows.iter().any(|r| r.ran() && r.kernel == kernel);
+        !done && self.opts.filter.as_deref().is_none_or(|f| kernel.contains(f))
     }
 
     /// A generator seeded from the run seed and the case name.
     pub(crate) fn rng(&self, case: &str) -> Rng {
         Rng::new(self.opts.seed ^ fnv1a(case.as_bytes()))
+    }
+
+    /// What the contexts ran since the previous row.
+    fn ran(&self) -> Vec<Kernel> {
+        let mut ran: Vec<Kernel> = self.contexts.iter().flat_map(|c| c.take_ran()).collect();
+        ran.sort();
+        ran.dedup();
+        ran
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -122,6 +148,7 @@ impl Runner<'_> {
         tol: Tol,
         secs: f64,
     ) {
+        let kernels = self.ran();
         let (stats, pass) = match compare(got, want, tol) {
             Ok(s) => (s, true),
             Err(s) => (s, false),
@@ -137,13 +164,14 @@ impl Runner<'_> {
             detail: (!pass).then(|| stats.to_string()),
             secs,
             not_run: None,
+            kernels,
         };
         (self.on_row)(&row);
         self.rows.push(row);
     }
 
-    /// Add a row that could not run here, saying why.
-    pub(crate) fn record_not_run(&mut self, kernel: &str, variant: &str, shape: &str, why: &str) {
+    /// Add a row that could not run here, saying why; `kernels` are those it would have run.
+    pub(crate) fn record_not_run(&mut self, kernel: &str, variant: &str, shape: &str, why: &str, kernels: &[Kernel]) {
         let row = Row {
             kernel: kernel.to_string(),
             variant: variant.to_string(),
@@ -155,6 +183,7 @@ impl Runner<'_> {
             detail: None,
             secs: 0.0,
             not_run: Some(why.to_string()),
+            kernels: kernels.to_vec(),
         };
         (self.on_row)(&row);
         self.rows.push(row);
@@ -164,15 +193,21 @@ impl Runner<'_> {
 /// Run the suite on `ctx` (and on a second context with a lowered binding limit for the chunked
 /// rows). Returns every row; the caller decides what a failure means.
 pub fn run(ctx: &GpuContext, opts: &SuiteOptions, on_row: &mut dyn FnMut(&Row)) -> Result<Vec<Row>> {
-    let mut r = Runner { opts, rows: Vec::new(), on_row };
+    // The chunked paths: same kernels, a context that claims a 64 KiB binding limit.
+    let chunk_opts = GpuOptions { max_binding_bytes: Some(opts.chunk_binding_bytes), ..ctx.options().clone() };
+    let small = GpuContext::new(&chunk_opts)?;
+    // Settle both contexts' cooperative-matrix verdicts before the first row: their self-tests run
+    // matmul kernels, which no row should be credited with.
+    for c in [ctx, &small] {
+        coop_status(c);
+        c.take_ran();
+    }
+    let mut r = Runner { opts, rows: Vec::new(), on_row, contexts: [ctx, &small] };
     matmul_cases(ctx, &mut r, false)?;
     elementwise_cases(ctx, &mut r, false)?;
     reduce_cases(ctx, &mut r, false)?;
     super::attention_cases::attention_cases(ctx, &mut r, false)?;
 
-    // The chunked paths: same kernels, a context that claims a 64 KiB binding limit.
-    let chunk_opts = GpuOptions { max_binding_bytes: Some(opts.chunk_binding_bytes), ..ctx.options().clone() };
-    let small = GpuContext::new(&chunk_opts)?;
     matmul_cases(&small, &mut r, true)?;
     elementwise_cases(&small, &mut r, true)?;
     reduce_cases(&small, &mut r, true)?;
@@ -237,11 +272,16 @@ fn matmul_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<(
                         &label,
                         "all shapes",
                         "cooperative matrices not available on this adapter",
+                        &[Kernel::MatmulCoop],
                     );
                 }
             }
         }
         for case in cases {
+            // Asked again per case for `first_case_only`.
+            if !r.wants(&kernel) {
+                break;
+            }
             run_matmul_case(ctx, r, &kernel, &case)?;
         }
     }
