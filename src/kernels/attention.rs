@@ -343,33 +343,6 @@ fn params(dims: &AttnShape) -> AttnParams {
     }
 }
 
-/// Lengths, alignment and aliasing of the backward's tensors (the Δ scratch aside).
-#[allow(clippy::too_many_arguments)]
-fn check_backward_tensors(
-    dims: &AttnShape,
-    dq: &GpuTensor,
-    dk: &GpuTensor,
-    dv: &GpuTensor,
-    dout: &GpuTensor,
-    q: &GpuTensor,
-    k: &GpuTensor,
-    v: &GpuTensor,
-    out: &GpuTensor,
-    lse: &GpuTensor,
-) -> Result<()> {
-    check_tensor("dq", dq, dims.q_len(), true)?;
-    check_tensor("dk", dk, dims.kv_len(), true)?;
-    check_tensor("dv", dv, dims.kv_len(), true)?;
-    check_tensor("dout", dout, dims.q_len(), true)?;
-    check_tensor("q", q, dims.q_len(), true)?;
-    check_tensor("k", k, dims.kv_len(), true)?;
-    check_tensor("v", v, dims.kv_len(), true)?;
-    check_tensor("out", out, dims.q_len(), true)?;
-    check_tensor("lse", lse, dims.lse_len(), false)?;
-    let inputs = [("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse)];
-    check_aliasing(&[("dq", dq), ("dk", dk), ("dv", dv)], &inputs)
-}
-
 /// Gradients of q, k, v (written, not accumulated):
 /// p_tj = exp(scale·q_t·k_j − lse_t), Δ_t = dout_t·out_t, ds_tj = p_tj (dout_t·v_j − Δ_t),
 /// dq_t = scale Σ_j ds_tj k_j,  dk_j = scale Σ_t ds_tj q_t,  dv_j = Σ_t p_tj dout_t,
@@ -392,11 +365,20 @@ pub fn attention_backward(
     const OP: &str = "attention_backward";
     let dims = check_dims(shape)?;
     let AttnShape { t, h, hkv, d, .. } = dims;
-    check_backward_tensors(&dims, dq, dk, dv, dout, q, k, v, out, lse)?;
+    check_tensor("dq", dq, dims.q_len(), true)?;
+    check_tensor("dk", dk, dims.kv_len(), true)?;
+    check_tensor("dv", dv, dims.kv_len(), true)?;
+    check_tensor("dout", dout, dims.q_len(), true)?;
+    check_tensor("q", q, dims.q_len(), true)?;
+    check_tensor("k", k, dims.kv_len(), true)?;
+    check_tensor("v", v, dims.kv_len(), true)?;
+    check_tensor("out", out, dims.q_len(), true)?;
+    check_tensor("lse", lse, dims.lse_len(), false)?;
+    let inputs = [("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse)];
+    check_aliasing(&[("dq", dq), ("dk", dk), ("dv", dv)], &inputs)?;
     // Refuse bad input before taking (or, without a workspace, allocating) the scratch.
     s.check_scratch(OP, dims.lse_len())?;
     let delta = &s.scratch(OP, dims.lse_len())?;
-    let inputs = [("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse)];
     // dq pass: writes dq and delta; dk/dv pass: writes dk and dv, reads delta.
     check_aliasing(&[("dq", dq), ("delta", delta), ("dk", dk), ("dv", dv)], &inputs)?;
     check_aliasing(&[("dk", dk), ("dv", dv)], &[("delta", delta)])?;
