@@ -659,6 +659,18 @@ impl GpuContext {
         Kernel::ALL.iter().copied().filter(|&k| self.ran[k as usize].swap(false, Ordering::Relaxed)).collect()
     }
 
+    /// Run `f` without what it encodes showing in [`GpuContext::take_ran`]'s next answer (what
+    /// ran before it still does). Exact only while no other thread uses the context.
+    pub(crate) fn untracked<R>(&self, f: impl FnOnce() -> R) -> R {
+        let before = self.take_ran();
+        let out = f();
+        self.take_ran();
+        for k in before {
+            self.ran[k as usize].store(true, Ordering::Relaxed);
+        }
+        out
+    }
+
     /// Submit dispatches without waiting.
     pub fn submit(&self, dispatches: &[Dispatch]) -> wgpu::SubmissionIndex {
         self.queue.submit([self.encode(dispatches, 1)])
