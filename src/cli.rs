@@ -200,8 +200,8 @@ pub struct StepCheckArgs {
     #[arg(long, default_value_t = 0.28)]
     pub weight_decay: f64,
     /// Muon variant.
-    #[arg(long, value_enum, default_value_t = crate::reference::optim::MuonVariant::Seed)]
-    pub muon: crate::reference::optim::MuonVariant,
+    #[arg(long, value_enum, default_value_t = crate::reference::muon::MuonVariant::Seed)]
+    pub muon: crate::reference::muon::MuonVariant,
 }
 
 #[derive(Args, Debug)]

@@ -46,7 +46,7 @@ pub struct TrainSpec {
     pub sample_every: i64,
     pub save_every: i64,
     pub seed: u64,
-    pub muon: crate::reference::optim::MuonVariant,
+    pub muon: crate::reference::muon::MuonVariant,
 }
 
 /// The `[train]` keys and what they mean.
@@ -159,7 +159,7 @@ impl Default for TrainSpec {
             sample_every: 2000,
             save_every: -1,
             seed: 42,
-            muon: crate::reference::optim::MuonVariant::Seed,
+            muon: crate::reference::muon::MuonVariant::Seed,
         }
     }
 }

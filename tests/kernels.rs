@@ -8,10 +8,10 @@ use wgpt::gpu::{AutotuneMode, DType, GpuContext, GpuOptions, Shader};
 use wgpt::kernels::embedding::{EmbeddingBuckets, GpuEmbeddingBuckets};
 use wgpt::kernels::matmul::{self, Gemm, MatmulPrecision, MatmulVariant};
 use wgpt::kernels::matmul_coop;
-use wgpt::kernels::{attention, crossentropy, elementwise, embedding, reduce, residual, smear, vegate, Stream};
+use wgpt::kernels::{attention, cross_entropy, elementwise, embedding, reduce, residual, smear, ve_gate, Stream};
 use wgpt::model::memory::Category;
 use wgpt::model::{GptConfig, ParamLayout};
-use wgpt::reference::optim::MuonVariant;
+use wgpt::reference::muon::MuonVariant;
 use wgpt::shapes::AttnShape;
 use wgpt::testing::{gpu, test_options};
 use wgpt::train::optimizer::{Optimizer, StepScalars};
@@ -262,7 +262,7 @@ fn op_gradients_are_deterministic() {
             residual::lambda_mix_backward_scratch_len(ctx, m),
             residual::backout_backward_scratch_len(ctx, m),
             smear::smear_backward_scratch_len(b, t),
-            vegate::ve_gate_backward_scratch_len(2048, hkv),
+            ve_gate::ve_gate_backward_scratch_len(2048, hkv),
         ];
         let mut s = if workspace {
             Stream::with_workspace(ctx, ctx.tensor("workspace", *need.iter().max().unwrap()).unwrap())
@@ -276,7 +276,7 @@ fn op_gradients_are_deterministic() {
             .unwrap();
         residual::backout_backward(&mut s, &dmid, &g(2, 1), &tdres, &tx, &p(2, 1)).unwrap();
         smear::smear_backward(&mut s, &de, &g(3, 24), &g(27, 1), &tdres, &tx0, &p(3, 24), &p(27, 1), b, t, c).unwrap();
-        vegate::ve_gate_backward(
+        ve_gate::ve_gate_backward(
             &mut s,
             &dve,
             &du,
@@ -291,7 +291,7 @@ fn op_gradients_are_deterministic() {
             d,
         )
         .unwrap();
-        crossentropy::softcap_cross_entropy(&mut s, &losses, true, &logits, &targets, rows, v, v, 15.0, &gs).unwrap();
+        cross_entropy::cross_entropy(&mut s, &losses, true, &logits, &targets, rows, v, v, 15.0, &gs).unwrap();
         s.run().unwrap();
         [&dtable, &grads, &dx0, &de, &du, &losses, &logits].iter().map(|t| ctx.read(t).unwrap()).collect()
     };
@@ -313,15 +313,15 @@ fn op_launchers_refuse_bad_input() {
     let Some(ctx) = gpu() else { return };
     let t = |n: usize| ctx.tensor("t", n).unwrap();
     let mut s = Stream::new(ctx);
-    let err = crossentropy::softcap_cross_entropy(&mut s, &t(4), true, &t(4 * 64), &t(4), 4, 65, 64, 15.0, &t(1))
+    let err = cross_entropy::cross_entropy(&mut s, &t(4), true, &t(4 * 64), &t(4), 4, 65, 64, 15.0, &t(1))
         .unwrap_err()
         .to_string();
     assert!(err.contains("exceeds the padded width"), "{err}");
-    let err = crossentropy::softcap_cross_entropy(&mut s, &t(4), true, &t(4 * 64), &t(4), 4, 64, 64, 0.0, &t(1))
+    let err = cross_entropy::cross_entropy(&mut s, &t(4), true, &t(4 * 64), &t(4), 4, 64, 64, 0.0, &t(1))
         .unwrap_err()
         .to_string();
     assert!(err.contains("softcap"), "{err}");
-    let err = crossentropy::softcap_cross_entropy(&mut s, &t(3), true, &t(4 * 64), &t(4), 4, 64, 64, 15.0, &t(1))
+    let err = cross_entropy::cross_entropy(&mut s, &t(3), true, &t(4 * 64), &t(4), 4, 64, 64, 15.0, &t(1))
         .unwrap_err()
         .to_string();
     assert!(err.contains("losses has 3 elements"), "{err}");

@@ -377,7 +377,8 @@ fn step_check_cli_reads_nanochat_files_and_writes_gradients() {
 fn step_check_steps_match_the_reference_optimizers() {
     use std::process::Command;
     use wgpt::model::{checkpoint, OptGroup};
-    use wgpt::reference::optim::{adamw_step, muon_step, MuonVariant};
+    use wgpt::reference::adamw::adamw_step;
+    use wgpt::reference::muon::{muon_step, MuonVariant};
     use wgpt::train::optimizer::adamw_group_constants;
     if gpu().is_none() {
         return;

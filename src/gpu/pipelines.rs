@@ -7,8 +7,8 @@
 
 use super::immediates::{max_size, Immediates, ParamsLayout};
 use crate::kernels::{
-    activation, adamw, attention, crossentropy, elementwise, embedding, grad_norm, matmul, muon, reduce, residual,
-    rmsnorm, rope, smear, vegate,
+    adamw, attention, cross_entropy, elementwise, embedding, grad_norm, matmul, muon, reduce, relu2, residual, rmsnorm,
+    rope, smear, ve_gate,
 };
 use std::any::TypeId;
 
@@ -118,8 +118,8 @@ kernel_table! {
         ReduceDotPartial => "reduce_dot_partial",
         ReduceWeightedCols => "reduce_weighted_cols",
     }
-    Crossentropy("crossentropy.wgsl", crossentropy::CrossentropyParams) {
-        CrossentropySoftcap => "crossentropy_softcap",
+    CrossEntropy("cross_entropy.wgsl", cross_entropy::CrossEntropyParams) {
+        CrossEntropy => "cross_entropy",
     }
     Rmsnorm("rmsnorm.wgsl", rmsnorm::RmsnormParams) {
         RmsnormForward => "rmsnorm_forward",
@@ -133,9 +133,9 @@ kernel_table! {
         RopeForward => "rope_forward",
         RopeBackward => "rope_backward",
     }
-    Activation("activation.wgsl", activation::ActivationParams) {
-        ActivationRelu2Forward => "activation_relu2_forward",
-        ActivationRelu2Backward => "activation_relu2_backward",
+    Relu2("relu2.wgsl", relu2::Relu2Params) {
+        Relu2Forward => "relu2_forward",
+        Relu2Backward => "relu2_backward",
     }
     Residual("residual.wgsl", residual::ResidualParams) {
         ResidualLambdaMixForward => "residual_lambda_mix_forward",
@@ -147,10 +147,10 @@ kernel_table! {
         SmearForward => "smear_forward",
         SmearBackward => "smear_backward",
     }
-    Vegate("vegate.wgsl", vegate::VegateParams) {
-        VegateForward => "vegate_forward",
-        VegateBackward => "vegate_backward",
-        VegateBackwardDu => "vegate_backward_du",
+    VeGate("ve_gate.wgsl", ve_gate::VeGateParams) {
+        VeGateForward => "ve_gate_forward",
+        VeGateBackward => "ve_gate_backward",
+        VeGateBackwardDu => "ve_gate_backward_du",
     }
     Attention("attention.wgsl", attention::AttnParams) {
         AttentionForward => "attention_forward",

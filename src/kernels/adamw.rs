@@ -1,4 +1,4 @@
-//! Launcher for `shaders/adamw.wgsl`: AdamW (spec §3.2, `reference::optim::adamw_step`) over any
+//! Launcher for `shaders/adamw.wgsl`: AdamW (spec §3.2, `reference::adamw::adamw_step`) over any
 //! number of tensors of a parameter arena in one dispatch (more only when the operands exceed one
 //! storage binding).
 //!

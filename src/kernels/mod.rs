@@ -4,10 +4,9 @@
 //! outputs first, then inputs, then shapes and scalars. Launchers only record dispatches; nothing
 //! runs until the stream is submitted, so a whole training step can be one submission.
 
-pub mod activation;
 pub mod adamw;
 pub mod attention;
-pub mod crossentropy;
+pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod grad_norm;
@@ -16,11 +15,12 @@ pub mod matmul;
 pub mod matmul_coop;
 pub mod muon;
 pub mod reduce;
+pub mod relu2;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
 pub mod smear;
-pub mod vegate;
+pub mod ve_gate;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext, GpuTensor};

@@ -1,4 +1,4 @@
-//! Launcher for Muon (spec §3.3, `reference::optim::muon_step`) on one shape group: `shaders/muon.wgsl`
+//! Launcher for Muon (spec §3.3, `reference::muon::muon_step`) on one shape group: `shaders/muon.wgsl`
 //! for momentum, norms, NorMuon and the update, the batched matmul for Polar Express.
 //!
 //! The K matrices of a group are processed together, in slices of `kk` matrices so that the
@@ -31,7 +31,7 @@ use crate::kernels::grad_norm::guard_window;
 use crate::kernels::launch::chunk_elems;
 use crate::kernels::matmul::{matmul, Gemm};
 use crate::kernels::{Stream, MAX_GRID};
-use crate::reference::optim::{MuonVariant, MUON_BETA2, POLAR_EXPRESS};
+use crate::reference::muon::{MuonVariant, MUON_BETA2, POLAR_EXPRESS};
 
 /// Default bound on the elements of one slice (kk·R·C): 8 Mi elements, 32 MiB per workspace
 /// matrix buffer. d12's (768, 768) group runs as 4 slices of 12 matrices, its 768×3072 groups as
@@ -164,7 +164,7 @@ fn launch(
 /// (k·rows·cols each), with NorMuon's second moment in `second` (k·max(rows, cols): per row when
 /// rows ≥ cols, else per column). `scalars` holds the group's [`muon_scalars`], `guard` one u32 that
 /// skips the step when non-zero (a zero tensor to always step). Arguments follow
-/// `reference::optim::muon_step`, with the per-step values in `scalars` instead of arguments.
+/// `reference::muon::muon_step`, with the per-step values in `scalars` instead of arguments.
 #[allow(clippy::too_many_arguments)]
 pub fn muon_step(
     s: &mut Stream<'_>,

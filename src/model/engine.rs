@@ -36,7 +36,7 @@ use crate::gpu::{GpuContext, GpuTensor};
 use crate::kernels::attention::{attention_decode, attention_decode_scratch_len, MAX_HEAD_DIM};
 use crate::kernels::embedding::embedding_forward;
 use crate::kernels::matmul::{matmul, Gemm};
-use crate::kernels::{activation, elementwise, residual, rmsnorm, rope, smear, vegate, Stream};
+use crate::kernels::{elementwise, relu2, residual, rmsnorm, rope, smear, ve_gate, Stream};
 use crate::tokenizer::Tokenizer;
 use crate::util::Rng;
 
@@ -444,7 +444,7 @@ impl<'c> Engine<'c> {
             matmul(s, &v_row, &b.u, &self.w(i, "attn.c_v.weight"), &Gemm::nt(1, kvd, c), 1.0, 0.0)?;
             if cfg.has_value_embed(i) {
                 embedding_forward(s, &b.ve, &self.p(&format!("value_embeds.{i}.weight")), &tok, 1, kvd)?;
-                vegate::ve_gate_forward(s, &v_row, &b.u, &b.ve, &self.w(i, "attn.ve_gate.weight"), 1, c, hkv, d)?;
+                ve_gate::ve_gate_forward(s, &v_row, &b.u, &b.ve, &self.w(i, "attn.ve_gate.weight"), 1, c, hkv, d)?;
             }
             rope::rope_forward(s, &b.q, &b.cos, &b.sin, 1, 1, pos, h, d)?;
             rope::rope_forward(s, &b.k, &b.cos, &b.sin, 1, 1, pos, hkv, d)?;
@@ -455,7 +455,7 @@ impl<'c> Engine<'c> {
             matmul(s, &b.x1, &b.att, &self.w(i, "attn.c_proj.weight"), &Gemm::nt(1, c, hd), 1.0, 1.0)?;
             rmsnorm::rmsnorm_forward(s, &b.u, &b.rstd, &b.x1, 1, c, 1.0)?;
             matmul(s, &b.hid, &b.u, &self.w(i, "mlp.c_fc.weight"), &Gemm::nt(1, cfg.hidden(), c), 1.0, 0.0)?;
-            activation::relu2_forward(s, &b.act, &b.hid)?;
+            relu2::relu2_forward(s, &b.act, &b.hid)?;
             elementwise::copy(s, &b.x, &b.x1)?;
             matmul(s, &b.x, &b.act, &self.w(i, "mlp.c_proj.weight"), &Gemm::nt(1, c, cfg.hidden()), 1.0, 1.0)?;
             if i == cfg.backout_layer() {

@@ -23,7 +23,7 @@ use crate::gpu::{Dispatch, GpuContext, GpuTensor};
 use crate::kernels::attention::{attention_backward, attention_backward_scratch_len, attention_forward, AttnShape};
 use crate::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingBuckets, GpuEmbeddingBuckets};
 use crate::kernels::matmul::{matmul, Gemm, MatmulPrecision};
-use crate::kernels::{activation, crossentropy, elementwise, residual, rmsnorm, rope, smear, vegate, Stream};
+use crate::kernels::{cross_entropy, elementwise, relu2, residual, rmsnorm, rope, smear, ve_gate, Stream};
 use crate::model::config::{QK_SCALE, SOFTCAP};
 use std::cell::OnceCell;
 
@@ -201,7 +201,7 @@ impl<'c> GpuModel<'c> {
         [
             residual::lambda_mix_backward_scratch_len(self.ctx, n * c),
             residual::backout_backward_scratch_len(self.ctx, n * c),
-            vegate::ve_gate_backward_scratch_len(n, self.cfg.n_kv_head),
+            ve_gate::ve_gate_backward_scratch_len(n, self.cfg.n_kv_head),
             attention_backward_scratch_len(&self.attn_shape(0)),
             smear::smear_backward_scratch_len(self.b, self.t),
         ]
@@ -296,7 +296,7 @@ impl<'c> GpuModel<'c> {
         matmul(s, &act.v, u, &w.c_v, &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
         if let Some(ve) = &w.value_embed {
             embedding_forward(s, &ws.ve, &ve.table, &self.bufs.batch.idx, n, kv)?;
-            vegate::ve_gate_forward(s, &act.v, u, &ws.ve, &ve.gate, n, c, hkv, d)?;
+            ve_gate::ve_gate_forward(s, &act.v, u, &ws.ve, &ve.gate, n, c, hkv, d)?;
         }
         let (cos, sin) = (&self.bufs.batch.rope_cos, &self.bufs.batch.rope_sin);
         rope::rope_forward(s, &act.q_rot, cos, sin, n, self.t, 0, h, d)?;
@@ -342,7 +342,7 @@ impl<'c> GpuModel<'c> {
         let (ws, l) = (&self.bufs.ws, &self.layers[i]);
         rmsnorm::rmsnorm_forward(s, &ws.u, &ws.rstd_b, &l.attn.x1, n, c, 1.0)?;
         matmul(s, &l.h, &ws.u, &self.w.blocks[i].c_fc, &self.lin(Gemm::nt(n, 4 * c, c)), 1.0, 0.0)?;
-        activation::relu2_forward(s, &ws.a, &l.h)
+        relu2::relu2_forward(s, &ws.a, &l.h)
     }
 
     fn block_forward(&self, s: &mut Stream<'_>, i: usize) -> Result<()> {
@@ -396,7 +396,7 @@ impl<'c> GpuModel<'c> {
             let logits = self.bufs.logits.view(0, rows * vp);
             let z = self.bufs.acts.z.view(r0 * c, rows * c);
             matmul(s, &logits, &z, lm, &self.lin(Gemm::nt(rows, vp, c)), 1.0, 0.0)?;
-            crossentropy::softcap_cross_entropy(
+            cross_entropy::cross_entropy(
                 s,
                 &ws.losses.view(r0, rows),
                 train,
@@ -444,7 +444,7 @@ impl<'c> GpuModel<'c> {
             }
             if self.recompute == Recompute::None {
                 rmsnorm::rmsnorm_forward(s, &ws.u, &ws.rstd_b, &act.x1, n, c, 1.0)?;
-                activation::relu2_forward(s, &ws.a, &l.h)?;
+                relu2::relu2_forward(s, &ws.a, &l.h)?;
             } else {
                 self.block_mlp_hidden(s, i)?;
             }
@@ -452,7 +452,7 @@ impl<'c> GpuModel<'c> {
             let (a, da, du, u) = (&ws.a, &ws.da, &ws.du, &ws.u);
             matmul(s, da, cur, &wb.mlp_proj, &self.lin(Gemm::nn(n, f, c)), 1.0, 0.0)?;
             matmul(s, &gb.mlp_proj, cur, a, &self.lin(Gemm::tn(c, f, n)), 1.0, 1.0)?;
-            activation::relu2_backward(s, a, da, &l.h)?; // ws.a now holds dh
+            relu2::relu2_backward(s, a, da, &l.h)?; // ws.a now holds dh
             matmul(s, du, a, &wb.c_fc, &self.lin(Gemm::nn(n, c, f)), 1.0, 0.0)?;
             matmul(s, &gb.c_fc, a, u, &self.lin(Gemm::tn(f, c, n)), 1.0, 1.0)?;
             rmsnorm::rmsnorm_backward(s, cur, du, &act.x1, &ws.rstd_b, n, c, 1.0, true)?; // cur = dx1
@@ -483,7 +483,7 @@ impl<'c> GpuModel<'c> {
             if let (Some(ve), Some(gve)) = (&wb.value_embed, &gb.value_embed) {
                 let dve = dkn;
                 embedding_forward(s, &ws.ve, &ve.table, &batch.idx, n, kv)?;
-                vegate::ve_gate_backward(s, dve, du, &gve.gate, dv, u, &ws.ve, &ve.gate, n, c, hkv, d)?;
+                ve_gate::ve_gate_backward(s, dve, du, &gve.gate, dv, u, &ws.ve, &ve.gate, n, c, hkv, d)?;
                 embedding_backward(s, &gve.table, dve, &self.buckets, n, kv)?;
             }
             rmsnorm::rmsnorm_backward(s, cur, du, &ws.x_in, &ws.rstd_a, n, c, 1.0, true)?;

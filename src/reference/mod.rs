@@ -12,20 +12,22 @@
 //! Gradient convention (as llm.c): parameter gradients accumulate (`+=`), activation gradients
 //! are written (`=`) unless a function says it accumulates.
 
-pub mod activation;
+pub mod adamw;
 pub mod attention;
-pub mod crossentropy;
+pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
+pub mod grad_norm;
 pub mod matmul;
 pub mod model;
-pub mod optim;
+pub mod muon;
 pub mod reduce;
+pub mod relu2;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
 pub mod smear;
-pub mod vegate;
+pub mod ve_gate;
 
 /// A float type a reference can read and write; all arithmetic happens in f64.
 pub trait Real: Copy + Default + PartialEq + PartialOrd + std::fmt::Debug + Send + Sync + 'static {

@@ -6,16 +6,16 @@
 //! model is checked against it (in f64, so the reference contributes no error of its own).
 //! Parameters and gradients live in the flat arena described by [`ParamLayout`].
 
-use super::activation::{relu2_backward, relu2_forward};
 use super::attention::{attention_backward, attention_forward, AttnShape};
-use super::crossentropy::softcap_cross_entropy;
+use super::cross_entropy::cross_entropy;
 use super::embedding::{embedding_backward, embedding_forward};
 use super::matmul::matmul;
+use super::relu2::{relu2_backward, relu2_forward};
 use super::residual::{backout_backward, backout_forward, lambda_mix_backward, lambda_mix_forward};
 use super::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use super::rope::{rope_backward, rope_forward, rope_tables};
 use super::smear::{smear_backward, smear_forward};
-use super::vegate::{ve_gate_backward, ve_gate_forward};
+use super::ve_gate::{ve_gate_backward, ve_gate_forward};
 use super::Real;
 use crate::model::config::{QK_SCALE, SOFTCAP};
 use crate::model::{GptConfig, ParamLayout};
@@ -193,7 +193,7 @@ impl<'a, R: Real> RefGpt<'a, R> {
         let mut logits = zeros(n * vp);
         matmul(&mut logits, &z, self.p("lm_head.weight"), &Gemm::nt(n, vp, c), 1.0, 0.0);
         let mut losses = zeros(n);
-        softcap_cross_entropy(&mut losses, None, &logits, targets, n, cfg.vocab_size, vp, SOFTCAP, 1.0);
+        cross_entropy(&mut losses, None, &logits, targets, n, cfg.vocab_size, vp, SOFTCAP, 1.0);
         let valid = targets.iter().filter(|&&y| y >= 0).count();
         let sum: f64 = losses.iter().map(|l| l.f()).sum();
         let loss = if valid > 0 { sum / valid as f64 } else { 0.0 };
@@ -239,17 +239,7 @@ impl<'a, R: Real> RefGpt<'a, R> {
         // grad_scale; the f64 finite-difference check should not inherit that rounding).
         let mut dlogits = zeros(n * vp);
         let mut scratch = zeros(n);
-        softcap_cross_entropy(
-            &mut scratch,
-            Some(&mut dlogits),
-            &fw.logits,
-            targets,
-            n,
-            cfg.vocab_size,
-            vp,
-            SOFTCAP,
-            1.0,
-        );
+        cross_entropy(&mut scratch, Some(&mut dlogits), &fw.logits, targets, n, cfg.vocab_size, vp, SOFTCAP, 1.0);
         for x in dlogits.iter_mut() {
             *x = R::of(x.f() * grad_scale);
         }

@@ -55,7 +55,7 @@ use crate::kernels::muon::{self, muon_scalars, muon_step, MuonWorkspace, SCALAR_
 use crate::kernels::Stream;
 use crate::model::memory::{Allocator, BufferSource, Category, MemoryPlan, Planner};
 use crate::model::{OptGroup, ParamLayout};
-use crate::reference::optim::MuonVariant;
+use crate::reference::muon::MuonVariant;
 use crate::train::Hyper;
 
 /// The AdamW groups in the order of their per-step scalars.

@@ -6,9 +6,7 @@
 //! shows up here). Tolerances live in this file, one function per kernel family, each with the
 //! reasoning behind its numbers. [`suite`] is the table `wgpt validate` prints and `cargo test` runs.
 
-pub mod attention_cases;
-mod ops_cases;
-pub mod optim_cases;
+mod cases;
 pub mod suite;
 
 use std::fmt;
@@ -79,6 +77,16 @@ pub fn reduce_tolerance() -> Tol {
     Tol { atol: 1e-6, rtol: 1e-5 }
 }
 
+/// Signed sums to one value (`reduce::{dot, sum_short, weighted_cols}`), f32, which may cancel:
+/// the sum rule (see the model-ops note below) over the terms' root-sum-square `l2` (alpha
+/// included) and the longest rounding `chain` a term goes through; plus the rounding of the
+/// alpha product and of the accumulation onto the prior value, each ≤ ε/2 of `sum`, the largest
+/// |alpha·Σ| of the row (absolute: the prior may cancel it); plus 1 ulp relative for the
+/// reference's own rounding to f32 and the kernel's last store.
+pub fn reduce_sum_tolerance(chain: usize, l2: f64, sum: f64) -> Tol {
+    Tol { atol: 2.0 * EPS * l2 * (chain.max(1) as f64).sqrt() + EPS * sum, rtol: EPS }
+}
+
 /// AdamW, one step from the kernel's own f32 state (so errors never compound). Each output is a
 /// short expression: m = β1·m + (1−β1)·g and v = β2·v + (1−β2)·g² are two roundings plus the f32
 /// rounding of the constants, ≤ 3ε·(|β1·m| + |(1−β1)·g|) ≈ 2e-7 of the larger term; v has no
@@ -126,8 +134,8 @@ pub fn grad_norm_tolerance() -> Tol {
     Tol { atol: 1e-6, rtol: 1e-5 }
 }
 
-// ---- model ops (kernels::{crossentropy, rmsnorm, embedding, rope, activation, residual, smear,
-// vegate}) ----
+// ---- model ops (kernels::{cross_entropy, rmsnorm, embedding, rope, relu2, residual, smear,
+// ve_gate}) ----
 //
 // One ulp of an f32 of magnitude x is at most ε·x (ε = 2^−23); one correctly rounded operation
 // errs by at most half of that, and the f64 reference rounded to f32 contributes another half.
@@ -150,7 +158,7 @@ pub fn exact_tolerance() -> Tol {
 /// ReLU² forward and backward are one correctly rounded multiply each (max and ×2 are exact), the
 /// same rounding the f64 reference makes: exact, allowing only a driver that flushes a denormal
 /// result to zero.
-pub fn activation_tolerance() -> Tol {
+pub fn relu2_tolerance() -> Tol {
     Tol { atol: f32::MIN_POSITIVE as f64, rtol: 0.0 }
 }
 

@@ -1,4 +1,4 @@
-//! Reference for `kernels::activation`: the MLP nonlinearity relu(x)².
+//! Reference for `kernels::relu2`: the MLP nonlinearity relu(x)².
 
 use super::Real;
 

@@ -1,4 +1,4 @@
-//! Launchers for `shaders/activation.wgsl`, mirroring `reference::activation`: relu(x)² and its
+//! Launchers for `shaders/relu2.wgsl`, mirroring `reference::relu2`: relu(x)² and its
 //! gradient, over vectors of any length (taken in binding-sized chunks).
 
 use crate::error::Result;
@@ -10,8 +10,8 @@ use crate::kernels::Stream;
 const WG: usize = 256;
 
 immediates! {
-    /// Matches `ActivationParams` in the shader.
-    pub struct ActivationParams {
+    /// Matches `Relu2Params` in the shader.
+    pub struct Relu2Params {
         n: u32,
         off_out: u32,
         off_a: u32,
@@ -21,16 +21,16 @@ immediates! {
 
 /// out = max(inp, 0)². out may not share a buffer with inp.
 pub fn relu2_forward(s: &mut Stream<'_>, out: &GpuTensor, inp: &GpuTensor) -> Result<()> {
-    launch(s, Kernel::ActivationRelu2Forward, "relu2_forward", &[out, inp])
+    launch(s, Kernel::Relu2Forward, "relu2_forward", &[out, inp])
 }
 
 /// dinp = dout · 2·max(inp, 0) (written). dinp may not share a buffer with dout or inp.
 pub fn relu2_backward(s: &mut Stream<'_>, dinp: &GpuTensor, dout: &GpuTensor, inp: &GpuTensor) -> Result<()> {
-    launch(s, Kernel::ActivationRelu2Backward, "relu2_backward", &[dinp, dout, inp])
+    launch(s, Kernel::Relu2Backward, "relu2_backward", &[dinp, dout, inp])
 }
 
 fn launch(s: &mut Stream<'_>, kernel: Kernel, op: &'static str, ops: &[&GpuTensor]) -> Result<()> {
-    launch_1d(s, kernel, op, WG, ops, &[], |n, off| ActivationParams {
+    launch_1d(s, kernel, op, WG, ops, &[], |n, off| Relu2Params {
         n,
         off_out: off[0],
         off_a: off[1],

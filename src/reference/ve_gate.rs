@@ -1,4 +1,4 @@
-//! Reference for `kernels::vegate`: the value-embedding gate (ResFormer-style value residual).
+//! Reference for `kernels::ve_gate`: the value-embedding gate (ResFormer-style value residual).
 //! v[n, h, :] += g[n, h]·ve[n, h, :] with g = 3·σ(⟨wg[h, :], u[n, 0:12]⟩), one gate per KV head,
 //! read from the first 12 channels of the normalized block input u (N, C). v and ve are
 //! (N, Hkv, D); wg is (Hkv, 12).

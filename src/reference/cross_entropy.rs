@@ -1,4 +1,4 @@
-//! Reference for `kernels::crossentropy`: logit softcap fused with cross-entropy, forward and
+//! Reference for `kernels::cross_entropy`: logit softcap fused with cross-entropy, forward and
 //! backward in one pass over a chunk of rows of (unsoftcapped) logits z (rows, Vp). Only the first
 //! V columns are real; the padding columns get no probability and zero gradient.
 
@@ -9,7 +9,7 @@ use super::Real;
 /// dz[r, c] = grad_scale·(softmax(l)_c − [c = target])·(1 − (l_c/cap)²) for c < V, 0 for c ≥ V, and
 /// an all-zero row for an ignored target. grad_scale is 1/(valid targets · grad accumulation).
 #[allow(clippy::too_many_arguments)]
-pub fn softcap_cross_entropy<R: Real>(
+pub fn cross_entropy<R: Real>(
     losses: &mut [R],
     mut dlogits: Option<&mut [R]>,
     logits: &[R],

@@ -1,5 +1,5 @@
-//! Launcher for `shaders/crossentropy.wgsl`: softcap fused with cross-entropy, mirroring
-//! `reference::crossentropy::softcap_cross_entropy`.
+//! Launcher for `shaders/cross_entropy.wgsl`: softcap fused with cross-entropy, mirroring
+//! `reference::cross_entropy::cross_entropy`.
 //!
 //! The gradient overwrites the logits chunk in place (`dlogits = true`), so the caller never holds
 //! both; `grad_scale` is a 1-element tensor (an element of the trainer's step-scalars buffer,
@@ -19,8 +19,8 @@ const WG: usize = 256;
 pub const MAX_SOFTCAP: f32 = 40.0;
 
 immediates! {
-    /// Matches `CrossentropyParams` in the shader.
-    pub struct CrossentropyParams {
+    /// Matches `CrossEntropyParams` in the shader.
+    pub struct CrossEntropyParams {
         rows: u32,
         v: u32,
         vp: u32,
@@ -40,7 +40,7 @@ immediates! {
 /// NaN loss and gradient row. losses, logits, targets and grad_scale must be four different
 /// buffers, except that targets and grad_scale (both read-only) may share one.
 #[allow(clippy::too_many_arguments)]
-pub fn softcap_cross_entropy(
+pub fn cross_entropy(
     s: &mut Stream<'_>,
     losses: &GpuTensor,
     dlogits: bool,
@@ -52,7 +52,7 @@ pub fn softcap_cross_entropy(
     softcap: f32,
     grad_scale: &GpuTensor,
 ) -> Result<()> {
-    const OP: &str = "softcap_cross_entropy";
+    const OP: &str = "cross_entropy";
     expect_dims(OP, &[("rows", rows), ("V", v), ("Vp", vp)], rows * vp)?;
     if v > vp {
         return Err(Error::Shape { op: OP, message: format!("V = {v} exceeds the padded width Vp = {vp}") });
@@ -66,14 +66,13 @@ pub fn softcap_cross_entropy(
     expect_len(OP, "targets", targets, rows)?;
     expect_len(OP, "grad_scale", grad_scale, 1)?;
     let ctx = s.ctx;
-    let pipeline =
-        ctx.pipeline(Kernel::CrossentropySoftcap, &Overrides::new().set("WG", WG as f64).flag("GRAD", dlogits))?;
+    let pipeline = ctx.pipeline(Kernel::CrossEntropy, &Overrides::new().set("WG", WG as f64).flag("GRAD", dlogits))?;
     let wg = whole_window(ctx, grad_scale, 0, 1)?;
     for (lo, hi) in row_chunks(ctx, OP, rows, &[1, vp, 1], MAX_GROUPS_PER_DIM)? {
         let wl = rows_window(ctx, losses, lo, hi, 1)?;
         let wz = rows_window(ctx, logits, lo, hi, vp)?;
         let wt = rows_window(ctx, targets, lo, hi, 1)?;
-        let params = CrossentropyParams {
+        let params = CrossEntropyParams {
             rows: (hi - lo) as u32,
             v: v as u32,
             vp: vp as u32,
@@ -84,7 +83,7 @@ pub fn softcap_cross_entropy(
             softcap,
         };
         let groups = [(hi - lo) as u32, 1, 1];
-        s.push(ctx.dispatch(Kernel::CrossentropySoftcap, pipeline.clone(), &[wl, wz, wt, wg], &params, groups)?);
+        s.push(ctx.dispatch(Kernel::CrossEntropy, pipeline.clone(), &[wl, wz, wt, wg], &params, groups)?);
     }
     Ok(())
 }

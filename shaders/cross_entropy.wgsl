@@ -1,7 +1,7 @@
-// crossentropy.wgsl — logit softcap fused with cross-entropy, forward and backward in one kernel,
+// cross_entropy.wgsl — logit softcap fused with cross-entropy, forward and backward in one kernel,
 // the gradient written in place over the logits (llm.c's fused classifier).
 //
-//   crossentropy_softcap  per row r of a chunk of logits z (rows × Vp), l = cap·tanh(z[0:V]/cap):
+//   cross_entropy  per row r of a chunk of logits z (rows × Vp), l = cap·tanh(z[0:V]/cap):
 //       losses[r] = ln Σ_c exp(l_c) − l[target]           (0 when target < 0, ignore_index)
 //       with GRAD: z[r, c] ← grad_scale·(softmax(l)_c − [c = target])·(1 − (l_c/cap)²)   c < V
 //                  z[r, c] ← 0                                                          V ≤ c < Vp
@@ -26,7 +26,7 @@
 // a re-read; the row is still in cache) and overwrites the row. The barriers of the tree separate
 // every read of pass 1 from the writes of pass 2.
 
-struct CrossentropyParams {
+struct CrossEntropyParams {
     rows: u32,
     v: u32,
     vp: u32,
@@ -37,7 +37,7 @@ struct CrossentropyParams {
     softcap: f32,
 }
 
-var<immediate> p: CrossentropyParams;
+var<immediate> p: CrossEntropyParams;
 
 override WG: u32 = 256u; // power of two for the tree
 override GRAD: bool = true;
@@ -84,7 +84,7 @@ fn workgroup_sum(li: u32) {
 }
 
 @compute @workgroup_size(WG)
-fn crossentropy_softcap(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn cross_entropy(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let r = wid.x;
     let row_ok = r < p.rows;
     var tgt = -1;

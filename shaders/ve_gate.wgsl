@@ -1,11 +1,11 @@
-// vegate.wgsl — the value-embedding gate (ResFormer-style value residual), one gate per KV head
+// ve_gate.wgsl — the value-embedding gate (ResFormer-style value residual), one gate per KV head
 // from the first 12 channels of the normalized block input u:
 //   g[n, h] = 3·σ(s[n, h]),  s[n, h] = ⟨wg[h, :], u[n, 0:12]⟩
 //
-//   vegate_forward      v[n, h, :] += g[n, h]·ve[n, h, :]                          (in place)
-//   vegate_backward     dve[n, h, :] = g·dv[n, h, :] (written);
+//   ve_gate_forward      v[n, h, :] += g[n, h]·ve[n, h, :]                          (in place)
+//   ve_gate_backward     dve[n, h, :] = g·dv[n, h, :] (written);
 //                       ds[n, h] = ⟨dv[n, h, :], ve[n, h, :]⟩·3σ(1 − σ)            (scratch)
-//   vegate_backward_du  du[n, 0:12] += Σ_h ds[n, h]·wg[h, :]
+//   ve_gate_backward_du  du[n, 0:12] += Σ_h ds[n, h]·wg[h, :]
 // and dwg[h, :] += Σ_n ds[n, h]·u[n, 0:12] is reduce.wgsl's reduce_weighted_cols over ds.
 // v, ve, dv, dve are (N, Hkv, D); u, du are (N, C); wg is (Hkv, 12), read from the parameter arena.
 //
@@ -21,7 +21,7 @@
 // (n, h) row of D (a power of two, ~4 elements each), WG/TPR rows per workgroup, the dot product a
 // segmented tree in workgroup memory. backward_du, one invocation per du[n, k], k < 12.
 
-struct VegateParams {
+struct VeGateParams {
     n: u32,
     c: u32,
     hkv: u32,
@@ -36,7 +36,7 @@ struct VegateParams {
     _pad1: u32,
 }
 
-var<immediate> p: VegateParams;
+var<immediate> p: VeGateParams;
 
 const GATE_CHANNELS: u32 = 12u;
 
@@ -64,7 +64,7 @@ fn sigmoid(s: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn vegate_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn ve_gate_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let per_tok = p.hkv * p.d;
     let total = p.n * per_tok;
     for (var i = gid.x; i < total; i += nwg.x * WG) {
@@ -79,7 +79,7 @@ fn vegate_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 }
 
 @compute @workgroup_size(WG)
-fn vegate_backward(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn ve_gate_backward(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let lane = li % TPR;
     let row = wid.x * (WG / TPR) + li / TPR; // (token, head) pair
     let ok = row < p.n * p.hkv;
@@ -118,7 +118,7 @@ fn vegate_backward(@builtin(local_invocation_index) li: u32, @builtin(workgroup_
 
 // v = du here.
 @compute @workgroup_size(WG)
-fn vegate_backward_du(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn ve_gate_backward_du(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let total = p.n * GATE_CHANNELS;
     for (var i = gid.x; i < total; i += nwg.x * WG) {
         let tok = i / GATE_CHANNELS;

@@ -1,4 +1,4 @@
-//! Launchers for `shaders/vegate.wgsl`, mirroring `reference::vegate`: the value-embedding gate
+//! Launchers for `shaders/ve_gate.wgsl`, mirroring `reference::ve_gate`: the value-embedding gate
 //! v += 3σ(⟨wg[h], u[n, 0:12]⟩)·ve and its gradient.
 //!
 //! wg is a view of the parameter arena; dwg a view of the gradient arena (accumulated). The
@@ -15,9 +15,9 @@ use crate::model::config::VE_GATE_CHANNELS;
 const WG: usize = 256;
 
 immediates! {
-    /// Matches `VegateParams` in the shader: shapes, then the element offsets of bindings 0..6.
+    /// Matches `VeGateParams` in the shader: shapes, then the element offsets of bindings 0..6.
     #[derive(Default)]
-    pub struct VegateParams {
+    pub struct VeGateParams {
         n: u32,
         c: u32,
         hkv: u32,
@@ -61,13 +61,13 @@ pub fn ve_gate_forward(
     expect_len(OP, "ve", ve, n * hkv * d)?;
     expect_len(OP, "wg", wg, hkv * VE_GATE_CHANNELS)?;
     let ctx = s.ctx;
-    let pipeline = ctx.pipeline(Kernel::VegateForward, &Overrides::new().set("WG", WG as f64))?;
+    let pipeline = ctx.pipeline(Kernel::VeGateForward, &Overrides::new().set("WG", WG as f64))?;
     let ww = whole_window(ctx, wg, 0, hkv * VE_GATE_CHANNELS)?;
     for (lo, hi) in row_chunks(ctx, OP, n, &[hkv * d, c], usize::MAX)? {
         let wv = rows_window(ctx, v, lo, hi, hkv * d)?;
         let wu = rows_window(ctx, u, lo, hi, c)?;
         let wve = rows_window(ctx, ve, lo, hi, hkv * d)?;
-        let params = VegateParams {
+        let params = VeGateParams {
             n: (hi - lo) as u32,
             c: c as u32,
             hkv: hkv as u32,
@@ -76,7 +76,7 @@ pub fn ve_gate_forward(
             ..Default::default()
         };
         let groups = ((hi - lo) * hkv * d).div_ceil(WG).min(MAX_GRID) as u32;
-        s.push(ctx.dispatch(Kernel::VegateForward, pipeline.clone(), &[wv, wu, wve, ww], &params, [groups, 1, 1])?);
+        s.push(ctx.dispatch(Kernel::VeGateForward, pipeline.clone(), &[wv, wu, wve, ww], &params, [groups, 1, 1])?);
     }
     Ok(())
 }
@@ -114,7 +114,7 @@ pub fn ve_gate_backward(
     let tpr = threads_per_row(d);
     let rows_per_group = WG / tpr;
     let o = Overrides::new().set("WG", WG as f64).set("TPR", tpr as f64);
-    let p_rows = ctx.pipeline(Kernel::VegateBackward, &o)?;
+    let p_rows = ctx.pipeline(Kernel::VeGateBackward, &o)?;
     let ww = whole_window(ctx, wg, 0, hkv * VE_GATE_CHANNELS)?;
     // Token chunks whose (token, head) rows fill at most 65,535 workgroups.
     let max_tok = (MAX_GROUPS_PER_DIM * rows_per_group / hkv).max(1);
@@ -128,23 +128,23 @@ pub fn ve_gate_backward(
             ww,
         ];
         let mut params =
-            VegateParams { n: (hi - lo) as u32, c: c as u32, hkv: hkv as u32, d: d as u32, ..Default::default() };
+            VeGateParams { n: (hi - lo) as u32, c: c as u32, hkv: hkv as u32, d: d as u32, ..Default::default() };
         for (o, w) in params.off.iter_mut().zip(&windows) {
             *o = w.elem_offset;
         }
         let groups = ((hi - lo) * hkv).div_ceil(rows_per_group) as u32;
-        s.push(ctx.dispatch(Kernel::VegateBackward, p_rows.clone(), &windows, &params, [groups, 1, 1])?);
+        s.push(ctx.dispatch(Kernel::VeGateBackward, p_rows.clone(), &windows, &params, [groups, 1, 1])?);
     }
-    let p_du = ctx.pipeline(Kernel::VegateBackwardDu, &Overrides::new().set("WG", WG as f64))?;
+    let p_du = ctx.pipeline(Kernel::VeGateBackwardDu, &Overrides::new().set("WG", WG as f64))?;
     for (lo, hi) in row_chunks(ctx, OP, n, &[c, hkv], usize::MAX)? {
         let windows = [rows_window(ctx, du, lo, hi, c)?, rows_window(ctx, &ds, lo, hi, hkv)?, ww];
         let mut params =
-            VegateParams { n: (hi - lo) as u32, c: c as u32, hkv: hkv as u32, d: d as u32, ..Default::default() };
+            VeGateParams { n: (hi - lo) as u32, c: c as u32, hkv: hkv as u32, d: d as u32, ..Default::default() };
         for (o, w) in params.off.iter_mut().zip(&windows) {
             *o = w.elem_offset;
         }
         let groups = ((hi - lo) * VE_GATE_CHANNELS).div_ceil(WG).min(MAX_GRID) as u32;
-        s.push(ctx.dispatch(Kernel::VegateBackwardDu, p_du.clone(), &windows, &params, [groups, 1, 1])?);
+        s.push(ctx.dispatch(Kernel::VeGateBackwardDu, p_du.clone(), &windows, &params, [groups, 1, 1])?);
     }
     reduce::weighted_cols(s, dwg, &ds, u, n, hkv, VE_GATE_CHANNELS, c, true)
 }

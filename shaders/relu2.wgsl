@@ -1,7 +1,7 @@
-// activation.wgsl — the MLP nonlinearity relu(x)², forward and backward.
+// relu2.wgsl — the MLP nonlinearity relu(x)², forward and backward.
 //
-//   activation_relu2_forward   out[i]  = max(inp[i], 0)²
-//   activation_relu2_backward  dinp[i] = dout[i] · 2·max(inp[i], 0)
+//   relu2_forward   out[i]  = max(inp[i], 0)²
+//   relu2_backward  dinp[i] = dout[i] · 2·max(inp[i], 0)
 //
 // Both are one correctly rounded f32 multiply per element (2·dout is exact), so they match the f64
 // reference rounded once, bit for bit.
@@ -15,14 +15,14 @@
 //
 // Launch: 1-D grid-stride loop, coalesced.
 
-struct ActivationParams {
+struct Relu2Params {
     n: u32,
     off_out: u32,
     off_a: u32,
     off_b: u32,
 }
 
-var<immediate> p: ActivationParams;
+var<immediate> p: Relu2Params;
 
 override WG: u32 = 256u;
 
@@ -31,7 +31,7 @@ override WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 
 @compute @workgroup_size(WG)
-fn activation_relu2_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn relu2_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     for (var i = gid.x; i < p.n; i += nwg.x * WG) {
         let r = max(a[p.off_a + i], 0.0);
         out[p.off_out + i] = r * r;
@@ -40,7 +40,7 @@ fn activation_relu2_forward(@builtin(global_invocation_id) gid: vec3<u32>, @buil
 
 // a = dout, b = inp.
 @compute @workgroup_size(WG)
-fn activation_relu2_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn relu2_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     for (var i = gid.x; i < p.n; i += nwg.x * WG) {
         let r = max(b[p.off_b + i], 0.0);
         out[p.off_out + i] = (2.0 * a[p.off_a + i]) * r;

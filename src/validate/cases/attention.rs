@@ -10,7 +10,7 @@
 //! alone would take ~15 s), which `--quick` skips.
 //!
 //! `chunked` selects one B = 5 problem meant for the small-binding context, where the launchers
-//! split the batch into chunks. `suite::run` currently calls this for the ordinary context only;
+//! split the batch into chunks. `cases::run` calls this for the ordinary context only;
 //! the chunked path is covered by `attention_chunks_over_batches` in `tests/kernels.rs`, which
 //! checks it bit for bit against the unchunked run.
 //!
@@ -22,14 +22,15 @@
 //!
 //! `attention_decode` (one query against a KV cache) has its own rows (`decode_cases` below).
 
-use super::attention_tolerance;
-use super::suite::{upload_at, Runner};
+use super::upload_at;
 use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::kernels::{attention, Stream};
 use crate::reference;
 use crate::shapes::AttnShape;
 use crate::util::Rng;
+use crate::validate::attention_tolerance;
+use crate::validate::suite::Runner;
 use std::time::Instant;
 
 struct Case {
@@ -74,7 +75,7 @@ fn unit_rms_rows(rng: &mut Rng, rows: usize, d: usize, gain: f32) -> Vec<f32> {
     x
 }
 
-pub(crate) fn attention_cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<()> {
+pub(super) fn cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Result<()> {
     if !chunked {
         decode_cases(ctx, r)?;
     }
