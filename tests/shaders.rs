@@ -212,3 +212,56 @@ fn immediate_size_is_the_largest_parameter_struct() {
     let largest = Shader::ALL.iter().map(|&s| wgsl_params(s).2).max().unwrap();
     assert_eq!(wgpt::gpu::context::IMMEDIATE_BYTES as usize, largest);
 }
+
+/// The `pub fn` names in a Rust source whose parameter list contains `needle` (a launcher takes
+/// `&mut Stream` first), in file order.
+fn pub_fns(src: &str, needle: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (at, _) in src.match_indices("\npub fn ") {
+        let rest = &src[at + "\npub fn ".len()..];
+        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let args = &rest[..rest.find(')').unwrap_or(rest.len())];
+        if needle.is_none_or(|n| args.contains(n)) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// One kernel family is one name: `shaders/X.wgsl` holds entry points named `X` or `X_…`, its
+/// launchers are `src/kernels/X.rs`, its CPU reference `src/reference/X.rs` with a function of
+/// the same name for every launcher, and its validation rows `src/validate/cases/X.rs`. Two
+/// exceptions, by design: matmul_coop is a variant of matmul's contract (the `matmul` launcher
+/// dispatches it, `reference::matmul` checks it, `cases/matmul.rs` holds its rows), and
+/// `matmul_variant` is `matmul` with the variant forced, checked by the same reference.
+#[test]
+fn every_kernel_family_is_one_name_through_its_five_files() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let mut problems = Vec::new();
+    for &shader in Shader::ALL {
+        let family = shader.file().trim_start_matches("shaders/").trim_end_matches(".wgsl");
+        for k in shader.kernels() {
+            let e = k.entry();
+            if e != family && !e.starts_with(&format!("{family}_")) {
+                problems.push(format!("{}: entry point {e} does not start with {family}_", shader.file()));
+            }
+        }
+        let home = if family == "matmul_coop" { "matmul" } else { family };
+        let launchers = read(&format!("src/kernels/{family}.rs"));
+        let reference = read(&format!("src/reference/{home}.rs"));
+        read(&format!("src/validate/cases/{home}.rs"));
+        let refs = pub_fns(&reference, None);
+        let found = pub_fns(&launchers, Some("&mut Stream"));
+        if found.is_empty() && family != "matmul_coop" {
+            problems.push(format!("src/kernels/{family}.rs: no launcher (pub fn taking &mut Stream) found"));
+        }
+        for l in found {
+            let checked_as = if l == "matmul_variant" { "matmul".to_string() } else { l.clone() };
+            if !refs.contains(&checked_as) {
+                problems.push(format!("kernels::{family}::{l} has no reference::{home}::{checked_as}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
