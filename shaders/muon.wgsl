@@ -19,8 +19,9 @@
 // reduced over R). All arithmetic is f32; every reduction is a fixed stride-then-tree order, so
 // results are bit-identical run to run.
 //
-// Per-step values are read from `scalars`, 4 f32 per Muon group written by the host each step
-// (μ, lr_eff, lr_eff·wd, NorMuon's β2), so recorded dispatches replay unchanged; `guard` (the non-finite
+// Per-step values are read from `scalars`, 5 f32 per Muon group written by the host each step
+// (μ, lr_eff, lr_eff·wd, NorMuon's β2, 1/S: the momentum kernel unscales gradients that carry the
+// loss scale S, a power of two, so exactly), so recorded dispatches replay unchanged; `guard` (the non-finite
 // gradient count) makes the three kernels that write optimizer state or parameters skip the step.
 //
 // Bindings per kernel (windows; off_0.. give where each operand starts in its window):
@@ -92,8 +93,9 @@ fn muon_momentum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let n = p.kk * p.rows * p.cols;
     let mu = scalars[p.off_3];
     let one_m_mu = 1.0 - mu;
+    let inv_scale = scalars[p.off_3 + 4u];
     for (var i = gid.x; i < n; i += nwg.x * WG) {
-        let g = in0[p.off_0 + i];
+        let g = in0[p.off_0 + i] * inv_scale;
         let m = fma(mu, rw1[p.off_1 + i], one_m_mu * g);
         rw1[p.off_1 + i] = m;
         rw2[p.off_2 + i] = fma(one_m_mu, g, mu * m);

@@ -628,6 +628,7 @@ fn step_check_cmd(gpu: &GpuArgs, args: &StepCheckArgs) -> anyhow::Result<i32> {
                 muon_lr: args.matrix_lr,
                 muon_momentum: 0.95,
                 muon_weight_decay: args.weight_decay,
+                grad_scale: 1.0,
             };
             let mut s = model.stream();
             opt.step_with(&mut s, model.params(), model.grads(), &sc)?;

@@ -47,6 +47,8 @@ pub struct TrainSpec {
     pub save_every: i64,
     pub seed: u64,
     pub muon: crate::reference::muon::MuonVariant,
+    pub precision: Precision,
+    pub initial_loss_scale: f64,
 }
 
 /// The `[train]` keys and what they mean.
@@ -134,6 +136,19 @@ pub const TRAIN_KEYS: &[KeyDoc] = &[
     ),
     KeyDoc::optional("seed", "Seed for the parameter init (and anything else random)."),
     KeyDoc::optional("muon", "\"seed\": Muon as the seed run had it; \"plus\": nanochat HEAD's MuonEq + Muon+."),
+    KeyDoc::optional(
+        "precision",
+        "\"f32\", \"f16\" or \"auto\". f16: every linear layer's three products (X·Wᵀ, dY·W, dYᵀ·X) take f16 \
+         inputs and accumulate in f32 on the cooperative-matrix kernels, with dynamic loss scaling (GradScaler's: \
+         2^16, ×2 after 2,000 clean steps, ×½ and the step skipped on an inf/NaN gradient); master weights, \
+         gradients, optimizer state, norms, softmax and the residual stream stay f32. auto: f16 where the adapter \
+         has cooperative matrices, else f32 (`--dry-run` says which and why). Default f32 for now.",
+    ),
+    KeyDoc::optional(
+        "initial_loss_scale",
+        "The f16 loss scale a run starts at (GradScaler's 65536): a power of two in [1, 2^48], so that dividing \
+         the gradients by it is exact (AdamW divides v's increment by its square, which must stay a normal f32). Ignored in f32 (scale 1, and a non-finite gradient stops the run).",
+    ),
 ];
 
 impl Default for TrainSpec {
@@ -160,6 +175,31 @@ impl Default for TrainSpec {
             save_every: -1,
             seed: 42,
             muon: crate::reference::muon::MuonVariant::Seed,
+            precision: Precision::F32,
+            initial_loss_scale: 65536.0,
+        }
+    }
+}
+
+/// `train.precision`: what the linear layers' products read (see [`TRAIN_KEYS`]).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f16 where the adapter has cooperative matrices, else f32.
+    Auto,
+    /// The default until f16 training is shown to match f32 on real text (issue 12's KJV runs):
+    /// then `auto` takes its place.
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
         }
     }
 }
@@ -380,6 +420,19 @@ impl RunConfig {
     pub fn from_toml(text: &str, source: Option<&Path>, overrides: &[String]) -> Result<Self> {
         let name = source.map_or("<config>".to_string(), |p| p.display().to_string());
         let file_error = |e: &dyn Display| Error::Config { message: format!("{name}: {}", e.to_string().trim()) };
+        let replaced = |o: &String| override_key(o).is_some_and(|k| k == ("model", "matmul"));
+        let in_file = toml::from_str::<toml::Value>(text)
+            .ok()
+            .is_some_and(|v| v.get("model").and_then(|m| m.get("matmul")).is_some());
+        if in_file || overrides.iter().any(replaced) {
+            return Err(Error::Config {
+                message: format!(
+                    "{}: model.matmul was replaced by train.precision (\"f32\", \"f16\" or \"auto\"; f16 also scales \
+                     the loss)\n  HINT: write `precision = \"f16\"` under [train] (or --set train.precision=f16)",
+                    if in_file { name.as_str() } else { "--set" }
+                ),
+            });
+        }
         let file: ConfigFile = if overrides.is_empty() {
             // Straight from the text, so an error points at the file's line and column.
             toml::from_str(text).map_err(|e| file_error(&e))?
@@ -505,6 +558,15 @@ fn check_train(tr: &TrainSpec, origin: &Origin<'_>) -> Result<()> {
                 &format!("nanochat's is {default} (the default); 0 freezes the group"),
             ));
         }
+    }
+    let s = tr.initial_loss_scale;
+    if !(s.is_finite() && (1.0..=crate::train::precision::MAX_SCALE).contains(&s) && s.log2().fract() == 0.0) {
+        return Err(origin.refuse(
+            "train.initial_loss_scale",
+            &s,
+            "is not a power of two in [1, 2^48]: unscaling the gradients must be exact",
+            &format!("GradScaler's is {} (the default)", d.initial_loss_scale),
+        ));
     }
     if !(tr.weight_decay.is_finite() && tr.weight_decay >= 0.0) {
         return Err(origin.refuse(

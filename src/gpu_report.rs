@@ -3,7 +3,7 @@
 //! H100-class card: the adapters and the cooperative-matrix verdict, a quick validate on that
 //! driver (with the matmul family, coop rows included, at the d12 products), matmul throughput
 //! at the d12 shapes (best f32 variant, best coop f16 variant, their ratio), attention, one d12
-//! training micro-step in f32 and with `model.matmul = "f16"` (tokens/s, per-kernel GPU time,
+//! training micro-step in f32 and with `train.precision = "f16"` (tokens/s, per-kernel GPU time,
 //! dispatches and host time per step), and the memory plan against what was allocated. Writes
 //! `gpu-report.md` and `gpu-report.json` into DIR (atomically) and prints the markdown.
 
@@ -184,9 +184,9 @@ pub fn run(ctx: &GpuContext, args: &GpuReportArgs) -> Result<()> {
     let mut steps: Vec<(String, StepBenchResult)> = Vec::new();
     for matmul in ["f32", "f16"] {
         let mut overrides = args.overrides.clone();
-        overrides.push(format!("model.matmul={matmul}"));
+        overrides.push(format!("train.precision={matmul}"));
         let rc = RunConfig::load(&args.config, &overrides)?;
-        section(&format!("Training micro-step, model.matmul = {matmul}"), &mut |out| {
+        section(&format!("Training micro-step, train.precision = {matmul}"), &mut |out| {
             steps.push((matmul.to_string(), step_bench(ctx, &rc, 3, out)?));
             Ok(())
         })?;
@@ -199,7 +199,7 @@ pub fn run(ctx: &GpuContext, args: &GpuReportArgs) -> Result<()> {
     section("Memory plan against allocation", &mut |out| {
         for (m, r) in &steps {
             out(&format!(
-                "model.matmul = {m}: plan {:.1} MiB (without optimizer state), allocated {:.1} MiB, {}",
+                "train.precision = {m}: plan {:.1} MiB (without optimizer state), allocated {:.1} MiB, {}",
                 r.plan_bytes as f64 / 1048576.0,
                 r.allocated_bytes as f64 / 1048576.0,
                 if r.plan_bytes == r.allocated_bytes { "equal" } else { "DIFFERENT" }
@@ -239,7 +239,7 @@ fn markdown(
     s += &format!("- model: `{}`\n", rc.source.as_ref().map_or("<config>".into(), |p| p.display().to_string()));
     for (m, r) in steps {
         s += &format!(
-            "- micro-step, model.matmul = {m}: {:.0} tok/s ({:.1}% of the seed run's {seed_tps:.0} on the RTX 4070), \
+            "- micro-step, train.precision = {m}: {:.0} tok/s ({:.1}% of the seed run's {seed_tps:.0} on the RTX 4070), \
              {} dispatches, host {:.1} ms per replayed micro-step ({:.1} ms to record it once)\n",
             r.tokens_per_sec,
             100.0 * r.tokens_per_sec / seed_tps,

@@ -4,7 +4,7 @@
 //!
 //! These need an adapter (lavapipe in CI). Without one they fail, unless WGPT_ALLOW_NO_GPU=1.
 
-use wgpt::gpu::{AutotuneMode, DType, GpuContext, GpuOptions, Shader};
+use wgpt::gpu::{AutotuneMode, DType, GpuContext, GpuOptions, GpuTensor, Shader};
 use wgpt::kernels::embedding::{EmbeddingBuckets, GpuEmbeddingBuckets};
 use wgpt::kernels::matmul::{self, Gemm, MatmulPrecision, MatmulVariant};
 use wgpt::kernels::matmul_coop;
@@ -145,21 +145,33 @@ fn optimizer_is_deterministic_and_its_state_round_trips() {
         muon_lr: 0.02,
         muon_momentum: 0.95,
         muon_weight_decay: 0.28,
+        grad_scale: 1.0,
     };
-    let run = || {
+    let run_on = |grads: &GpuTensor, grad_scale: f64| {
         let mut opt = Optimizer::new(ctx, &layout, MuonVariant::Plus).unwrap();
         let params = ctx.upload("params", &layout.init(3)).unwrap();
         for t in 1..=2 {
             let mut s = Stream::new(ctx);
-            opt.step_with(&mut s, &params, &grads, &StepScalars { adamw_step: t, ..sc.clone() }).unwrap();
+            let step = StepScalars { adamw_step: t, grad_scale, ..sc.clone() };
+            opt.step_with(&mut s, &params, grads, &step).unwrap();
             s.run().unwrap();
         }
         (ctx.read(&params).unwrap(), opt)
     };
+    let run = || run_on(&grads, 1.0);
     let (p1, opt1) = run();
     let (p2, _) = run();
-    assert!(p1.iter().zip(&p2).all(|(a, b)| a.to_bits() == b.to_bits()));
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    assert!(same(&p1, &p2));
     let state = opt1.state().unwrap();
+    // Gradients carrying a loss scale of 2^16, divided out by the kernels: the same bits as
+    // unscaled gradients (dividing by a power of two is exact), parameters and state alike.
+    let scaled = ctx.upload("grads_scaled", &g.iter().map(|x| x * 65536.0).collect::<Vec<_>>()).unwrap();
+    let (p3, opt3) = run_on(&scaled, 65536.0);
+    assert!(same(&p1, &p3), "a loss scale of 2^16 changed the update");
+    for ((n, a), (_, b)) in state.iter().zip(&opt3.state().unwrap()) {
+        assert!(same(a, b), "a loss scale of 2^16 changed {n}");
+    }
     assert!(state.iter().all(|(_, v)| v.iter().any(|&x| x != 0.0)), "every state buffer was written");
     let fresh = Optimizer::new(ctx, &layout, MuonVariant::Plus).unwrap();
     fresh.load_state(&state).unwrap();

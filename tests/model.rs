@@ -6,8 +6,9 @@
 //! zero-initialised projections and lambdas cannot hide a wrong gradient.
 
 use wgpt::config::{MemorySpec, Recompute};
+use wgpt::kernels::matmul::MatmulPrecision;
 use wgpt::model::gpu::{GpuModel, Pass};
-use wgpt::model::{GptConfig, ModelMatmul, ParamLayout};
+use wgpt::model::{GptConfig, ParamLayout};
 use wgpt::reference::model::RefGpt;
 use wgpt::testing::gpu;
 use wgpt::util::Rng;
@@ -38,7 +39,7 @@ fn batch(cfg: &GptConfig, b: usize, seed: u64, ignore_every: usize) -> (Vec<i32>
     (idx, targets)
 }
 
-/// What a comparison allows: the f32 model's bounds (issue 3), or those of `model.matmul = "f16"`.
+/// What a comparison allows: the f32 model's bounds (issue 3), or those of `train.precision = "f16"`.
 struct ModelTol {
     loss_rel: f64,
     grad_rel: f64,
@@ -47,7 +48,7 @@ struct ModelTol {
 /// f32 everywhere: loss rel err ≤ 1e-5, every gradient's relative norm error ≤ 1e-4.
 const F32_TOL: ModelTol = ModelTol { loss_rel: 1e-5, grad_rel: 1e-4 };
 
-/// `model.matmul = "f16"` against the unrounded f64 reference. Every linear layer's inputs are
+/// `train.precision = "f16"` against the unrounded f64 reference. Every linear layer's inputs are
 /// rounded to f16 (relative error uniform in ±u, u = 2^−11), so each product's output carries an
 /// independent relative perturbation of rms √(2/3)·u ≈ 4.0e-4 (both operands rounded; the f32
 /// accumulation adds nothing comparable, see `validate::matmul_coop_tolerance`). A gradient is
@@ -67,7 +68,7 @@ const F32_TOL: ModelTol = ModelTol { loss_rel: 1e-5, grad_rel: 1e-4 };
 const F16_TOL: ModelTol = ModelTol { loss_rel: 1e-3, grad_rel: 5e-3 };
 
 fn check(cfg: &GptConfig, b: usize, recompute: Recompute, seed: u64) {
-    check_scaled(cfg, b, recompute, seed, ModelMatmul::F32, 1.0, &F32_TOL);
+    check_scaled(cfg, b, recompute, seed, MatmulPrecision::F32, 1.0, &F32_TOL);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -76,7 +77,7 @@ fn check_scaled(
     b: usize,
     recompute: Recompute,
     seed: u64,
-    matmul: ModelMatmul,
+    matmul: MatmulPrecision,
     loss_scale: f32,
     tol: &ModelTol,
 ) -> f64 {
@@ -96,7 +97,7 @@ fn check_scaled(
     let want32 = ref32.backward(&fw32, &idx, &targets, b, cfg.sequence_len, 1.0 / fw32.valid as f64);
 
     let mem = MemorySpec { recompute, logits_chunk_rows: 100 }; // several chunks, a ragged last one
-    let mut model = GpuModel::new(ctx, cfg, b, &mem).unwrap().with_matmul(matmul.precision());
+    let mut model = GpuModel::new(ctx, cfg, b, &mem).unwrap().with_matmul(matmul);
     model.loss_scale = loss_scale;
     model.write_params(&params).unwrap();
     model.set_batch(&idx, &targets, 1).unwrap();
@@ -119,7 +120,7 @@ fn check_scaled(
         if den.sqrt() < 1e-8 {
             // With f16 inputs the ~0 gradient is ~0 up to the same relative perturbation of the
             // terms it cancels (O(1) each): 1e-8 for f32, 1e-5 for f16.
-            let abs_bound = if matmul == ModelMatmul::F32 { 1e-8 } else { 1e-5 };
+            let abs_bound = if matmul == MatmulPrecision::F32 { 1e-8 } else { 1e-5 };
             assert!(num.sqrt() < abs_bound, "{}: analytically ~0 gradient, got error {:e}", spec.name, num.sqrt());
             eprintln!(
                 "{recompute:?}: {} gradient is analytically ~0 ({:.1e}); abs err {:.1e}",
@@ -143,7 +144,7 @@ fn check_scaled(
         let r = off..off + spec.numel();
         let n32: f64 = want32[r.clone()].iter().zip(&want[r]).map(|(&g, &w)| (g as f64 - w).powi(2)).sum();
         let e32 = (n32 / den).sqrt();
-        let bound = if matmul == ModelMatmul::F32 { tol.grad_rel.max(8.0 * e32) } else { tol.grad_rel };
+        let bound = if matmul == MatmulPrecision::F32 { tol.grad_rel.max(8.0 * e32) } else { tol.grad_rel };
         if bound > tol.grad_rel {
             eprintln!(
                 "  {}: ill-conditioned in f32 (f32 reference err {e32:.2e}): bound {bound:.2e}, got {e:.2e}",
@@ -170,7 +171,7 @@ fn depth2_matches_reference() {
     check(&config_a(), 2, Recompute::None, 10);
 }
 
-/// `model.matmul = "f16"`: every linear layer's three products on the cooperative-matrix kernels
+/// `train.precision = "f16"`: every linear layer's three products on the cooperative-matrix kernels
 /// (f16 inputs, f32 accumulation), the rest of the model unchanged, against the same f64
 /// reference; the bound is derived at [`F16_TOL`]. Where the adapter has no cooperative matrices
 /// the f32 kernels run (the model logs it) and the bound holds trivially; CI runs this under
@@ -183,13 +184,13 @@ fn depth2_matches_reference_with_f16_matmuls() {
         assert!(coop, "WGPT_EXPECT_COOP=1 but cooperative matrices are not in use");
     }
     eprintln!("cooperative matrices: {}", wgpt::kernels::matmul_coop::coop_status(ctx).describe());
-    let scaled = check_scaled(&config_a(), 2, Recompute::None, 10, ModelMatmul::F16, 1024.0, &F16_TOL);
-    check_scaled(&config_a(), 2, Recompute::Block, 30, ModelMatmul::F16, 1024.0, &F16_TOL);
+    let scaled = check_scaled(&config_a(), 2, Recompute::None, 10, MatmulPrecision::F16, 1024.0, &F16_TOL);
+    check_scaled(&config_a(), 2, Recompute::Block, 30, MatmulPrecision::F16, 1024.0, &F16_TOL);
     if coop {
         // Unscaled, the small attention gradients fall into f16's subnormals (see F16_TOL): the
         // same products then err about ten times more, which is what loss scaling is for.
         let loose = ModelTol { loss_rel: F16_TOL.loss_rel, grad_rel: 1.0 };
-        let unscaled = check_scaled(&config_a(), 2, Recompute::None, 10, ModelMatmul::F16, 1.0, &loose);
+        let unscaled = check_scaled(&config_a(), 2, Recompute::None, 10, MatmulPrecision::F16, 1.0, &loose);
         assert!(unscaled > 3.0 * scaled, "unscaled {unscaled:e} vs scaled {scaled:e}: f16 rounding did not happen?");
     }
 }

@@ -60,10 +60,13 @@ pub struct AdamwHyper {
     pub weight_decay: f64,
 }
 
-/// The per-step buffer contents for `groups` at AdamW step `step` (t ≥ 1): per group
-/// 1 − lr·wd, lr/(1 − β1^t), β1, 1 − β1, β2, 1 − β2, 1 − β2^t, eps. Each value is computed in f64
-/// and rounded to f32 once, so the kernel's only roundings are its own arithmetic.
-pub fn adamw_scalars(groups: &[AdamwHyper], step: u64) -> Vec<f32> {
+/// The per-step buffer contents for `groups` at AdamW step `step` (t ≥ 1), for gradients that
+/// arrive multiplied by `grad_scale` (the loss scale; 1 unscaled): per group 1 − lr·wd,
+/// lr/(1 − β1^t), β1, (1 − β1)/S, β2, (1 − β2)/S², 1 − β2^t, eps. The kernel forms
+/// ((1 − β1)/S)·g and ((1 − β2)/S²)·g·g, which for a power-of-two S (in [1, 2^48]) are exactly
+/// (1 − β1)·(g/S) and (1 − β2)·(g/S)²: unscaling costs no pass and no rounding. Each value is
+/// computed in f64 and rounded to f32 once, so the kernel's only roundings are its own arithmetic.
+pub fn adamw_scalars(groups: &[AdamwHyper], step: u64, grad_scale: f64) -> Vec<f32> {
     let t = step.min(i32::MAX as u64) as i32;
     groups
         .iter()
@@ -72,9 +75,9 @@ pub fn adamw_scalars(groups: &[AdamwHyper], step: u64) -> Vec<f32> {
                 1.0 - h.lr * h.weight_decay,
                 h.lr / (1.0 - h.beta1.powi(t)),
                 h.beta1,
-                1.0 - h.beta1,
+                (1.0 - h.beta1) / grad_scale,
                 h.beta2,
-                1.0 - h.beta2,
+                (1.0 - h.beta2) / (grad_scale * grad_scale),
                 1.0 - h.beta2.powi(t),
                 h.eps,
             ]

@@ -181,7 +181,7 @@ pub fn describe_linear_layers(ctx: &GpuContext, precision: MatmulPrecision) -> (
         CoopStatus::Available { tile, .. } => {
             (format!("f16 inputs, f32 accumulation, cooperative matrices ({tile}×{tile}×{tile})"), true)
         }
-        CoopStatus::Unavailable(why) => (format!("f32 (WGSL, SIMT): model.matmul = f16 asked, but {why}"), false),
+        CoopStatus::Unavailable(why) => (format!("f32 (WGSL, SIMT): f16 products asked, but {why}"), false),
     }
 }
 

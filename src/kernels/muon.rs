@@ -21,7 +21,7 @@
 //!
 //! Workspace ([`MuonWorkspace`], sizes from [`workspace_lens`]): x and y of kk·R·C, gram and poly of
 //! kk·s², stats and scale of kk·max(R, C), for the largest slice of any group. Per-step values
-//! (μ, lr_eff, lr_eff·wd, β2) are read from a 4-word buffer ([`muon_scalars`]) the caller rewrites
+//! (μ, lr_eff, lr_eff·wd, β2, 1/S for gradients scaled by the loss scale S) are read from a 5-word buffer ([`muon_scalars`]) the caller rewrites
 //! before each submission; the Polar Express coefficients are constants of the recorded dispatches.
 
 use crate::error::{Error, Result};
@@ -39,7 +39,7 @@ use crate::reference::muon::{MuonVariant, MUON_BETA2, POLAR_EXPRESS};
 /// instead of 4 × 108 MiB for whole groups.
 pub const SLICE_ELEMS: usize = 1 << 23;
 /// f32 words per group in the per-step buffer (see [`muon_scalars`]).
-pub const SCALAR_WORDS: usize = 4;
+pub const SCALAR_WORDS: usize = 5;
 
 const WG_ELEMENTWISE: usize = 256;
 /// Row sums: one workgroup per row of C ≤ a few thousand elements.
@@ -131,10 +131,19 @@ impl MuonWorkspace {
 }
 
 /// The per-step words of one group: μ, lr_eff = lr·√max(1, rows/cols), lr_eff·wd, NorMuon's β2,
-/// each computed in f64 and rounded once. `lr` and `weight_decay` are the scheduled group values.
-pub fn muon_scalars(mu: f64, lr: f64, weight_decay: f64, rows: usize, cols: usize) -> [f32; SCALAR_WORDS] {
+/// and 1/S for gradients that arrive multiplied by the loss scale `grad_scale` = S (1 unscaled;
+/// a power of two, so the momentum kernel's g·(1/S) is exact), each computed in f64 and rounded
+/// once. `lr` and `weight_decay` are the scheduled group values.
+pub fn muon_scalars(
+    mu: f64,
+    lr: f64,
+    weight_decay: f64,
+    rows: usize,
+    cols: usize,
+    grad_scale: f64,
+) -> [f32; SCALAR_WORDS] {
     let lr_eff = lr * (rows as f64 / cols as f64).max(1.0).sqrt();
-    [mu as f32, lr_eff as f32, (lr_eff * weight_decay) as f32, MUON_BETA2 as f32]
+    [mu as f32, lr_eff as f32, (lr_eff * weight_decay) as f32, MUON_BETA2 as f32, (1.0 / grad_scale) as f32]
 }
 
 /// The window of a whole view.

@@ -26,8 +26,6 @@ pub struct ModelSpec {
     pub sequence_len: usize,
     #[serde(default = "default_window_pattern")]
     pub window_pattern: String,
-    #[serde(default)]
-    pub matmul: ModelMatmul,
 }
 
 /// The `[model]` keys and what they mean.
@@ -55,14 +53,6 @@ pub const MODEL_KEYS: &[KeyDoc] = &[
         "Per-layer attention windows, `L` (full context) and `S` (quarter context) tiled over the layers; the \
          last layer is always `L`. e.g. \"L\" or \"SSSL\".",
     ),
-    KeyDoc::optional(
-        "matmul",
-        "Precision of every linear layer's three products (forward X·Wᵀ, input gradient dY·W, weight gradient \
-         dYᵀ·X): \"f32\", or \"f16\": inputs rounded to f16, products accumulated in f32, on the \
-         cooperative-matrix kernels where the adapter uses them (storage, weights, gradients and everything else \
-         stay f32; where the adapter has no cooperative matrices the f32 kernels run and the log says so). Not \
-         part of the model's shape.",
-    ),
 ];
 
 impl ModelSpec {
@@ -77,26 +67,6 @@ impl ModelSpec {
             vocab_size,
             sequence_len,
             window_pattern: default_window_pattern(),
-            matmul: ModelMatmul::default(),
-        }
-    }
-}
-
-/// `model.matmul`.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelMatmul {
-    #[default]
-    F32,
-    F16,
-}
-
-impl ModelMatmul {
-    /// What the linear layers' products accept.
-    pub fn precision(self) -> crate::kernels::matmul::MatmulPrecision {
-        match self {
-            ModelMatmul::F32 => crate::kernels::matmul::MatmulPrecision::F32,
-            ModelMatmul::F16 => crate::kernels::matmul::MatmulPrecision::F16,
         }
     }
 }
@@ -383,7 +353,6 @@ mod tests {
             vocab_size: 32768,
             sequence_len: 2048,
             window_pattern: "L".into(),
-            matmul: ModelMatmul::F32,
         })
         .unwrap()
     }

@@ -58,7 +58,7 @@ pub struct GpuModel<'c> {
     pub b: usize,
     pub t: usize,
     pub logits_chunk_rows: usize,
-    /// What the linear layers' products accept (`model.matmul`): f32, or f16 inputs.
+    /// What the linear layers' products accept (`train.precision`): f32, or f16 inputs.
     pub matmul: MatmulPrecision,
     /// Every gradient comes out multiplied by this (the loss gradient is; 1 by default), so that
     /// gradients rounded to f16 on their way into a product stay out of f16's subnormal range.
@@ -85,21 +85,22 @@ pub struct GpuModel<'c> {
 impl<'c> GpuModel<'c> {
     /// Allocate parameters, gradients, activations, workspace and batch buffers (not the optimizer
     /// state: the optimizer allocates its own plan entries) and upload the RoPE tables.
+    /// `train.precision` is resolved on the adapter (an f16 request it cannot serve is refused).
     pub fn for_run(ctx: &'c GpuContext, rc: &RunConfig) -> Result<Self> {
+        let precision = crate::train::precision::resolve(ctx, rc.train().precision)?;
         let m = Self::new(ctx, &rc.model, rc.train().device_batch_size, &rc.file.memory)?;
-        Ok(m.with_matmul(rc.file.model.matmul.precision()))
+        Ok(m.with_matmul(precision.matmul))
     }
 
-    /// Run the linear layers' products at `precision` (see `model.matmul`); logs what that means
-    /// on this adapter.
+    /// Run the linear layers' products at `precision` (what `train.precision` resolves to); warns
+    /// when f16 is asked of an adapter whose cooperative matrices are unusable (the f32 kernels
+    /// then run).
     pub fn with_matmul(mut self, precision: MatmulPrecision) -> Self {
         if precision != MatmulPrecision::F32 {
             let status = crate::kernels::matmul_coop::coop_status(self.ctx);
-            if status.is_available() {
-                log::info!("model.matmul = {}: linear layers on the cooperative-matrix kernels", precision.name());
-            } else {
+            if !status.is_available() {
                 log::warn!(
-                    "model.matmul = {}: cooperative matrices {}, so the linear layers run the f32 kernels",
+                    "{} products asked: cooperative matrices {}, so the linear layers run the f32 kernels",
                     precision.name(),
                     status.describe()
                 );

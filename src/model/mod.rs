@@ -10,5 +10,5 @@ pub mod gpu;
 pub mod memory;
 pub mod params;
 
-pub use config::{GptConfig, ModelMatmul, ModelSpec};
+pub use config::{GptConfig, ModelSpec};
 pub use params::{BlockParams, OptGroup, ParamCounts, ParamLayout, ParamSpec, ParamTensors, ValueEmbedParams};

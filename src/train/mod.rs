@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod mfu;
 pub mod optimizer;
 pub mod plot;
+pub mod precision;
 pub mod report;
 pub mod rundir;
 pub mod sampling;

@@ -94,6 +94,9 @@ pub struct StepScalars {
     pub muon_lr: f64,
     pub muon_momentum: f64,
     pub muon_weight_decay: f64,
+    /// What the gradients arrive multiplied by: the loss scale S (a power of two; 1 in f32). The
+    /// kernels divide it out exactly as they read the gradients (see `train::precision`).
+    pub grad_scale: f64,
 }
 
 impl StepScalars {
@@ -107,6 +110,7 @@ impl StepScalars {
             muon_lr: hyper.lr_muon * lrm,
             muon_momentum: hyper.muon_momentum(it),
             muon_weight_decay: hyper.muon_weight_decay_at(it),
+            grad_scale: 1.0,
         }
     }
 
@@ -120,9 +124,10 @@ impl StepScalars {
                 AdamwHyper { lr, beta1, beta2, eps: ADAMW_EPS, weight_decay }
             })
             .collect();
-        let mut w = adamw_scalars(&groups, self.adamw_step);
+        let mut w = adamw_scalars(&groups, self.adamw_step, self.grad_scale);
         for g in &layout.muon_groups {
-            w.extend(muon_scalars(self.muon_momentum, self.muon_lr, self.muon_weight_decay, g.rows, g.cols));
+            let (mu, lr, wd) = (self.muon_momentum, self.muon_lr, self.muon_weight_decay);
+            w.extend(muon_scalars(mu, lr, wd, g.rows, g.cols, self.grad_scale));
         }
         w
     }
@@ -323,6 +328,25 @@ impl<'c> Optimizer<'c> {
         self.step_with(s, params, grads, &StepScalars::scheduled(hyper, it))
     }
 
+    /// One training step at `it` on gradients scaled by `scaler`'s scale: the schedule's values,
+    /// the scale divided out, and AdamW's bias correction counting only the steps that ran.
+    pub fn step_scaled(
+        &mut self,
+        s: &mut Stream<'_>,
+        params: &GpuTensor,
+        grads: &GpuTensor,
+        it: usize,
+        hyper: &Hyper,
+        scaler: &crate::train::precision::LossScaler,
+    ) -> Result<()> {
+        let sc = StepScalars {
+            adamw_step: scaler.applied(it as u64) + 1,
+            grad_scale: scaler.scale,
+            ..StepScalars::scheduled(hyper, it)
+        };
+        self.step_with(s, params, grads, &sc)
+    }
+
     /// One step with explicit per-step values (e.g. `step-check` with no schedule). Writes the
     /// scalars now (they reach the GPU with the next submission: submit `s` before calling this
     /// again) and appends the step's dispatches to `s`.
@@ -496,6 +520,7 @@ mod tests {
             muon_lr: 0.02,
             muon_momentum: 0.95,
             muon_weight_decay: 0.1,
+            grad_scale: 1.0,
         };
         let w = sc.words(&layout);
         assert_eq!(w.len(), e["optim.scalars"]);
@@ -506,8 +531,14 @@ mod tests {
         assert_eq!(&w[4 * 8..4 * 8 + 3], &[1.0, (0.2 / (1.0 - 0.96f64 * 0.96)) as f32, 0.96]);
         // Muon: c_fc (3072×768) steps at 2× the lr, decay scaled by it too.
         let fc = layout.muon_groups.iter().position(|g| (g.rows, g.cols) == (3072, 768)).unwrap();
-        assert_eq!(&w[48 + 4 * fc..48 + 4 * fc + 4], &[0.95, 0.04, 0.004, 0.9]);
+        let at = |g: usize| 48 + SCALAR_WORDS * g;
+        assert_eq!(&w[at(fc)..at(fc) + 5], &[0.95, 0.04, 0.004, 0.9, 1.0]);
         let sq = layout.muon_groups.iter().position(|g| (g.rows, g.cols) == (768, 768)).unwrap();
-        assert_eq!(w[48 + 4 * sq + 1], 0.02);
+        assert_eq!(w[at(sq) + 1], 0.02);
+        // A loss scale of 2^16 is divided out of both moments' increments and Muon's gradient.
+        let scaled = StepScalars { grad_scale: 65536.0, ..sc.clone() }.words(&layout);
+        assert_eq!(scaled[3], w[3] / 65536.0);
+        assert_eq!(scaled[5], w[5] / 65536.0 / 65536.0);
+        assert_eq!(scaled[at(fc) + 4], 1.0 / 65536.0);
     }
 }

@@ -30,6 +30,8 @@ pub struct Report {
     adapter: String,
     /// What the linear layers computed in.
     matmul: String,
+    /// `train.precision` as resolved on the adapter, and why.
+    precision: String,
     plan_total: u64,
     data: PathBuf,
     tokens_per_param: f64,
@@ -87,6 +89,7 @@ impl Report {
         desc: &str,
         command_line: &str,
         ctx: &GpuContext,
+        precision: &crate::train::precision::ResolvedPrecision,
         plan: &MemoryPlan,
         tokenizer: &Path,
         data: &Path,
@@ -97,7 +100,8 @@ impl Report {
             command_line: command_line.to_string(),
             config_toml: rc.to_toml(),
             adapter: ctx.describe(),
-            matmul: crate::kernels::matmul_coop::describe_linear_layers(ctx, rc.file.model.matmul.precision()).0,
+            matmul: crate::kernels::matmul_coop::describe_linear_layers(ctx, precision.matmul).0,
+            precision: precision.why.clone(),
             plan_total: plan.total_bytes(),
             data: data.to_path_buf(),
             tokens_per_param: h.tokens_per_param,
@@ -273,6 +277,10 @@ impl Report {
         s += &format!("- config: `{}`\n", self.config_name);
         s += &format!("- command: `{}`\n", self.command_line);
         s += &format!("- adapter: {} · linear layers: {}\n", self.adapter, self.matmul);
+        s += &format!("- precision: {}\n", self.precision);
+        if self.precision.contains("f16") {
+            s += &format!("- skipped steps (non-finite gradients under loss scaling): {}\n", h.skipped);
+        }
         s += &format!("- data: {}\n", self.data_desc);
         if let Some((st, r)) = h.train.last() {
             let tokens = (st + 1) as f64 * self.total_batch as f64;
@@ -440,8 +448,10 @@ struct TrainRow {
 struct History {
     train: Vec<(usize, TrainRow)>,
     evals: Vec<(usize, f64)>,
-    /// Resumptions and `--init-from`, described.
+    /// Resumptions, `--init-from` and skipped steps, described.
     events: Vec<(usize, String)>,
+    /// Steps the f16 loss scaler skipped (a non-finite gradient).
+    skipped: usize,
 }
 
 impl History {
@@ -450,6 +460,7 @@ impl History {
         let mut train: BTreeMap<usize, TrainRow> = BTreeMap::new();
         let mut evals: BTreeMap<usize, f64> = BTreeMap::new();
         let mut events = Vec::new();
+        let mut skipped = 0;
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
             let Some(step) = v["step"].as_u64().map(|s| s as usize) else { continue };
@@ -474,6 +485,20 @@ impl History {
                 Some("init_from") => {
                     events.push((step, format!("weights from `{}`", v["source"].as_str().unwrap_or("?"))))
                 }
+                Some("skipped_step") => {
+                    skipped += 1;
+                    let tensors: Vec<&str> =
+                        v["tensors"].as_array().into_iter().flatten().filter_map(|c| c.as_str()).collect();
+                    events.push((
+                        step,
+                        format!(
+                            "step skipped: {} non-finite gradient values (in {}); loss scale → {}",
+                            v["nonfinite"].as_u64().unwrap_or(0),
+                            tensors.join(", "),
+                            v["loss_scale"].as_f64().unwrap_or(f64::NAN)
+                        ),
+                    ))
+                }
                 _ => {}
             }
             if let Some(b) = v["val_bpb"].as_f64() {
@@ -492,7 +517,7 @@ impl History {
                 );
             }
         }
-        History { train: train.into_iter().collect(), evals: evals.into_iter().collect(), events }
+        History { train: train.into_iter().collect(), evals: evals.into_iter().collect(), events, skipped }
     }
 }
 

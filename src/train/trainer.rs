@@ -29,6 +29,7 @@
 use super::checkpoint;
 use super::mfu::{mfu_percent, peak_flops, Precision};
 use super::optimizer::Optimizer;
+use super::precision::{LossScaler, ScaleVerdict};
 use super::report::Report;
 use super::rundir::{self, RunDir};
 use super::Hyper;
@@ -557,6 +558,22 @@ pub fn run(
     println!("config: {} {}", config.display(), args.overrides.join(" "));
     print!("{desc}");
     if args.dry_run {
+        // auto and f16 depend on the adapter: open it (allocating nothing) to say which and why.
+        let asked = rc.train().precision;
+        if asked == crate::config::Precision::F32 {
+            println!("precision: train.precision = f32");
+        } else {
+            match ctx_opener() {
+                Ok(ctx) => match super::precision::resolve(&ctx, asked) {
+                    Ok(p) => println!("precision: {} (on {})", p.why, ctx.info.name),
+                    Err(e) => println!("precision: {e}"),
+                },
+                Err(e) => println!(
+                    "precision: train.precision = {}: decided when the run opens its adapter (none opened now: {e})",
+                    asked.name()
+                ),
+            }
+        }
         println!("dry run: nothing allocated");
         return Ok(0);
     }
@@ -655,9 +672,10 @@ pub fn run(
         }
     }
     // MFU against the peak of the units the linear layers run on: the matrix units' f16 rate
-    // with f32 accumulation when model.matmul = "f16" runs on cooperative matrices, else f32.
-    let (linear, on_matrix_units) =
-        crate::kernels::matmul_coop::describe_linear_layers(&ctx, rc.file.model.matmul.precision());
+    // with f32 accumulation when training in f16 (which runs on cooperative matrices), else f32.
+    let precision = super::precision::resolve(&ctx, tr.precision)?;
+    println!("precision: {}", precision.why);
+    let (linear, on_matrix_units) = crate::kernels::matmul_coop::describe_linear_layers(&ctx, precision.matmul);
     println!("linear layers: {linear}");
     let peak_precision = if on_matrix_units { Precision::Bf16Dense } else { Precision::F32 };
     let peak = args.peak_tflops.map(|t| t * 1e12).or_else(|| peak_flops(&ctx.info.name, peak_precision));
@@ -672,7 +690,8 @@ pub fn run(
     // ---- allocate exactly the plan; initialise or resume -------------------------------------
     let mut model = GpuModel::for_run(&ctx, &rc)?;
     let mut opt = Optimizer::new(&ctx, &layout, tr.muon)?;
-    let mut report = Report::new(&rc, &hyper, &desc, command_line, &ctx, &plan, &tok_path, &data_path);
+    let mut report = Report::new(&rc, &hyper, &desc, command_line, &ctx, &precision, &plan, &tok_path, &data_path);
+    let mut scaler = LossScaler::new(precision.is_f16(), tr.initial_loss_scale);
     report.set_tokenizer(&describe_tokenizer(&tok_path, &tok));
     report.set_data(&ds);
     let mut start = 0usize;
@@ -687,6 +706,15 @@ pub fn run(
         start = l.step;
         redo_evals = r.redo_evals;
         report.restore(&l.meta["loop_state"]);
+        // The scale and its counters continue where they were (a checkpoint from before loss
+        // scaling, or of the other precision, starts the scaler afresh).
+        match serde_json::from_value::<LossScaler>(l.meta["loss_scaler"].clone()) {
+            Ok(saved) if saved.enabled == scaler.enabled => scaler = saved,
+            _ if scaler.enabled => {
+                println!("loss scale: starting at {} (the checkpoint has none for f16)", scaler.scale)
+            }
+            _ => {}
+        }
         init_source = l.meta["init_from"].as_str().map(str::to_string);
         let dropped = rundir::trim_metrics(&run_dir.path, start, redo_evals)?;
         if dropped > 0 {
@@ -812,7 +840,7 @@ pub fn run(
         let save_due = last || stop || (step > 0 && tr.save_every > 0 && due(tr.save_every, step));
         if (!at_resume_point || redo_evals) && save_due {
             let resume_at = if eval_interrupted { "eval" } else { "train" };
-            save(&sctx, step, &model, &opt, &train.state(), resume_at, &mut report, &progress)?;
+            save(&sctx, step, &model, &opt, &scaler, &train.state(), resume_at, &mut report, &progress)?;
         }
         if stop {
             progress.line(&format!("stopped at step {step} (checkpoint saved; continue with --resume)"));
@@ -835,6 +863,7 @@ pub fn run(
                 break;
             }
             let batch = train.next_batch()?;
+            model.loss_scale = scaler.scale as f32;
             model.set_batch(&batch.inputs, &batch.targets, rc.grad_accum)?;
             model.run_micro_step(Pass::Train)?;
         }
@@ -844,7 +873,7 @@ pub fn run(
                  before this step",
                 rc.grad_accum
             ));
-            save(&sctx, step, &model, &opt, &state_before, "train", &mut report, &progress)?;
+            save(&sctx, step, &model, &opt, &scaler, &state_before, "train", &mut report, &progress)?;
             progress.line(&format!("stopped at step {step} (checkpoint saved; continue with --resume)"));
             stopped_early = true;
             break;
@@ -852,11 +881,35 @@ pub fn run(
         // nanochat logs the last micro-batch's loss.
         let loss = model.read_loss()?;
         let mut s = model.stream();
-        opt.step(&mut s, model.params(), model.grads(), step, &hyper)?;
+        opt.step_scaled(&mut s, model.params(), model.grads(), step, &hyper, &scaler)?;
         s.run()?;
         let g = opt.grad_report()?;
         let dt = t0.elapsed().as_secs_f64();
-        if g.nonfinite > 0 || !loss.is_finite() {
+        // A finite loss with non-finite gradients under loss scaling is an overflow of the scaled
+        // backward: the GPU skipped the update; halve the scale and go on. A non-finite loss is
+        // the forward's, which no scale can cure.
+        let verdict = if loss.is_finite() { scaler.update(g.nonfinite) } else { ScaleVerdict::Fatal };
+        if let ScaleVerdict::Skipped { new_scale } = verdict {
+            let tensors = opt.nonfinite_tensors(&g);
+            progress.line(&format!(
+                "step {step:05} | skipped: {} non-finite gradient values (first in {}); loss scale → {new_scale} \
+                 ({} skipped so far)",
+                g.nonfinite,
+                tensors.first().copied().unwrap_or("?"),
+                scaler.skipped
+            ));
+            log_row(
+                &mut metrics,
+                serde_json::json!({"step": step, "event": "skipped_step", "nonfinite": g.nonfinite,
+                    "tensors": tensors, "loss_scale": new_scale, "skipped_total": scaler.skipped}),
+                &mut report,
+                sctx.run_dir,
+                step,
+            )?;
+            step += 1;
+            continue;
+        }
+        if verdict == ScaleVerdict::Fatal {
             let tensors = opt.nonfinite_tensors(&g);
             progress.finish();
             return Err(fail(
@@ -864,9 +917,16 @@ pub fn run(
                 sctx.run_dir,
                 step,
                 &format!(
-                    "non-finite gradient ({} values) in {tensors:?}, loss {loss}. The update was skipped on the GPU; \
+                    "non-finite gradient ({} values) in {tensors:?}, loss {loss}{}. The update was skipped on the GPU; \
                      nothing was saved after it.",
-                    g.nonfinite
+                    g.nonfinite,
+                    if !loss.is_finite() && scaler.enabled {
+                        " (the forward pass overflowed: no loss scale can cure that)".to_string()
+                    } else if scaler.enabled {
+                        format!(" at the minimum loss scale {}", scaler.scale)
+                    } else {
+                        String::new()
+                    }
                 ),
                 "lower the learning rates (train.matrix_lr, train.embedding_lr) or check the data, then --resume \
                  (or --resume-from the last good checkpoint) with the new values",
@@ -875,7 +935,9 @@ pub fn run(
         let tps = tr.total_batch_size as f64 / dt;
         let mfu = mfu_percent(flops_per_token, tps, peak);
         let lrm = hyper.lr_multiplier(step);
-        let smooth = report.train_step(step, loss, dt, tps, mfu, g.norm());
+        // The gradients carry the loss scale; the norm of the unscaled ones is what is logged.
+        let grad_norm = g.norm() / scaler.scale;
+        let smooth = report.train_step(step, loss, dt, tps, mfu, grad_norm);
         let remaining = report.mean_dt().map(|m| (n_it - step - 1) as f64 * m);
         let epoch = train.state().epoch;
         let mfu_s = mfu.map_or("n/a".into(), |m| format!("{m:.2}"));
@@ -886,7 +948,7 @@ pub fn run(
             100.0 * step as f64 / n_it as f64,
             dt * 1e3,
             tps,
-            g.norm(),
+            grad_norm,
             report.total_time() / 60.0,
             eta(remaining)
         );
@@ -895,7 +957,8 @@ pub fn run(
         log_row(
             &mut metrics,
             serde_json::json!({"step": step, "loss": loss, "smooth_loss": smooth, "lrm": lrm, "dt_ms": dt * 1e3,
-                "tok_per_sec": tps, "mfu": mfu, "grad_norm": g.norm(), "epoch": epoch}),
+                "tok_per_sec": tps, "mfu": mfu, "grad_norm": grad_norm, "epoch": epoch,
+                "loss_scale": scaler.enabled.then_some(scaler.scale)}),
             &mut report,
             sctx.run_dir,
             step,
@@ -917,6 +980,7 @@ fn save(
     step: usize,
     model: &GpuModel<'_>,
     opt: &Optimizer<'_>,
+    scaler: &LossScaler,
     loader_state: &LoaderState,
     resume_at: &str,
     report: &mut Report,
@@ -944,6 +1008,7 @@ fn save(
         "total_batch_size": sc.rc.train().total_batch_size,
         "dataloader_state_dict": loader_state,
         "loop_state": report.loop_state(),
+        "loss_scaler": scaler,
         "resume_at": resume_at,
         "tokenizer": sc.tok_path,
         "tokenizer_fingerprint": sc.tok_fingerprint,

@@ -52,7 +52,7 @@ pub(super) fn cases(ctx: &GpuContext, r: &mut Runner<'_>, kernel: &str) -> Resul
     let tv = upload_at(ctx, "v", &vec![0.0; sat], 7)?;
     let table = ctx.tensor("table", crate::kernels::adamw::table_len(tensors.len()))?;
     let groups = adamw_groups();
-    let hyper = ctx.tensor("hyper", adamw_scalars(&groups, 1).len())?;
+    let hyper = ctx.tensor("hyper", adamw_scalars(&groups, 1, 1.0).len())?;
     let (mut m, mut v) = (vec![0.0f32; sat], vec![0.0f32; sat]);
     for step in 1..=4u64 {
         let guarded = step == 4;
@@ -60,7 +60,7 @@ pub(super) fn cases(ctx: &GpuContext, r: &mut Runner<'_>, kernel: &str) -> Resul
         let scale = [1.0, 0.01, 3.0, 0.5][step as usize - 1];
         let g: Vec<f32> = (0..arena).map(|_| rng.uniform_f32(-1.0, 1.0) * scale).collect();
         ctx.write(&tg, &g)?;
-        ctx.write(&hyper, &adamw_scalars(&groups, step))?;
+        ctx.write(&hyper, &adamw_scalars(&groups, step, 1.0))?;
         let guard = if guarded { set_guard(ctx)? } else { zero_guard(ctx)? };
         let t0 = Instant::now();
         let mut st = Stream::new(ctx);

@@ -109,7 +109,7 @@ fn run_muon_case(ctx: &GpuContext, r: &mut Runner<'_>, kernel: &str, c: &MuonCas
     let tsec = upload_at(ctx, "second", &sec0, 2)?;
     let tg = upload_at(ctx, "g", &g, 5)?;
     let ws = MuonWorkspace::alloc(ctx, &[(k, rows, cols)], c.cap)?;
-    let scalars = ctx.upload("scalars", &muon_scalars(mu, lr, wd, rows, cols))?;
+    let scalars = ctx.upload("scalars", &muon_scalars(mu, lr, wd, rows, cols, 1.0))?;
     let guard = zero_guard(ctx)?;
     let t0 = Instant::now();
     let mut st = Stream::new(ctx);
@@ -146,7 +146,7 @@ fn muon_guard_case(ctx: &GpuContext, r: &mut Runner<'_>) -> Result<()> {
     let (tp, tmom, tsec, tg) =
         (ctx.upload("p", &p0)?, ctx.upload("momentum", &mom0)?, ctx.upload("second", &sec0)?, ctx.upload("g", &g)?);
     let ws = MuonWorkspace::alloc(ctx, &[(k, rows, cols)], SLICE_ELEMS)?;
-    let scalars = ctx.upload("scalars", &muon_scalars(0.9, 0.02, 0.2, rows, cols))?;
+    let scalars = ctx.upload("scalars", &muon_scalars(0.9, 0.02, 0.2, rows, cols, 1.0))?;
     let t0 = Instant::now();
     let mut st = Stream::new(ctx);
     muon_step(&mut st, &tp, &tmom, &tsec, &tg, k, rows, cols, MuonVariant::Plus, &ws, &scalars, &set_guard(ctx)?)?;
