@@ -803,6 +803,8 @@ mod tests {
             (small.model.n_layer, small.model.head_dim, small.model.vocab_size, small.model.sequence_len),
             (4, 64, 4096, 256)
         );
+        let kjv = repo_config("kjv.toml");
+        assert_eq!((kjv.model.n_layer, kjv.model.n_embd, kjv.model.sequence_len, kjv.grad_accum), (2, 128, 1024, 1));
     }
 
     #[test]
@@ -884,6 +886,10 @@ mod tests {
             ("train.save_every=-3", "-3", "not a period"),
             ("train.eval_tokens=0", "0", "without a token"),
             ("train.device_batch_size=0", "0", "without a sequence"),
+            ("train.initial_loss_scale=3", "3", "not a power of two in [1, 2^48]"),
+            ("train.initial_loss_scale=0.5", "0.5", "not a power of two in [1, 2^48]"),
+            ("train.initial_loss_scale=1e20", "100000000000000000000", "not a power of two in [1, 2^48]"),
+            ("train.initial_loss_scale=inf", "inf", "not a power of two in [1, 2^48]"),
         ] {
             let key = set.split('=').next().unwrap();
             let e = refusal(&[set]);
@@ -897,6 +903,19 @@ mod tests {
             let e = RunConfig::from_toml(&text, Some(Path::new("configs/x.toml")), &[]).unwrap_err().to_string();
             assert!(e.contains(&format!("{key} = {shown} (in configs/x.toml) ")), "{set} in the file:\n{e}");
         }
+    }
+
+    #[test]
+    fn model_matmul_is_refused_with_a_pointer_to_train_precision() {
+        let text = format!("{BASE}matmul = \"f16\"\n");
+        let e = RunConfig::from_toml(&text, Some(Path::new("configs/x.toml")), &[]).unwrap_err().to_string();
+        assert!(e.contains("configs/x.toml: model.matmul was replaced by train.precision"), "{e}");
+        assert!(e.contains("HINT: write `precision = \"f16\"` under [train]"), "{e}");
+        let e = refusal(&["model.matmul=f16"]);
+        assert!(e.contains("--set: model.matmul was replaced by train.precision"), "{e}");
+        let c = RunConfig::from_toml(BASE, None, &["train.precision=auto".into()]).unwrap();
+        assert_eq!(c.train().precision, Precision::Auto);
+        assert_eq!(RunConfig::from_toml(BASE, None, &[]).unwrap().train().precision, Precision::F32);
     }
 
     #[test]
@@ -917,6 +936,8 @@ mod tests {
             "train.sample_every=-1",
             "train.save_every=-1",
             "train.eval_tokens=1",
+            "train.initial_loss_scale=1",
+            "train.initial_loss_scale=281474976710656",
         ] {
             let o = [set.to_string(), "train.total_batch_size=16384".into(), "train.device_batch_size=2".into()];
             if let Err(e) = RunConfig::from_toml(BASE, None, &o) {

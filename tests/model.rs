@@ -561,3 +561,40 @@ fn step_check_exits_non_zero_on_a_non_finite_loss() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An f16 forward overflow is named: with block 0's c_fc scaled up, ReLU² of the MLP's
+/// pre-activation passes f16's ±65504, the f16 product that reads it makes the loss non-finite,
+/// and `diagnose_forward` names that activation. The same weights in f32 give a finite loss and
+/// no culprit (nothing in them is out of f32's range).
+#[test]
+fn f16_forward_overflow_is_named() {
+    let Some(ctx) = gpu() else { return };
+    let cfg = config_a();
+    let layout = ParamLayout::new(&cfg);
+    let mut params = perturbed(&layout, 3);
+    let (o, n) = layout.range("transformer.h.0.mlp.c_fc.weight");
+    for x in &mut params[o..o + n] {
+        *x *= 300.0;
+    }
+    let (idx, targets) = batch(&cfg, 2, 4, 0);
+    let mem = MemorySpec { recompute: Recompute::None, logits_chunk_rows: 100 };
+    for precision in [MatmulPrecision::F32, MatmulPrecision::F16] {
+        let mut model = GpuModel::new(ctx, &cfg, 2, &mem).unwrap().with_matmul(precision);
+        model.write_params(&params).unwrap();
+        model.set_batch(&idx, &targets, 1).unwrap();
+        model.zero_grads().unwrap();
+        model.run_micro_step(Pass::Eval).unwrap();
+        let loss = model.read_loss().unwrap();
+        let culprit = model.diagnose_forward().unwrap();
+        eprintln!("{precision:?}: loss {loss}, culprit {culprit:?}");
+        let coop = wgpt::kernels::matmul_coop::coop_status(ctx).is_available();
+        if precision == MatmulPrecision::F32 || !coop {
+            assert!(loss.is_finite(), "{precision:?}: loss {loss}");
+            assert_eq!(culprit, None);
+        } else {
+            assert!(!loss.is_finite(), "f16: loss {loss} is finite although relu(h)² passes 65504");
+            let c = culprit.expect("a culprit");
+            assert!(c.starts_with("block 0 MLP activation relu(h)²") && c.contains("beyond f16's ±65504"), "{c}");
+        }
+    }
+}

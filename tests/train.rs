@@ -559,3 +559,75 @@ fn bad_configs_and_inputs_are_refused_before_training() {
     assert!(!dir.join("r3").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// f16 with dynamic loss scaling (issue 12): a scale set too high on purpose skips steps, each
+/// halving the scale and changing no weight; started one halving above the largest scale that
+/// fits, exactly one step is skipped; and `--resume` continues with the uninterrupted run's
+/// losses bit for bit (the scale, its counters and AdamW's count of applied steps are in the
+/// checkpoint). Where the adapter has no cooperative matrices, f16 is refused instead.
+#[test]
+fn f16_loss_scaling_skips_overflows_and_resumes_exactly() {
+    let Some(ctx) = gpu() else { return };
+    let dir = tmp("f16");
+    let (data, tok) = corpus(&dir);
+    let cfg = config(&dir);
+    let with = |name: &str, set: &[String]| {
+        let mut a = args(&cfg, &data, &tok, &dir.join(name));
+        a.overrides = [vec!["train.precision=f16".to_string()], set.to_vec()].concat();
+        a
+    };
+    if !wgpt::kernels::matmul_coop::coop_status(ctx).is_available() {
+        let e = format!("{:#}", run(&opener, &with("refused", &[]), "test").unwrap_err());
+        assert!(e.contains("train.precision = f16 needs cooperative matrices"), "{e}");
+        return;
+    }
+    let skips = |run_dir: &Path| rows(run_dir, "skipped_total");
+    let scales = |run_dir: &Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "skipped_step")
+            .map(|v| (v["step"].as_u64().unwrap(), v["loss_scale"].as_f64().unwrap()))
+            .collect()
+    };
+    // 2^48: every step skips until the scale fits; steps 0..k, each halving.
+    let high = dir.join("high");
+    let set = ["train.initial_loss_scale=281474976710656".into(), "train.num_iterations=40".into()];
+    let mut a = with("high", &set);
+    a.overrides.extend(["train.eval_every=-1".into(), "train.sample_every=-1".into()]);
+    assert_eq!(run(&opener, &a, "test").unwrap(), 0);
+    let s = scales(&high);
+    let k = s.len();
+    assert!((1..40).contains(&k), "skipped {k} of 40 steps: {s:?}");
+    for (j, &(step, scale)) in s.iter().enumerate() {
+        assert_eq!((step, scale), (j as u64, 2f64.powi(47 - j as i32)), "{s:?}");
+    }
+    assert_eq!(losses(&high).len(), 40 - k, "a skipped step logs no loss row");
+    // One halving above the largest scale that fits: exactly one skip, and no weight changed.
+    let fits = 2f64.powi(48 - k as i32);
+    let once = dir.join("once");
+    let set = [format!("train.initial_loss_scale={}", 2.0 * fits), "train.save_every=1".into()];
+    assert_eq!(run(&opener, &with("once", &set), "test").unwrap(), 0);
+    assert_eq!(scales(&once), vec![(0, fits)]);
+    assert_eq!(skips(&once), vec![(0, 1.0)]);
+    let rc = wgpt::config::RunConfig::load(&cfg, &[]).unwrap();
+    let layout = wgpt::model::ParamLayout::new(&rc.model);
+    let after = wgpt::train::checkpoint::load(&once.join("checkpoints/step_000001"), &layout).unwrap();
+    let init = layout.init(rc.train().seed);
+    assert!(after.params.iter().zip(&init).all(|(a, b)| a.to_bits() == b.to_bits()), "the skipped step moved weights");
+    assert_eq!(after.meta["loss_scaler"]["scale"].as_f64(), Some(fits));
+    let md = std::fs::read_to_string(once.join("report.md")).unwrap();
+    assert!(md.contains("skipped steps (non-finite gradients under loss scaling): 1"), "{md}");
+    assert!(md.contains("step skipped:"), "{md}");
+    // Resume in f16 after the skip: the same losses as the uninterrupted run.
+    let split = dir.join("split");
+    let mut b = with("split", &set);
+    b.stop_after = Some(3);
+    run(&opener, &b, "test").unwrap();
+    b.stop_after = None;
+    b.resume = true;
+    run(&opener, &b, "test --resume").unwrap();
+    assert_same(&losses(&once), &losses(&split), "f16, resumed at step 3");
+    assert_same(&rows(&once, "val_bpb"), &rows(&split, "val_bpb"), "f16 val bpb, resumed at step 3");
+}

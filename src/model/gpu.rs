@@ -347,11 +347,16 @@ impl<'c> GpuModel<'c> {
     }
 
     fn block_forward(&self, s: &mut Stream<'_>, i: usize) -> Result<()> {
-        let (n, c) = (self.b * self.t, self.cfg.n_embd);
         self.block_input(s, i)?;
         self.block_qkv(s, i)?;
         self.block_attention(s, i)?;
         self.block_mlp_hidden(s, i)?;
+        self.block_output(s, i)
+    }
+
+    /// x_out = x1 + a·Wprojᵀ (and the copy backout reads after its layer).
+    fn block_output(&self, s: &mut Stream<'_>, i: usize) -> Result<()> {
+        let (n, c) = (self.b * self.t, self.cfg.n_embd);
         let l = &self.layers[i];
         elementwise::copy(s, &l.x_out, &l.attn.x1)?;
         let proj = &self.w.blocks[i].mlp_proj;
@@ -381,6 +386,91 @@ impl<'c> GpuModel<'c> {
         }
         residual::backout_forward(s, &acts.xf, &self.bufs.ws.dx, &self.x_mid, &w.backout_lambda)?;
         rmsnorm::rmsnorm_forward(s, &acts.z, &acts.rstd_f, &acts.xf, n, c, 1.0)
+    }
+
+    /// After a non-finite loss: the current batch's forward again, piece by piece, and the first
+    /// tensor that holds NaN or ±inf or, when products take f16 inputs, a value beyond f16's
+    /// ±65504 that its product rounds to ±inf (ReLU² of an input above 256 is one). `None` when
+    /// every activation is finite and in range (the head then overflowed, or the loss was
+    /// non-finite for another reason). Only run on the failure path: it reads every activation.
+    pub fn diagnose_forward(&self) -> Result<Option<String>> {
+        let f16 = self.matmul != MatmulPrecision::F32;
+        let check = |name: &str, t: &GpuTensor, feeds_product: bool| -> Result<Option<String>> {
+            let v = self.ctx.read(t)?;
+            let bad = v.iter().filter(|x| !x.is_finite()).count();
+            if bad > 0 {
+                return Ok(Some(format!("{name}: {bad} of {} values are NaN or ±inf", v.len())));
+            }
+            if f16 && feeds_product {
+                let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                if max > 65504.0 {
+                    let big = v.iter().filter(|x| x.abs() > 65504.0).count();
+                    return Ok(Some(format!(
+                        "{name}: {big} of {} values beyond f16's ±65504 (largest |x| = {max:.3e}), which the f16 \
+                         product that reads it rounds to ±inf",
+                        v.len()
+                    )));
+                }
+            }
+            Ok(None)
+        };
+        let run = |f: &dyn Fn(&mut Stream<'_>) -> Result<()>| -> Result<()> {
+            let mut s = self.stream();
+            f(&mut s)?;
+            s.run()
+        };
+        let (ws, acts, w) = (&self.bufs.ws, &self.bufs.acts, &self.w);
+        let c = self.cfg.n_embd;
+        run(&|s| self.embed(s))?;
+        if let Some(m) = check("the token embedding (transformer.wte rows)", &ws.x_in, false)? {
+            return Ok(Some(m));
+        }
+        run(&|s| smear::smear_forward(s, &acts.x0, &ws.u, &w.smear_gate, &w.smear_lambda, self.b, self.t, c))?;
+        if let Some(m) = check("x0, the smeared embedding", &acts.x0, false)? {
+            return Ok(Some(m));
+        }
+        for i in 0..self.cfg.n_layer {
+            let (l, a) = (&self.layers[i], &self.layers[i].attn);
+            run(&|s| self.block_input(s, i))?;
+            for (what, t, p) in [("input (λ-mix)", &ws.x_in, false), ("normed input, read by c_q/c_k/c_v", &ws.u, true)]
+            {
+                if let Some(m) = check(&format!("block {i} {what}"), t, p)? {
+                    return Ok(Some(m));
+                }
+            }
+            run(&|s| self.block_qkv(s, i))?;
+            for (what, t) in [("q (c_q, rotated)", &a.q_rot), ("k (c_k, rotated)", &a.k_rot), ("v (c_v)", &a.v)] {
+                if let Some(m) = check(&format!("block {i} {what}"), t, false)? {
+                    return Ok(Some(m));
+                }
+            }
+            run(&|s| self.block_attention(s, i))?;
+            for (what, t, p) in
+                [("attention output, read by c_proj", &a.att, true), ("x1 (after attention)", &a.x1, false)]
+            {
+                if let Some(m) = check(&format!("block {i} {what}"), t, p)? {
+                    return Ok(Some(m));
+                }
+            }
+            run(&|s| self.block_mlp_hidden(s, i))?;
+            for (what, t, p) in [
+                ("MLP pre-activation h (c_fc)", &l.h, false),
+                ("MLP activation relu(h)², read by mlp.c_proj", &ws.a, true),
+            ] {
+                if let Some(m) = check(&format!("block {i} {what}"), t, p)? {
+                    return Ok(Some(m));
+                }
+            }
+            run(&|s| self.block_output(s, i))?;
+            if let Some(m) = check(&format!("block {i} output"), &l.x_out, false)? {
+                return Ok(Some(m));
+            }
+        }
+        run(&|s| {
+            residual::backout_forward(s, &acts.xf, &ws.dx, &self.x_mid, &w.backout_lambda)?;
+            rmsnorm::rmsnorm_forward(s, &acts.z, &acts.rstd_f, &acts.xf, self.b * self.t, c, 1.0)
+        })?;
+        check("the final norm's output, read by lm_head", &acts.z, true)
     }
 
     /// Logits → softcap cross-entropy per token into ws.losses, chunk by chunk. With `train`,

@@ -911,6 +911,8 @@ pub fn run(
         }
         if verdict == ScaleVerdict::Fatal {
             let tensors = opt.nonfinite_tensors(&g);
+            // A non-finite loss came from the forward: name the first tensor that went wrong.
+            let culprit = if loss.is_finite() { None } else { model.diagnose_forward()? };
             progress.finish();
             return Err(fail(
                 &mut report,
@@ -920,7 +922,13 @@ pub fn run(
                     "non-finite gradient ({} values) in {tensors:?}, loss {loss}{}. The update was skipped on the GPU; \
                      nothing was saved after it.",
                     g.nonfinite,
-                    if !loss.is_finite() && scaler.enabled {
+                    if let Some(c) = &culprit {
+                        format!(" (the forward pass went wrong first at {c}{})", if scaler.enabled {
+                            "; no loss scale can cure that"
+                        } else {
+                            ""
+                        })
+                    } else if !loss.is_finite() && scaler.enabled {
                         " (the forward pass overflowed: no loss scale can cure that)".to_string()
                     } else if scaler.enabled {
                         format!(" at the minimum loss scale {}", scaler.scale)
