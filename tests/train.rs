@@ -604,7 +604,9 @@ fn f16_loss_scaling_skips_overflows_and_resumes_exactly() {
         assert_eq!((step, scale), (j as u64, 2f64.powi(47 - j as i32)), "{s:?}");
     }
     assert_eq!(losses(&high).len(), 40 - k, "a skipped step logs no loss row");
-    // One halving above the largest scale that fits: exactly one skip, and no weight changed.
+    // One halving above the scale that first fitted: exactly one skip, and no weight changed. (That
+    // scale fitted batch k, not batch 0, both at the init weights; the check that batch 0 also fits it
+    // is this assertion, deterministic on a given driver.)
     let fits = 2f64.powi(48 - k as i32);
     let once = dir.join("once");
     let set = [format!("train.initial_loss_scale={}", 2.0 * fits), "train.save_every=1".into()];
