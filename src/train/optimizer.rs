@@ -6,7 +6,7 @@
 //! let mut opt = Optimizer::new(ctx, &layout, MuonVariant::Seed)?; // allocates OptimizerBuffers
 //! loop {
 //!     // … forward/backward accumulate into `grads` …
-//!     opt.step(&mut s, &params, &grads, it, &hyper)?;  // records; writes this step's scalars
+//!     opt.step(&mut s, &params, &grads, it, &hyper, &scaler)?; // records; writes this step's scalars
 //!     s.run()?;                                        // (submit before the next step() call)
 //!     let r = opt.grad_report()?;                      // ‖g‖ and the non-finite count: one readback
 //!     if r.nonfinite > 0 { stop: the step was skipped on the GPU, params and state are intact }
@@ -316,21 +316,10 @@ impl<'c> Optimizer<'c> {
         self.variant
     }
 
-    /// One training step with nanochat's schedules at step `it` (see [`StepScalars::scheduled`]).
+    /// One training step with nanochat's schedules at step `it` (see [`StepScalars::scheduled`]) on
+    /// gradients carrying `scaler`'s loss scale: the scale divided out, and AdamW's bias correction
+    /// counting only the steps that ran (an f32 run passes a disabled scaler: scale 1, none skipped).
     pub fn step(
-        &mut self,
-        s: &mut Stream<'_>,
-        params: &GpuTensor,
-        grads: &GpuTensor,
-        it: usize,
-        hyper: &Hyper,
-    ) -> Result<()> {
-        self.step_with(s, params, grads, &StepScalars::scheduled(hyper, it))
-    }
-
-    /// One training step at `it` on gradients scaled by `scaler`'s scale: the schedule's values,
-    /// the scale divided out, and AdamW's bias correction counting only the steps that ran.
-    pub fn step_scaled(
         &mut self,
         s: &mut Stream<'_>,
         params: &GpuTensor,

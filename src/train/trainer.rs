@@ -881,7 +881,7 @@ pub fn run(
         // nanochat logs the last micro-batch's loss.
         let loss = model.read_loss()?;
         let mut s = model.stream();
-        opt.step_scaled(&mut s, model.params(), model.grads(), step, &hyper, &scaler)?;
+        opt.step(&mut s, model.params(), model.grads(), step, &hyper, &scaler)?;
         s.run()?;
         let g = opt.grad_report()?;
         let dt = t0.elapsed().as_secs_f64();

@@ -49,6 +49,8 @@ pub(super) fn cases(ctx: &GpuContext, r: &mut Runner<'_>) -> Result<()> {
         let vname = format!("{variant:?}").to_lowercase();
         let mut rng = r.rng(&format!("{kernel} {vname}"));
         let mut opt = Optimizer::new(ctx, &layout, variant)?;
+        // f32 gradients: scale 1, no step skipped (AdamW counts it + 1 steps, as before).
+        let unscaled = crate::train::precision::LossScaler::new(false, 1.0);
         let params = ctx.upload("params", &layout.init(7))?;
         let grads = ctx.tensor("grads", layout.len)?;
         let shape = format!("d2 c64, {} tensors", layout.specs.len());
@@ -64,7 +66,7 @@ pub(super) fn cases(ctx: &GpuContext, r: &mut Runner<'_>) -> Result<()> {
             let state_before = opt.state()?;
             let t0 = Instant::now();
             let mut s = Stream::new(ctx);
-            opt.step(&mut s, &params, &grads, it, &hyper)?;
+            opt.step(&mut s, &params, &grads, it, &hyper, &unscaled)?;
             s.run()?;
             let report = opt.grad_report()?;
             let p_after = ctx.read(&params)?;
