@@ -562,8 +562,8 @@ fn autotune_announces_itself_reports_each_class_and_keeps_to_its_budget() {
 }
 
 /// Autotuning ranks only variants whose precision the caller accepts: an f32 product never gets a
-/// coop kernel, whatever is fastest; one that accepts f16 may, where the adapter uses them, and
-/// then its choice is cached under its own class. Where cooperative matrices are not in use, an
+/// coop kernel, whatever is fastest; one that accepts f16 gets one wherever the adapter uses
+/// them (never an f32 kernel there), and its choice is cached under its own class. Where cooperative matrices are not in use, an
 /// f16-accepting product gets an f32 kernel, and f16 operands are refused with the reason.
 #[test]
 fn autotune_respects_the_accepted_precision() {
@@ -583,6 +583,10 @@ fn autotune_respects_the_accepted_precision() {
     let cands16 = matmul::candidates(&ctx, &g16, DType::F32);
     assert_eq!(cands16.iter().any(|v| v.precision() == MatmulPrecision::F16), coop);
     assert!(cands16.iter().all(|v| v.precision() <= MatmulPrecision::F16), "no f16 accumulation unless asked");
+    assert!(
+        !coop || cands16.iter().all(|v| v.precision() == MatmulPrecision::F16),
+        "an f16 product runs on the f16 kernels wherever the adapter has them: {cands16:?}"
+    );
     let v16 = matmul::choose_variant(&ctx, &g16, DType::F32).unwrap();
     assert!(cands16.contains(&v16));
     let off = GpuContext::new(&GpuOptions { autotune: AutotuneMode::Off, cache_dir: None, ..test_options() }).unwrap();

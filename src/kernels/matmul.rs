@@ -565,13 +565,21 @@ fn too_small_to_time(g: &Gemm) -> bool {
 }
 
 /// The candidates for a product: variants that can run here (coop ones only where the adapter
-/// uses them), compute at least as precisely as `g.precision` asks, and read `operand` storage.
+/// uses them), no less precise than `g.precision` asks, and reading `operand` storage. A product
+/// that accepts f16 runs on the f16 kernels wherever the adapter has them, even where an f32
+/// kernel would be faster (on CPU drivers it often is): `train.precision = "f16"` means the
+/// tensor-core path, so what is measured and validated in f16 is what trains in f16. The f32
+/// kernels stand in only where no f16 kernel can run.
 pub fn candidates(ctx: &GpuContext, g: &Gemm, operand: DType) -> Vec<MatmulVariant> {
-    all_variants()
+    let admitted: Vec<MatmulVariant> = all_variants()
         .filter(|v| v.precision() <= g.precision)
         .filter(|v| operand == DType::F32 || matches!(v, MatmulVariant::Coop(_)))
         .filter(|v| v.usable(ctx))
-        .collect()
+        .collect();
+    if g.precision >= MatmulPrecision::F16 && admitted.iter().any(|v| v.precision() >= MatmulPrecision::F16) {
+        return admitted.into_iter().filter(|v| v.precision() >= MatmulPrecision::F16).collect();
+    }
+    admitted
 }
 
 /// The variant for this product: the cached choice, a fresh tuning run, or the adapter default.
