@@ -9,16 +9,17 @@
 // beta = 0 never reads C. Any M, N, K >= 1.
 //
 // Bindings (windows, as in matmul.wgsl; off_* is where the first matrix starts in them):
-//   @binding(0) a : array<Elem>   A, (M×K) or, when TRANS_A, (K×M)
-//   @binding(1) b : array<Elem>   B, (K×N) or, when TRANS_B, (N×K)
+//   @binding(0) a : array<ElemA>  A, (M×K) or, when TRANS_A, (K×M)
+//   @binding(1) b : array<ElemB>  B, (K×N) or, when TRANS_B, (N×K)
 //   @binding(2) c : array<f32>    C, (M×N)
 //
-// Specialisation. WGSL has no type parameters, so the host rewrites the six declarations under
-// "specialisation" below before compiling (kernels::matmul_coop::specialization): `Elem` is the
-// operand storage type (f32, rounded to f16 while staging, so any f32 caller can use the kernel;
-// or f16 storage), and `CT` with the four coop types is the tile size the adapter reports (8×8×8
-// on lavapipe, 16×16×16 on NVIDIA and AMD). One source serves all four combinations; as written
-// the file is the f32 / 8×8 one, so naga can validate it on its own.
+// Specialisation. WGSL has no type parameters, so the host rewrites the seven declarations under
+// "specialisation" below before compiling (kernels::matmul_coop::specialization): `ElemA` and
+// `ElemB` are the operands' storage types, each f32 (rounded to f16 while staging, so any f32
+// caller can use the kernel) or f16 (the f16 weight copies, read as they are), and `CT` with the
+// four coop types is the tile size the adapter reports (8×8×8 on lavapipe, 16×16×16 on NVIDIA and
+// AMD). One source serves all eight combinations; as written the file is the f32 / 8×8 one, so
+// naga can validate it on its own.
 //
 // Launch geometry. A workgroup computes a BM×BN block of C, BM = WM·2·CT, BN = WN·2·CT: WM×WN
 // subgroups, each owning a 2×2 grid of CT×CT accumulator tiles (every A tile it loads feeds two
@@ -56,7 +57,8 @@ enable f16;
 enable wgpu_cooperative_matrix;
 
 // ---- specialisation (rewritten by the host; keep one declaration per line) ------------------
-alias Elem = f32;
+alias ElemA = f32;
+alias ElemB = f32;
 const CT: u32 = 8u;
 alias TileA = coop_mat8x8<f16, A>;
 alias TileB = coop_mat8x8<f16, B>;
@@ -110,8 +112,8 @@ const PAD: u32 = 8u;
 // store; private arrays need a constant size.
 const MAX_STAGE: u32 = 32u;
 
-@group(0) @binding(0) var<storage, read> a: array<Elem>;
-@group(0) @binding(1) var<storage, read> b: array<Elem>;
+@group(0) @binding(0) var<storage, read> a: array<ElemA>;
+@group(0) @binding(1) var<storage, read> b: array<ElemB>;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 
 var<workgroup> As: array<f16, 2u * BM * BKP>;

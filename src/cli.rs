@@ -496,6 +496,8 @@ fn info_cmd(args: &InfoArgs) -> anyhow::Result<i32> {
             "logits_chunk_rows": rc.logits_chunk_rows,
             "memory_bytes": mem,
             "memory_total_bytes": plan.total_bytes(),
+            "memory_total_bytes_f32": crate::train::memory_plan_at(&rc, crate::kernels::matmul::MatmulPrecision::F32).total_bytes(),
+            "memory_total_bytes_f16": crate::train::memory_plan_at(&rc, crate::kernels::matmul::MatmulPrecision::F16).total_bytes(),
             "memory_buffers": plan.entries,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -535,13 +537,26 @@ fn info_cmd(args: &InfoArgs) -> anyhow::Result<i32> {
     println!("  {:<24} {:>15}   (transformer_matrices + lm_head)", "scaling params", n(counts.scaling));
     println!("FLOPs per token (fwd+bwd): {} ({:.4e})", n(flops as usize), flops as f64);
     println!(
-        "memory plan at device batch {} × {} (recompute = {:?}, logits chunk {} rows):",
+        "memory plan at device batch {} × {} (recompute = {:?}, logits chunk {} rows, train.precision = {}{}):",
         rc.train().device_batch_size,
         m.sequence_len,
         rc.file.memory.recompute,
-        rc.logits_chunk_rows
+        rc.logits_chunk_rows,
+        rc.train().precision.name(),
+        if rc.train().precision == crate::config::Precision::Auto { ", planned as f16" } else { "" }
     );
     print!("{}", plan.render());
+    // The same run in the other precision, and the seed run's measured peak (PyTorch, bf16
+    // autocast, d12 at device batch 16 × 2048 on the RTX 4070: seed-run-summary.txt).
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let f32_plan = crate::train::memory_plan_at(&rc, crate::kernels::matmul::MatmulPrecision::F32);
+    let f16_plan = crate::train::memory_plan_at(&rc, crate::kernels::matmul::MatmulPrecision::F16);
+    println!(
+        "  totals by precision: f32 {:.1} MiB · f16 {:.1} MiB (f32 master weights, plus their f16 copies) · the seed \
+         run's peak 9,448.0 MiB",
+        mib(f32_plan.total_bytes()),
+        mib(f16_plan.total_bytes())
+    );
     Ok(0)
 }
 

@@ -616,7 +616,8 @@ fn expect_coop() -> bool {
 }
 
 /// The coop rows: on an adapter with cooperative matrices every row runs and passes, in both tile
-/// sizes (16×16 unadvertised on lavapipe) and both operand types; without them each says "not
+/// sizes (16×16 unadvertised on lavapipe) and the three operand storages (f32, f16, and f32 A
+/// with f16 B, the model's f16 weight copies); without them each says "not
 /// available on this adapter" and counts as not run, never as passed.
 #[test]
 fn coop_rows_run_where_available_and_are_not_run_elsewhere() {
@@ -627,7 +628,7 @@ fn coop_rows_run_where_available_and_are_not_run_elsewhere() {
     if ctx.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
         assert!(coop.iter().all(|r| r.ran() && r.pass), "failing coop rows");
         for tile in ["coop8_", "coop16_"] {
-            for storage in [" f32 in", " f16 in"] {
+            for storage in [" f32 in", " f16 in", " f32·f16 in"] {
                 assert!(
                     coop.iter().any(|r| r.variant.starts_with(tile) && r.variant.contains(storage)),
                     "{tile}{storage}"
@@ -640,6 +641,44 @@ fn coop_rows_run_where_available_and_are_not_run_elsewhere() {
         assert!(coop
             .iter()
             .all(|r| r.not_run.as_deref() == Some("cooperative matrices not available on this adapter")));
+    }
+}
+
+/// The f16 weight copies change nothing but the bytes read: a coop product whose B is the f16
+/// copy `cast_f32_to_f16` made on the GPU equals, bit for bit, the same variant staging the f32
+/// weights (both convert with the same `f16(x)`), in the three layouts the model runs, at shapes
+/// that are multiples of no tile and with B a view at an odd offset into its buffer.
+#[test]
+fn products_on_f16_weight_copies_equal_staging_the_f32_weights() {
+    use wgpt::kernels::cast;
+    let Some(ctx) = gpu() else { return };
+    if !matmul_coop::coop_status(ctx).is_available() {
+        assert!(!expect_coop(), "WGPT_EXPECT_COOP=1 but {}", matmul_coop::coop_status(ctx).describe());
+        return;
+    }
+    let v = MatmulVariant::default_for(ctx, MatmulPrecision::F16, DType::F16).unwrap();
+    let mut rng = Rng::new(77);
+    for g in [Gemm::nt(70, 37, 45), Gemm::nn(33, 50, 29), Gemm::nt(9, 130, 64)] {
+        let g = g.with_precision(MatmulPrecision::F16);
+        let a = rng.vec_uniform(g.a_len(), -1.0, 1.0);
+        let w = rng.vec_uniform(g.b_len(), -0.2, 0.2);
+        let ta = ctx.upload("A", &a).unwrap();
+        let tw = ctx.upload("W", &w).unwrap();
+        let w16 = ctx.tensor_f16("W f16", g.b_len() + 1).unwrap().view(1, g.b_len());
+        let mut s = Stream::new(ctx);
+        cast::cast_f32_to_f16(&mut s, &w16, &tw).unwrap();
+        s.run().unwrap();
+        let mut out = Vec::new();
+        for b in [&tw, &w16] {
+            let tc = ctx.upload("C", &vec![f32::NAN; g.c_len()]).unwrap();
+            let mut s = Stream::new(ctx);
+            matmul::matmul_variant(&mut s, v, &tc, &ta, b, &g, 1.0, 0.0).unwrap();
+            s.run().unwrap();
+            out.push(ctx.read(&tc).unwrap());
+        }
+        assert!(out[0].iter().all(|x| x.is_finite()), "{g:?}");
+        let same = out[0].iter().zip(&out[1]).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{}: the product on the f16 copy differs from staging the f32 weights ({g:?})", v.name());
     }
 }
 

@@ -97,7 +97,7 @@ fn check_scaled(
     let want32 = ref32.backward(&fw32, &idx, &targets, b, cfg.sequence_len, 1.0 / fw32.valid as f64);
 
     let mem = MemorySpec { recompute, logits_chunk_rows: 100 }; // several chunks, a ragged last one
-    let mut model = GpuModel::new(ctx, cfg, b, &mem).unwrap().with_matmul(matmul);
+    let mut model = GpuModel::new(ctx, cfg, b, &mem).unwrap().with_matmul(matmul).unwrap();
     model.loss_scale = loss_scale;
     model.write_params(&params).unwrap();
     model.set_batch(&idx, &targets, 1).unwrap();
@@ -297,7 +297,8 @@ fn replayed_micro_step_equals_a_fresh_recording() {
 }
 
 /// `wgpt info`'s memory plan is what the model allocates: every plan entry of the model's
-/// categories, byte for byte (the optimizer allocates the Optimizer entries).
+/// categories, byte for byte (the optimizer allocates the Optimizer entries), in f32 and, where
+/// the adapter has cooperative matrices, in f16 with its weight copies.
 #[test]
 fn memory_plan_is_what_the_model_allocates() {
     use wgpt::gpu::GpuContext;
@@ -312,11 +313,28 @@ fn memory_plan_is_what_the_model_allocates() {
         let before = ctx.allocated_bytes();
         let model = GpuModel::new(&ctx, &cfg, 4, &mem).unwrap();
         let allocated = ctx.allocated_bytes() - before;
-        let plan = MemoryPlan::model(&cfg, 4, &mem);
+        let plan = MemoryPlan::model(&cfg, 4, &mem, wgpt::kernels::matmul::MatmulPrecision::F32);
         assert_eq!(allocated, plan.total_bytes(), "{recompute:?}");
         assert_eq!(plan.bytes(Category::Optimizer), 0);
+        assert_eq!(plan.bytes(Category::WeightCopies), 0);
         drop(model);
     }
+    if !wgpt::kernels::matmul_coop::coop_status(&ctx).is_available() {
+        return;
+    }
+    let f16 = wgpt::kernels::matmul::MatmulPrecision::F16;
+    let mem = MemorySpec { recompute: Recompute::Mlp, logits_chunk_rows: 0 };
+    let before = ctx.allocated_bytes();
+    let model = GpuModel::new(&ctx, &cfg, 4, &mem).unwrap().with_matmul(f16).unwrap();
+    let allocated = ctx.allocated_bytes() - before;
+    let plan = MemoryPlan::model(&cfg, 4, &mem, f16);
+    assert_eq!(allocated, plan.total_bytes());
+    assert_eq!(model.plan.total_bytes(), plan.total_bytes());
+    // 2 bytes per weight of the 6 block matrices (q and its output projection H·D×C, k and v
+    // Hkv·D×C, the MLP's two 4C×C) and lm_head.
+    let (c, l, vp) = (cfg.n_embd as u64, cfg.n_layer as u64, cfg.padded_vocab as u64);
+    let (hd, kv) = ((cfg.n_head * cfg.head_dim) as u64, (cfg.n_kv_head * cfg.head_dim) as u64);
+    assert_eq!(plan.bytes(Category::WeightCopies), 2 * ((2 * hd * c + 2 * kv * c + 8 * c * c) * l + vp * c));
 }
 
 /// `wgpt step-check` on files written the way any reference implementation would write them
@@ -562,6 +580,51 @@ fn step_check_exits_non_zero_on_a_non_finite_loss() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The f16 weight copies never lag the master weights: after the master weights change (a new
+/// upload, or a write through the tensor `params()` hands out, which is how the optimizer
+/// updates them), the next pass reads fresh copies, so its loss and gradients are those of a
+/// fresh model given the new weights, bit for bit; and they differ from the old weights' ones.
+#[test]
+fn f16_weight_copies_follow_the_master_weights() {
+    let Some(ctx) = gpu() else { return };
+    if !wgpt::kernels::matmul_coop::coop_status(ctx).is_available() {
+        return;
+    }
+    let cfg = config_a();
+    let layout = ParamLayout::new(&cfg);
+    let (idx, targets) = batch(&cfg, 2, 4, 0);
+    let mem = MemorySpec { recompute: Recompute::Mlp, logits_chunk_rows: 100 };
+    let f16 = MatmulPrecision::F16;
+    let run = |m: &GpuModel| -> (f64, Vec<f32>) {
+        m.zero_grads().unwrap();
+        let loss = m.forward_backward().unwrap();
+        (loss, m.read_grads().unwrap())
+    };
+    let (p1, p2, p3) = (perturbed(&layout, 5), perturbed(&layout, 6), perturbed(&layout, 7));
+    let mut model = GpuModel::new(ctx, &cfg, 2, &mem).unwrap().with_matmul(f16).unwrap();
+    model.set_batch(&idx, &targets, 1).unwrap();
+    model.write_params(&p1).unwrap();
+    let first = run(&model);
+    model.write_params(&p2).unwrap();
+    let second = run(&model);
+    // A write through the handed-out tensor, then an evaluation pass (no zero_grads before it).
+    ctx.write(model.params(), &p3).unwrap();
+    model.run_micro_step(Pass::Eval).unwrap();
+    let third = model.read_loss().unwrap();
+    for (p, (loss, grads)) in [(&p2, &second), (&p3, &(third, Vec::new()))] {
+        let mut fresh = GpuModel::new(ctx, &cfg, 2, &mem).unwrap().with_matmul(f16).unwrap();
+        fresh.set_batch(&idx, &targets, 1).unwrap();
+        fresh.write_params(p).unwrap();
+        let (want_loss, want_grads) = run(&fresh);
+        assert_eq!(loss.to_bits(), want_loss.to_bits(), "loss after new weights: {loss} vs fresh {want_loss}");
+        if !grads.is_empty() {
+            assert!(grads.iter().zip(&want_grads).all(|(a, b)| a.to_bits() == b.to_bits()), "gradients differ");
+        }
+    }
+    assert_ne!(first.0, second.0, "different weights, same loss: the copies were not refreshed");
+    assert_ne!(second.0, third, "different weights, same loss: the copies were not refreshed");
+}
+
 /// An f16 forward overflow is named: with block 0's c_fc scaled up, ReLU² of the MLP's
 /// pre-activation passes f16's ±65504, the f16 product that reads it makes the loss non-finite,
 /// and `diagnose_forward` names that activation. The same weights in f32 give a finite loss and
@@ -579,7 +642,7 @@ fn f16_forward_overflow_is_named() {
     let (idx, targets) = batch(&cfg, 2, 4, 0);
     let mem = MemorySpec { recompute: Recompute::None, logits_chunk_rows: 100 };
     for precision in [MatmulPrecision::F32, MatmulPrecision::F16] {
-        let mut model = GpuModel::new(ctx, &cfg, 2, &mem).unwrap().with_matmul(precision);
+        let mut model = GpuModel::new(ctx, &cfg, 2, &mem).unwrap().with_matmul(precision).unwrap();
         model.write_params(&params).unwrap();
         model.set_batch(&idx, &targets, 1).unwrap();
         model.zero_grads().unwrap();

@@ -7,8 +7,8 @@
 
 use super::immediates::{max_size, Immediates, ParamsLayout};
 use crate::kernels::{
-    adamw, attention, cross_entropy, elementwise, embedding, grad_norm, matmul, muon, reduce, relu2, residual, rmsnorm,
-    rope, smear, ve_gate,
+    adamw, attention, cast, cross_entropy, elementwise, embedding, grad_norm, matmul, muon, reduce, relu2, residual,
+    rmsnorm, rope, smear, ve_gate,
 };
 use std::any::TypeId;
 
@@ -111,6 +111,10 @@ kernel_table! {
         ElementwiseAdd => "elementwise_add",
         ElementwiseScale => "elementwise_scale",
         ElementwiseAxpy => "elementwise_axpy",
+    }
+    // f32 -> f16 copies of the weight matrices the f16 products read (needs SHADER_F16).
+    Cast("cast.wgsl", cast::CastParams) {
+        CastF32ToF16 => "cast_f32_to_f16",
     }
     Reduce("reduce.wgsl", reduce::ReduceParams) {
         ReduceSumSquaresPartial => "reduce_sum_squares_partial",

@@ -385,20 +385,20 @@ pub(crate) fn record_coop(
     record(s, Launch::Coop(v, sg), c, a, b, g, alpha, beta)
 }
 
-/// The storage type of A and B (they must agree; C is always f32), checked against what the
-/// product accepts: f16 storage implies f16 inputs.
+/// The operands' storage as variant choice sees it: f16 when either of A and B is stored in f16
+/// (only coop variants read f16, and a mixed product is tuned and cached with the f16 ones: the
+/// staging of an f32 operand costs the same conversion either way), f32 when both are. C is
+/// always f32; f16 storage implies f16 inputs.
 fn operand_dtype(g: &Gemm, c: &GpuTensor, a: &GpuTensor, b: &GpuTensor) -> Result<DType> {
     let bad = |message: String| Err(Error::Shape { op: "matmul", message });
     if c.dtype() != DType::F32 {
         return bad("C must be f32".into());
     }
-    if a.dtype() != b.dtype() {
-        return bad(format!("A is {:?} but B is {:?}; store both operands alike", a.dtype(), b.dtype()));
-    }
-    if a.dtype() == DType::F16 && g.precision == MatmulPrecision::F32 {
+    let f16 = a.dtype() == DType::F16 || b.dtype() == DType::F16;
+    if f16 && g.precision == MatmulPrecision::F32 {
         return bad("f16 operands given to a product that asks for f32 precision; set Gemm::precision to f16".into());
     }
-    Ok(a.dtype())
+    Ok(if f16 { DType::F16 } else { DType::F32 })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -485,7 +485,7 @@ fn record(
                 Kernel::MatmulCoop,
                 ctx.pipeline_specialized(
                     Kernel::MatmulCoop,
-                    &matmul_coop::specialization(v.tile, operand),
+                    &matmul_coop::specialization(v.tile, a.dtype(), b.dtype()),
                     &v.overrides(g, sg),
                 )?,
                 v.workgroups(mc, nc, bc),

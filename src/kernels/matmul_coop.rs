@@ -143,16 +143,17 @@ pub const COOP_VARIANTS: &[CoopVariant] = &[
     CoopVariant::new(16, 4, 2, 32).f16_accumulate(2),
 ];
 
-/// The shader text for one tile size and operand storage type (see the header of
+/// The shader text for one tile size and the storage types of A and B (see the header of
 /// matmul_coop.wgsl: WGSL cannot parameterise types).
-pub fn specialization(tile: u32, operand: DType) -> Specialization {
-    let elem = match operand {
+pub fn specialization(tile: u32, a: DType, b: DType) -> Specialization {
+    let elem = |d: DType| match d {
         DType::F32 => "f32",
         DType::F16 => "f16",
     };
     let ty = |scalar: &str, role: &str| format!("coop_mat{tile}x{tile}<{scalar}, {role}>");
     Specialization::new()
-        .set("Elem", elem)
+        .set("ElemA", elem(a))
+        .set("ElemB", elem(b))
         .set("CT", format!("{tile}u"))
         .set("TileA", ty("f16", "A"))
         .set("TileB", ty("f16", "B"))
@@ -160,12 +161,14 @@ pub fn specialization(tile: u32, operand: DType) -> Specialization {
         .set("Acc16", ty("f16", "C"))
 }
 
-/// Every (tile, operand) specialisation, for the no-GPU shader checks.
+/// Every (tile, A storage, B storage) specialisation, for the no-GPU shader checks.
 pub fn all_specializations() -> Vec<(String, Specialization)> {
     let mut v = Vec::new();
     for tile in [8, 16] {
-        for (dt, name) in [(DType::F32, "f32"), (DType::F16, "f16")] {
-            v.push((format!("tile {tile}, {name} operands"), specialization(tile, dt)));
+        for a in [DType::F32, DType::F16] {
+            for b in [DType::F32, DType::F16] {
+                v.push((format!("tile {tile}, A {a:?}, B {b:?}"), specialization(tile, a, b)));
+            }
         }
     }
     v

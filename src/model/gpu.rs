@@ -15,7 +15,7 @@
 //! [`GpuModel::zero_grads`]. The loss gradient scale (1/(valid targets · micro-batches)) is read
 //! by the cross-entropy kernel from `step_scalars[0]`, written per batch by `set_batch`.
 
-use super::memory::{Allocator, AttnActs, MemoryPlan, ModelBuffers};
+use super::memory::{Allocator, AttnActs, BlockLinear, LinearWeights, MemoryPlan, ModelBuffers, Planner};
 use super::{GptConfig, ParamLayout, ParamTensors};
 use crate::config::{MemorySpec, Recompute, RunConfig};
 use crate::error::{Error, Result};
@@ -23,9 +23,9 @@ use crate::gpu::{Dispatch, GpuContext, GpuTensor};
 use crate::kernels::attention::{attention_backward, attention_backward_scratch_len, attention_forward, AttnShape};
 use crate::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingBuckets, GpuEmbeddingBuckets};
 use crate::kernels::matmul::{matmul, Gemm, MatmulPrecision};
-use crate::kernels::{cross_entropy, elementwise, relu2, residual, rmsnorm, rope, smear, ve_gate, Stream};
+use crate::kernels::{cast, cross_entropy, elementwise, relu2, residual, rmsnorm, rope, smear, ve_gate, Stream};
 use crate::model::config::{QK_SCALE, SOFTCAP};
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 
 /// What a micro-step computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +70,17 @@ pub struct GpuModel<'c> {
     /// Views of the parameter and the gradient arena.
     w: ParamTensors<GpuTensor>,
     gw: ParamTensors<GpuTensor>,
+    /// The matrices the linear layers' products read as B (forward and input gradient): views of
+    /// the master weights, or under f16 precision their f16 copies (`bufs.weights16`).
+    linear: LinearWeights<GpuTensor>,
+    /// Whether the f16 copies may be older than the master weights. Set by whatever can write
+    /// the master weights ([`GpuModel::params`], [`GpuModel::write_params`]) and by
+    /// [`GpuModel::zero_grads`], which opens every optimizer step; cleared by the cast that every
+    /// pass runs first when it is set. So the copies are made once per optimizer step (and once
+    /// more for an evaluation after it), never read stale.
+    copies_stale: Cell<bool>,
+    /// The casts that refresh the copies, recorded once.
+    refresh_copies: OnceCell<Vec<Dispatch>>,
     layers: Vec<LayerTensors>,
     /// The stream after block L/2, which backout subtracts.
     x_mid: GpuTensor,
@@ -89,28 +100,57 @@ impl<'c> GpuModel<'c> {
     pub fn for_run(ctx: &'c GpuContext, rc: &RunConfig) -> Result<Self> {
         let precision = crate::train::precision::resolve(ctx, rc.train().precision)?;
         let m = Self::new(ctx, &rc.model, rc.train().device_batch_size, &rc.file.memory)?;
-        Ok(m.with_matmul(precision.matmul))
+        m.with_matmul(precision.matmul)
     }
 
-    /// Run the linear layers' products at `precision` (what `train.precision` resolves to); warns
-    /// when f16 is asked of an adapter whose cooperative matrices are unusable (the f32 kernels
-    /// then run).
-    pub fn with_matmul(mut self, precision: MatmulPrecision) -> Self {
-        if precision != MatmulPrecision::F32 {
-            let status = crate::kernels::matmul_coop::coop_status(self.ctx);
-            if !status.is_available() {
-                log::warn!(
-                    "{} products asked: cooperative matrices {}, so the linear layers run the f32 kernels",
-                    precision.name(),
-                    status.describe()
-                );
-            }
+    /// Run the linear layers' products at `precision` (what `train.precision` resolves to). f16
+    /// products on an adapter with cooperative matrices read f16 copies of the weight matrices,
+    /// allocated here (and added to the plan); where its cooperative matrices are unusable a
+    /// warning says so and the f32 kernels run on the f32 weights.
+    pub fn with_matmul(mut self, precision: MatmulPrecision) -> Result<Self> {
+        let coop = crate::kernels::matmul_coop::coop_status(self.ctx);
+        if precision != MatmulPrecision::F32 && !coop.is_available() {
+            log::warn!(
+                "{} products asked: cooperative matrices {}, so the linear layers run the f32 kernels",
+                precision.name(),
+                coop.describe()
+            );
         }
+        let copies = precision >= MatmulPrecision::F16 && coop.is_available();
+        if copies && self.bufs.weights16.is_none() {
+            let mut planner = Planner::default();
+            LinearWeights::build(&mut planner, &self.cfg)?;
+            self.plan.entries.extend(planner.plan.entries);
+            self.bufs.weights16 = Some(LinearWeights::build(&mut Allocator(self.ctx), &self.cfg)?);
+        }
+        self.linear = match (&self.bufs.weights16, copies) {
+            (Some(w16), true) => w16.clone(),
+            _ => master_linear(&self.w),
+        };
+        self.copies_stale.set(true);
         self.matmul = precision;
         // A recording made at another precision would run the wrong kernels.
         self.train_step = OnceCell::new();
         self.eval_step = OnceCell::new();
-        self
+        Ok(self)
+    }
+
+    /// Refresh the f16 weight copies from the master weights if they may be stale (see
+    /// `copies_stale`); nothing to do at f32.
+    fn refresh_copies(&self) -> Result<()> {
+        let Some(w16) = self.bufs.weights16.as_ref().filter(|_| self.copies_stale.get()) else {
+            return Ok(());
+        };
+        if self.refresh_copies.get().is_none() {
+            let mut s = self.stream();
+            for (copy, master) in w16.pairs(&master_linear(&self.w)) {
+                cast::cast_f32_to_f16(&mut s, copy, master)?;
+            }
+            let _ = self.refresh_copies.set(s.dispatches().to_vec());
+        }
+        self.ctx.run(self.refresh_copies.get().expect("set above"))?;
+        self.copies_stale.set(false);
+        Ok(())
     }
 
     /// A linear layer's product at the model's matmul precision.
@@ -120,8 +160,8 @@ impl<'c> GpuModel<'c> {
 
     /// For `b` sequences of the model's full length per forward/backward.
     pub fn new(ctx: &'c GpuContext, cfg: &GptConfig, b: usize, mem: &MemorySpec) -> Result<Self> {
-        let plan = MemoryPlan::model(cfg, b, mem);
-        let bufs = ModelBuffers::build(&mut Allocator(ctx), cfg, b, mem)?;
+        let plan = MemoryPlan::model(cfg, b, mem, MatmulPrecision::F32);
+        let bufs = ModelBuffers::build(&mut Allocator(ctx), cfg, b, mem, MatmulPrecision::F32)?;
         let logits_chunk_rows = mem.logits_chunk_rows(cfg, b);
         let cfg = cfg.clone();
         let t = cfg.sequence_len;
@@ -170,8 +210,11 @@ impl<'c> GpuModel<'c> {
             loss_scale: 1.0,
             plan,
             bufs,
+            linear: master_linear(&w),
             w,
             gw,
+            copies_stale: Cell::new(true),
+            refresh_copies: OnceCell::new(),
             layers,
             x_mid,
             buckets,
@@ -211,7 +254,10 @@ impl<'c> GpuModel<'c> {
         .unwrap_or(0)
     }
 
+    /// The master weights. Whoever holds the tensor may write it (the optimizer does), so the
+    /// f16 copies count as stale from here on.
     pub fn params(&self) -> &GpuTensor {
+        self.copies_stale.set(true);
         &self.bufs.params
     }
 
@@ -229,7 +275,7 @@ impl<'c> GpuModel<'c> {
     }
 
     pub fn read_params(&self) -> Result<Vec<f32>> {
-        self.ctx.read(self.params())
+        self.ctx.read(&self.bufs.params)
     }
 
     pub fn read_grads(&self) -> Result<Vec<f32>> {
@@ -291,10 +337,10 @@ impl<'c> GpuModel<'c> {
         let (n, c, h, hkv, d) = (self.b * self.t, cfg.n_embd, cfg.n_head, cfg.n_kv_head, cfg.head_dim);
         let (hd, kv) = (h * d, hkv * d);
         let (ws, w, act) = (&self.bufs.ws, &self.w.blocks[i], &self.layers[i].attn);
-        let u = &ws.u;
-        matmul(s, &act.q_rot, u, &w.c_q, &self.lin(Gemm::nt(n, hd, c)), 1.0, 0.0)?;
-        matmul(s, &act.k_rot, u, &w.c_k, &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
-        matmul(s, &act.v, u, &w.c_v, &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
+        let (u, lw) = (&ws.u, &self.linear.blocks[i]);
+        matmul(s, &act.q_rot, u, &lw.c_q, &self.lin(Gemm::nt(n, hd, c)), 1.0, 0.0)?;
+        matmul(s, &act.k_rot, u, &lw.c_k, &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
+        matmul(s, &act.v, u, &lw.c_v, &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
         if let Some(ve) = &w.value_embed {
             embedding_forward(s, &ws.ve, &ve.table, &self.bufs.batch.idx, n, kv)?;
             ve_gate::ve_gate_forward(s, &act.v, u, &ws.ve, &ve.gate, n, c, hkv, d)?;
@@ -334,7 +380,7 @@ impl<'c> GpuModel<'c> {
         let (ws, act) = (&self.bufs.ws, &self.layers[i].attn);
         attention_forward(s, &act.att, &act.lse, &ws.qn, &ws.kn, &act.v, &self.attn_shape(i))?;
         elementwise::copy(s, &act.x1, &ws.x_in)?;
-        matmul(s, &act.x1, &act.att, &self.w.blocks[i].c_proj, &self.lin(Gemm::nt(n, c, h * d)), 1.0, 1.0)
+        matmul(s, &act.x1, &act.att, &self.linear.blocks[i].c_proj, &self.lin(Gemm::nt(n, c, h * d)), 1.0, 1.0)
     }
 
     /// u2 = norm(x1) into ws.u, h = u2·Wfcᵀ, a = relu(h)² into ws.a.
@@ -342,7 +388,7 @@ impl<'c> GpuModel<'c> {
         let (n, c) = (self.b * self.t, self.cfg.n_embd);
         let (ws, l) = (&self.bufs.ws, &self.layers[i]);
         rmsnorm::rmsnorm_forward(s, &ws.u, &ws.rstd_b, &l.attn.x1, n, c, 1.0)?;
-        matmul(s, &l.h, &ws.u, &self.w.blocks[i].c_fc, &self.lin(Gemm::nt(n, 4 * c, c)), 1.0, 0.0)?;
+        matmul(s, &l.h, &ws.u, &self.linear.blocks[i].c_fc, &self.lin(Gemm::nt(n, 4 * c, c)), 1.0, 0.0)?;
         relu2::relu2_forward(s, &ws.a, &l.h)
     }
 
@@ -359,7 +405,7 @@ impl<'c> GpuModel<'c> {
         let (n, c) = (self.b * self.t, self.cfg.n_embd);
         let l = &self.layers[i];
         elementwise::copy(s, &l.x_out, &l.attn.x1)?;
-        let proj = &self.w.blocks[i].mlp_proj;
+        let proj = &self.linear.blocks[i].mlp_proj;
         matmul(s, &l.x_out, &self.bufs.ws.a, proj, &self.lin(Gemm::nt(n, c, 4 * c)), 1.0, 1.0)?;
         if let Some(x_mid) = self.bufs.acts.x_mid.as_ref().filter(|_| i == self.cfg.backout_layer()) {
             elementwise::copy(s, x_mid, &l.x_out)?;
@@ -421,6 +467,7 @@ impl<'c> GpuModel<'c> {
         };
         let (ws, acts, w) = (&self.bufs.ws, &self.bufs.acts, &self.w);
         let c = self.cfg.n_embd;
+        self.refresh_copies()?;
         run(&|s| self.embed(s))?;
         if let Some(m) = check("the token embedding (transformer.wte rows)", &ws.x_in, false)? {
             return Ok(Some(m));
@@ -479,7 +526,7 @@ impl<'c> GpuModel<'c> {
     fn record_head(&self, s: &mut Stream<'_>, train: bool) -> Result<()> {
         let cfg = &self.cfg;
         let (n, c, vp) = (self.b * self.t, cfg.n_embd, cfg.padded_vocab);
-        let (lm, glm) = (&self.w.lm_head, &self.gw.lm_head);
+        let (lm, glm) = (&self.linear.lm_head, &self.gw.lm_head);
         let (ws, batch) = (&self.bufs.ws, &self.bufs.batch);
         let mut r0 = 0;
         while r0 < n {
@@ -523,6 +570,7 @@ impl<'c> GpuModel<'c> {
         let (mut cur, mut other) = (&ws.dx, &ws.dx_prev);
         for i in (0..cfg.n_layer).rev() {
             let (l, wb, gb) = (&self.layers[i], &w.blocks[i], &gw.blocks[i]);
+            let lw = &self.linear.blocks[i];
             let act = &l.attn;
             if i == cfg.backout_layer() {
                 elementwise::axpy(s, cur, 1.0, &ws.dmid)?;
@@ -541,10 +589,10 @@ impl<'c> GpuModel<'c> {
             }
             // MLP: x_out = x1 + a·Wprojᵀ, a = relu(u2·Wfcᵀ)², u2 = norm(x1).
             let (a, da, du, u) = (&ws.a, &ws.da, &ws.du, &ws.u);
-            matmul(s, da, cur, &wb.mlp_proj, &self.lin(Gemm::nn(n, f, c)), 1.0, 0.0)?;
+            matmul(s, da, cur, &lw.mlp_proj, &self.lin(Gemm::nn(n, f, c)), 1.0, 0.0)?;
             matmul(s, &gb.mlp_proj, cur, a, &self.lin(Gemm::tn(c, f, n)), 1.0, 1.0)?;
             relu2::relu2_backward(s, a, da, &l.h)?; // ws.a now holds dh
-            matmul(s, du, a, &wb.c_fc, &self.lin(Gemm::nn(n, c, f)), 1.0, 0.0)?;
+            matmul(s, du, a, &lw.c_fc, &self.lin(Gemm::nn(n, c, f)), 1.0, 0.0)?;
             matmul(s, &gb.c_fc, a, u, &self.lin(Gemm::tn(f, c, n)), 1.0, 1.0)?;
             rmsnorm::rmsnorm_backward(s, cur, du, &act.x1, &ws.rstd_b, n, c, 1.0, true)?; // cur = dx1
 
@@ -554,7 +602,7 @@ impl<'c> GpuModel<'c> {
                 self.qk_norm(s, i)?;
             }
             let datt = &ws.datt;
-            matmul(s, datt, cur, &wb.c_proj, &self.lin(Gemm::nn(n, hd, c)), 1.0, 0.0)?;
+            matmul(s, datt, cur, &lw.c_proj, &self.lin(Gemm::nn(n, hd, c)), 1.0, 0.0)?;
             matmul(s, &gb.c_proj, cur, &act.att, &self.lin(Gemm::tn(c, hd, n)), 1.0, 1.0)?;
             let (dqn, dkn, dv) = (&ws.dqn, &ws.dkn, &ws.dv);
             attention_backward(s, dqn, dkn, dv, datt, &ws.qn, &ws.kn, &act.v, &act.att, &act.lse, &self.attn_shape(i))?;
@@ -565,9 +613,9 @@ impl<'c> GpuModel<'c> {
             let (cos, sin) = (&batch.rope_cos, &batch.rope_sin);
             rope::rope_backward(s, dq, cos, sin, n, self.t, 0, h, d)?;
             rope::rope_backward(s, dk, cos, sin, n, self.t, 0, hkv, d)?;
-            matmul(s, du, dq, &wb.c_q, &self.lin(Gemm::nn(n, c, hd)), 1.0, 0.0)?;
-            matmul(s, du, dk, &wb.c_k, &self.lin(Gemm::nn(n, c, kv)), 1.0, 1.0)?;
-            matmul(s, du, dv, &wb.c_v, &self.lin(Gemm::nn(n, c, kv)), 1.0, 1.0)?;
+            matmul(s, du, dq, &lw.c_q, &self.lin(Gemm::nn(n, c, hd)), 1.0, 0.0)?;
+            matmul(s, du, dk, &lw.c_k, &self.lin(Gemm::nn(n, c, kv)), 1.0, 1.0)?;
+            matmul(s, du, dv, &lw.c_v, &self.lin(Gemm::nn(n, c, kv)), 1.0, 1.0)?;
             matmul(s, &gb.c_q, dq, u, &self.lin(Gemm::tn(hd, c, n)), 1.0, 1.0)?;
             matmul(s, &gb.c_k, dk, u, &self.lin(Gemm::tn(kv, c, n)), 1.0, 1.0)?;
             matmul(s, &gb.c_v, dv, u, &self.lin(Gemm::tn(kv, c, n)), 1.0, 1.0)?;
@@ -644,11 +692,14 @@ impl<'c> GpuModel<'c> {
     /// ws.losses and, for [`Pass::Train`], gradients accumulated.
     pub fn run_micro_step(&self, pass: Pass) -> Result<()> {
         let step = self.micro_step(pass)?;
+        self.refresh_copies()?;
         self.ctx.run(step)
     }
 
-    /// Set every gradient to zero (before a step's first micro-batch), and wait.
+    /// Set every gradient to zero (before a step's first micro-batch), and wait. This opens an
+    /// optimizer step, after the last one wrote the master weights: the f16 copies are stale.
     pub fn zero_grads(&self) -> Result<()> {
+        self.copies_stale.set(true);
         if self.zero.get().is_none() {
             let mut s = self.stream();
             elementwise::fill(&mut s, self.grads(), 0.0)?;
@@ -672,5 +723,24 @@ impl<'c> GpuModel<'c> {
     pub fn forward_backward(&self) -> Result<f64> {
         self.run_micro_step(Pass::Train)?;
         self.read_loss()
+    }
+}
+
+/// Views of the master weights' linear-layer matrices, in the shape of the f16 copies.
+fn master_linear(w: &ParamTensors<GpuTensor>) -> LinearWeights<GpuTensor> {
+    LinearWeights {
+        blocks: w
+            .blocks
+            .iter()
+            .map(|b| BlockLinear {
+                c_q: b.c_q.clone(),
+                c_k: b.c_k.clone(),
+                c_v: b.c_v.clone(),
+                c_proj: b.c_proj.clone(),
+                c_fc: b.c_fc.clone(),
+                mlp_proj: b.mlp_proj.clone(),
+            })
+            .collect(),
+        lm_head: w.lm_head.clone(),
     }
 }

@@ -16,12 +16,18 @@
 //! - `block`: nothing per layer beyond x_prev; the backward re-runs each block's forward into the
 //!   shared workspace.
 //!
+//! Under `train.precision = "f16"` the matrices the linear layers' products read also get f16
+//! copies ([`LinearWeights`], made from the master weights once per optimizer step): 2 bytes per
+//! weight of the attention and MLP projections and lm_head, the price of products that read half
+//! the bytes and convert nothing.
+//!
 //! Everything cheap to recompute (the block input after the lambda mix, every RMSNorm output,
 //! the normalized q/k, the gathered value embeddings, relu²) is recomputed into one shared set of
 //! workspace buffers that every layer reuses.
 
 use crate::config::{MemorySpec, Recompute};
-use crate::gpu::{GpuContext, GpuTensor};
+use crate::gpu::{DType, GpuContext, GpuTensor};
+use crate::kernels::matmul::MatmulPrecision;
 use crate::model::GptConfig;
 use crate::model::ParamLayout;
 use serde::Serialize;
@@ -30,6 +36,8 @@ use serde::Serialize;
 pub enum Category {
     /// The parameter arena (f32 master weights).
     Params,
+    /// f16 copies of the matrices the products read (`train.precision = "f16"` only).
+    WeightCopies,
     /// The gradient arena.
     Grads,
     /// AdamW moments and Muon momentum / second-moment buffers, plus the optimizer's per-step
@@ -46,8 +54,9 @@ pub enum Category {
 }
 
 impl Category {
-    pub const ALL: [Category; 7] = [
+    pub const ALL: [Category; 8] = [
         Category::Params,
+        Category::WeightCopies,
         Category::Grads,
         Category::Optimizer,
         Category::Activations,
@@ -59,6 +68,7 @@ impl Category {
     pub fn name(self) -> &'static str {
         match self {
             Category::Params => "params",
+            Category::WeightCopies => "f16 weight copies",
             Category::Grads => "grads",
             Category::Optimizer => "optimizer state",
             Category::Activations => "activations kept for backward",
@@ -73,14 +83,15 @@ impl Category {
 pub struct Entry {
     pub name: String,
     pub category: Category,
-    /// f32 (or i32) elements.
+    /// Elements of `elem_bytes` bytes: f32 or i32 (4), or f16 (2).
     pub elems: usize,
+    pub elem_bytes: u64,
 }
 
 impl Entry {
     /// Bytes the allocation really takes: `GpuContext::tensor` rounds every buffer up to 256.
     pub fn bytes(&self) -> u64 {
-        (self.elems.max(1) as u64 * 4).div_ceil(256) * 256
+        (self.elems.max(1) as u64 * self.elem_bytes).div_ceil(256) * 256
     }
 }
 
@@ -106,7 +117,10 @@ pub fn stream_scratch_len(n: usize, c: usize, h: usize, b: usize, t: usize) -> u
 /// runs is what `wgpt info` reports.
 pub trait BufferSource {
     type Buf;
+    /// A buffer of `elems` 4-byte elements (f32 or i32).
     fn buffer(&mut self, name: &str, category: Category, elems: usize) -> crate::Result<Self::Buf>;
+    /// A buffer of `elems` f16 elements.
+    fn buffer_f16(&mut self, name: &str, category: Category, elems: usize) -> crate::Result<Self::Buf>;
 }
 
 /// Records every request into a [`MemoryPlan`]; each buffer is its element count.
@@ -118,7 +132,11 @@ pub struct Planner {
 impl BufferSource for Planner {
     type Buf = usize;
     fn buffer(&mut self, name: &str, category: Category, elems: usize) -> crate::Result<usize> {
-        self.plan.entries.push(Entry { name: name.to_string(), category, elems });
+        self.plan.entries.push(Entry { name: name.to_string(), category, elems, elem_bytes: 4 });
+        Ok(elems)
+    }
+    fn buffer_f16(&mut self, name: &str, category: Category, elems: usize) -> crate::Result<usize> {
+        self.plan.entries.push(Entry { name: name.to_string(), category, elems, elem_bytes: DType::F16.bytes() });
         Ok(elems)
     }
 }
@@ -130,6 +148,9 @@ impl BufferSource for Allocator<'_> {
     type Buf = GpuTensor;
     fn buffer(&mut self, name: &str, _: Category, elems: usize) -> crate::Result<GpuTensor> {
         self.0.tensor(name, elems)
+    }
+    fn buffer_f16(&mut self, name: &str, _: Category, elems: usize) -> crate::Result<GpuTensor> {
+        self.0.tensor_f16(name, elems)
     }
 }
 
@@ -146,6 +167,66 @@ pub struct ModelBuffers<T> {
     pub ws: Workspace<T>,
     /// (logits_chunk_rows, Vp) one chunk of logits, turned into its gradient in place.
     pub logits: T,
+    /// The f16 weight copies, under f16 precision only.
+    pub weights16: Option<LinearWeights<T>>,
+}
+
+/// The matrices the linear layers' products read as their B operand (forward and input
+/// gradient): under f16 precision, f16 copies of the master weights, one buffer per matrix.
+#[derive(Clone)]
+pub struct LinearWeights<T> {
+    pub blocks: Vec<BlockLinear<T>>,
+    /// (Vp, C).
+    pub lm_head: T,
+}
+
+/// Block i's projection matrices, shaped as in `model::BlockParams`.
+#[derive(Clone)]
+pub struct BlockLinear<T> {
+    pub c_q: T,
+    pub c_k: T,
+    pub c_v: T,
+    pub c_proj: T,
+    pub c_fc: T,
+    pub mlp_proj: T,
+}
+
+impl<T> LinearWeights<T> {
+    /// The f16 copies of every linear layer's matrix of `m`.
+    pub fn build<S: BufferSource<Buf = T>>(src: &mut S, m: &GptConfig) -> crate::Result<Self> {
+        let (c, hd, kv, f) = (m.n_embd, m.n_head * m.head_dim, m.n_kv_head * m.head_dim, 4 * m.n_embd);
+        let mut buf = |name: String, elems: usize| src.buffer_f16(&name, Category::WeightCopies, elems);
+        let mut blocks = Vec::with_capacity(m.n_layer);
+        for i in 0..m.n_layer {
+            blocks.push(BlockLinear {
+                c_q: buf(format!("h{i}.c_q.f16"), hd * c)?,
+                c_k: buf(format!("h{i}.c_k.f16"), kv * c)?,
+                c_v: buf(format!("h{i}.c_v.f16"), kv * c)?,
+                c_proj: buf(format!("h{i}.c_proj.f16"), c * hd)?,
+                c_fc: buf(format!("h{i}.c_fc.f16"), f * c)?,
+                mlp_proj: buf(format!("h{i}.mlp_proj.f16"), c * f)?,
+            });
+        }
+        Ok(LinearWeights { blocks, lm_head: buf("lm_head.f16".into(), m.padded_vocab * c)? })
+    }
+
+    /// Every matrix paired with its counterpart in `other` (another description of the same
+    /// matrices), block by block, then lm_head.
+    pub fn pairs<'a, U>(&'a self, other: &'a LinearWeights<U>) -> Vec<(&'a T, &'a U)> {
+        let mut v = Vec::new();
+        for (a, b) in self.blocks.iter().zip(&other.blocks) {
+            v.extend([
+                (&a.c_q, &b.c_q),
+                (&a.c_k, &b.c_k),
+                (&a.c_v, &b.c_v),
+                (&a.c_proj, &b.c_proj),
+                (&a.c_fc, &b.c_fc),
+                (&a.mlp_proj, &b.mlp_proj),
+            ]);
+        }
+        v.push((&self.lm_head, &other.lm_head));
+        v
+    }
 }
 
 /// Per-batch inputs and constant tables.
@@ -255,13 +336,15 @@ pub struct Workspace<T> {
 }
 
 impl<T> ModelBuffers<T> {
-    /// Every buffer for training `m` at `b` sequences per micro-batch, in one place: the memory
-    /// plan with a [`Planner`], the tensors with an [`Allocator`].
+    /// Every buffer for training `m` at `b` sequences per micro-batch with products at `matmul`
+    /// (f16 ones get the f16 weight copies), in one place: the memory plan with a [`Planner`], the
+    /// tensors with an [`Allocator`].
     pub fn build<S: BufferSource<Buf = T>>(
         src: &mut S,
         m: &GptConfig,
         b: usize,
         mem: &MemorySpec,
+        matmul: MatmulPrecision,
     ) -> crate::Result<Self> {
         let layout = ParamLayout::new(m);
         let t = m.sequence_len;
@@ -343,16 +426,17 @@ impl<T> ModelBuffers<T> {
             losses: buf("ws.losses", Workspace, n)?,
         };
         let logits = buf("logits", Logits, mem.logits_chunk_rows(m, b) * m.padded_vocab)?;
-        Ok(ModelBuffers { params, grads, batch, acts, ws, logits })
+        let weights16 = if matmul >= MatmulPrecision::F16 { Some(LinearWeights::build(src, m)?) } else { None };
+        Ok(ModelBuffers { params, grads, batch, acts, ws, logits, weights16 })
     }
 }
 
 impl MemoryPlan {
-    /// The model's buffers for training `m` at `b` sequences per micro-batch (the optimizer's
-    /// are added by `train::memory_plan`).
-    pub fn model(m: &GptConfig, b: usize, mem: &MemorySpec) -> Self {
+    /// The model's buffers for training `m` at `b` sequences per micro-batch with products at
+    /// `matmul` (the optimizer's are added by `train::memory_plan`).
+    pub fn model(m: &GptConfig, b: usize, mem: &MemorySpec, matmul: MatmulPrecision) -> Self {
         let mut p = Planner::default();
-        ModelBuffers::build(&mut p, m, b, mem).expect("planning allocates nothing and cannot fail");
+        ModelBuffers::build(&mut p, m, b, mem, matmul).expect("planning allocates nothing and cannot fail");
         p.plan
     }
 

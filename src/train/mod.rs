@@ -16,9 +16,24 @@ pub mod trainer;
 pub use schedule::Hyper;
 
 /// Every buffer a training run allocates: the model's and the optimizer's (what `wgpt info`
-/// prints and the trainer checks against the adapter's memory).
+/// prints and the trainer checks against the adapter's memory), at the precision the config asks
+/// for. Planning opens no adapter, so `auto` is planned as f16, what it resolves to on adapters
+/// with cooperative matrices; elsewhere it resolves to f32, whose plan is smaller by the f16
+/// weight copies.
 pub fn memory_plan(rc: &crate::config::RunConfig) -> crate::model::memory::MemoryPlan {
+    let planned = match rc.train().precision {
+        crate::config::Precision::F32 => crate::kernels::matmul::MatmulPrecision::F32,
+        crate::config::Precision::F16 | crate::config::Precision::Auto => crate::kernels::matmul::MatmulPrecision::F16,
+    };
+    memory_plan_at(rc, planned)
+}
+
+/// [`memory_plan`] with the products at `matmul`, whatever the config says.
+pub fn memory_plan_at(
+    rc: &crate::config::RunConfig,
+    matmul: crate::kernels::matmul::MatmulPrecision,
+) -> crate::model::memory::MemoryPlan {
     let m = &rc.model;
-    crate::model::memory::MemoryPlan::model(m, rc.train().device_batch_size, &rc.file.memory)
+    crate::model::memory::MemoryPlan::model(m, rc.train().device_batch_size, &rc.file.memory, matmul)
         .with(optimizer::plan(&crate::model::ParamLayout::new(m)))
 }

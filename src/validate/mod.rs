@@ -155,6 +155,14 @@ pub fn exact_tolerance() -> Tol {
     Tol { atol: 0.0, rtol: 0.0 }
 }
 
+/// f32 → f16: WGSL lets a conversion return either f16 neighbour of a value that lies between
+/// two, so against the round-to-nearest reference the kernel may be one f16 step off: 2^-10 of
+/// the value's binade (≤ 2^-10·|x|), or 2^-24 among the subnormals. Finite values beyond ±65504
+/// are not in the rows: there the conversion's result is the driver's.
+pub fn cast_tolerance() -> Tol {
+    Tol { atol: 2f64.powi(-24), rtol: 2f64.powi(-10) }
+}
+
 /// ReLU² forward and backward are one correctly rounded multiply each (max and ×2 are exact), the
 /// same rounding the f64 reference makes: exact, allowing only a driver that flushes a denormal
 /// result to zero.

@@ -53,7 +53,7 @@ pub(super) fn cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Resu
         }
         if !ctx.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
             for v in coop_rows(ctx, false) {
-                for storage in ["f32", "f16"] {
+                for storage in ["f32", "f16", "f32·f16"] {
                     let label = format!("{} {storage} in", v.name());
                     r.record_not_run(
                         &kernel,
@@ -113,14 +113,15 @@ fn run_matmul_case(ctx: &GpuContext, r: &mut Runner<'_>, kernel: &str, case: &Ma
         return Ok(());
     }
     // The coop variants, on the same inputs, against the reference on f16-rounded inputs; with
-    // the operands stored in f32 (rounded while staging) and in f16.
+    // the operands stored in f32 (rounded while staging), in f16, and A in f32 with B in f16 (the
+    // model's products under f16 precision: f32 activations or gradients, f16 weight copies).
     let g16 = g.with_precision(MatmulPrecision::F16Acc);
     let mut want16 = c0.clone();
     reference::matmul::matmul(&mut want16, &a, &b, &g16, case.alpha, case.beta);
     let a16 = upload_at_f16(ctx, "A f16", &a, case.pads[0])?;
     let b16 = upload_at_f16(ctx, "B f16", &b, case.pads[1])?;
     for v in coop_rows(ctx, gpt_size && !r.opts.all_variants_at_gpt_shapes) {
-        for (storage, ta, tb) in [("f32", &ta, &tb), ("f16", &a16, &b16)] {
+        for (storage, ta, tb) in [("f32", &ta, &tb), ("f16", &a16, &b16), ("f32·f16", &ta, &b16)] {
             ctx.write(&tc, &c0)?;
             let t0 = Instant::now();
             let mut st = Stream::new(ctx);

@@ -20,6 +20,7 @@
 
 mod adamw;
 mod attention;
+mod cast;
 mod cross_entropy;
 mod elementwise;
 mod embedding;
@@ -48,11 +49,13 @@ pub(crate) fn run(ctx: &GpuContext, small: &GpuContext, r: &mut Runner<'_>) -> R
     matmul::cases(ctx, r, false)?;
     elementwise::cases(ctx, r, false)?;
     reduce::cases(ctx, r, false)?;
+    cast::cases(ctx, r, false)?;
     attention::cases(ctx, r, false)?;
 
     matmul::cases(small, r, true)?;
     elementwise::cases(small, r, true)?;
     reduce::cases(small, r, true)?;
+    cast::cases(small, r, true)?;
     for (c, chunked) in [(ctx, false), (small, true)] {
         cross_entropy::cases(c, r, chunked)?;
         rmsnorm::cases(c, r, chunked)?;
