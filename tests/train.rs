@@ -633,3 +633,23 @@ fn f16_loss_scaling_skips_overflows_and_resumes_exactly() {
     assert_same(&losses(&once), &losses(&split), "f16, resumed at step 3");
     assert_same(&rows(&once, "val_bpb"), &rows(&split, "val_bpb"), "f16 val bpb, resumed at step 3");
 }
+
+/// `train.precision = auto` (the default) is f16 only on a GPU with cooperative matrices: on a CPU
+/// driver it is f32 with the reason, even where the driver has them (lavapipe emulates them), and
+/// an explicit f16 still gets them there.
+#[test]
+fn auto_precision_is_f16_only_on_gpus_with_cooperative_matrices() {
+    use wgpt::config::Precision;
+    use wgpt::kernels::matmul::MatmulPrecision;
+    use wgpt::train::precision::resolve;
+    let Some(ctx) = gpu() else { return };
+    let coop = wgpt::kernels::matmul_coop::coop_status(ctx).is_available();
+    let auto = resolve(ctx, Precision::Auto).unwrap();
+    let want = if coop && !ctx.is_cpu() { MatmulPrecision::F16 } else { MatmulPrecision::F32 };
+    assert_eq!(auto.matmul, want, "{}", auto.why);
+    if coop && ctx.is_cpu() {
+        assert!(auto.why.contains("CPU driver") && auto.why.contains("train.precision = f16"), "{}", auto.why);
+        assert_eq!(resolve(ctx, Precision::F16).unwrap().matmul, MatmulPrecision::F16);
+    }
+    assert_eq!(wgpt::config::Precision::default(), Precision::Auto);
+}

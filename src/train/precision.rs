@@ -43,12 +43,23 @@ impl ResolvedPrecision {
 
 /// Resolve `asked` on `ctx`'s adapter. f16 is refused where the adapter has no usable cooperative
 /// matrices (f16-input SIMT kernels do not exist yet), with the reason the self-test gave.
+///
+/// `auto` (the default) is f16 on a GPU with cooperative matrices and f32 elsewhere, CPU drivers
+/// included even where they have them: lavapipe runs cooperative matrices as plain loops, and
+/// `bench step` measured its f16 micro-step 2.1× slower than f32 there (configs/kjv.toml, Mesa
+/// 26: 4.2–4.4 s against 1.9–2.1 s) while the learning curves agree to 0.6% (issue 12), so f16
+/// buys nothing there that an explicit `f16` does not.
 pub fn resolve(ctx: &GpuContext, asked: Precision) -> Result<ResolvedPrecision> {
     let status = coop_status(ctx);
     let f32 = |why: String| Ok(ResolvedPrecision { matmul: MatmulPrecision::F32, why });
     let f16 = |why: String| Ok(ResolvedPrecision { matmul: MatmulPrecision::F16, why });
     match (asked, status) {
         (Precision::F32, _) => f32("train.precision = f32: every product in f32 on the SIMT kernels".into()),
+        (Precision::Auto, CoopStatus::Available { .. }) if ctx.is_cpu() => f32(
+            "train.precision = auto → f32: a CPU driver's cooperative matrices are emulated (f16 measured 2.1× \
+             slower than f32 on lavapipe); set train.precision = f16 to train on them anyway"
+                .into(),
+        ),
         (Precision::F16 | Precision::Auto, CoopStatus::Available { tile, .. }) => f16(format!(
             "train.precision = {}: f16 inputs, f32 accumulation on the cooperative-matrix kernels ({tile}×{tile}×{tile}), \
              dynamic loss scaling{}",
