@@ -347,6 +347,8 @@ pub fn step_bench(
     // The micro-step the trainer runs, recorded once: the first recording builds pipelines and
     // (with autotuning on) tunes each shape class.
     let step = model.micro_step(Pass::Train)?;
+    // The replays below read the f16 weight copies (under f16) as they are: make them first.
+    model.refresh_weight_copies()?;
     // Host time per micro-step: replaying the recording (encode + submit, what the trainer
     // pays per micro-batch) beside recording it afresh (bind groups, variant choice: what every
     // micro-batch paid before the step was recorded once).

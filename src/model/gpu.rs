@@ -136,8 +136,9 @@ impl<'c> GpuModel<'c> {
     }
 
     /// Refresh the f16 weight copies from the master weights if they may be stale (see
-    /// `copies_stale`); nothing to do at f32.
-    fn refresh_copies(&self) -> Result<()> {
+    /// `copies_stale`), and wait; nothing to do at f32. Every pass this model runs calls it; who
+    /// replays [`GpuModel::micro_step`]'s dispatches directly calls it first.
+    pub fn refresh_weight_copies(&self) -> Result<()> {
         let Some(w16) = self.bufs.weights16.as_ref().filter(|_| self.copies_stale.get()) else {
             return Ok(());
         };
@@ -467,7 +468,7 @@ impl<'c> GpuModel<'c> {
         };
         let (ws, acts, w) = (&self.bufs.ws, &self.bufs.acts, &self.w);
         let c = self.cfg.n_embd;
-        self.refresh_copies()?;
+        self.refresh_weight_copies()?;
         run(&|s| self.embed(s))?;
         if let Some(m) = check("the token embedding (transformer.wte rows)", &ws.x_in, false)? {
             return Ok(Some(m));
@@ -692,7 +693,7 @@ impl<'c> GpuModel<'c> {
     /// ws.losses and, for [`Pass::Train`], gradients accumulated.
     pub fn run_micro_step(&self, pass: Pass) -> Result<()> {
         let step = self.micro_step(pass)?;
-        self.refresh_copies()?;
+        self.refresh_weight_copies()?;
         self.ctx.run(step)
     }
 
