@@ -192,6 +192,11 @@ pub struct AttnShape {
     pub d: usize,
     pub window: usize,
     pub scale: f32,
+    /// The least precision the caller accepts for the products Q·Kᵀ, P·V and their gradients.
+    /// Below f32 the cooperative-matrix kernels run where the adapter has them: q, k, v and dout
+    /// rounded to f16, softmax, statistics and accumulation in f32 (the reference rounds the same
+    /// inputs). Elsewhere the f32 kernels run, which is within any tolerance of the f16 ones.
+    pub precision: MatmulPrecision,
 }
 
 impl AttnShape {

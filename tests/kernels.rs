@@ -768,8 +768,16 @@ fn attention_run(
     let (dq, dk, dv) = (ctx.tensor("dq", nq).unwrap(), ctx.tensor("dk", nkv).unwrap(), ctx.tensor("dv", nkv).unwrap());
     let scale = 1.0 / (d as f32).sqrt();
     let mut s = Stream::new(ctx);
-    attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, &AttnShape { b, t, h, hkv, d, window, scale })
-        .unwrap();
+    attention::attention_forward(
+        &mut s,
+        &out,
+        &lse,
+        &q,
+        &k,
+        &v,
+        &AttnShape { b, t, h, hkv, d, window, scale, precision: Default::default() },
+    )
+    .unwrap();
     attention::attention_backward(
         &mut s,
         &dq,
@@ -781,7 +789,7 @@ fn attention_run(
         &v,
         &out,
         &lse,
-        &AttnShape { b, t, h, hkv, d, window, scale },
+        &AttnShape { b, t, h, hkv, d, window, scale, precision: Default::default() },
     )
     .unwrap();
     s.run().unwrap();
@@ -835,7 +843,7 @@ fn attention_refuses_bad_input_before_dispatch() {
         &q,
         &k,
         &v,
-        &AttnShape { b, t, h, hkv: 3, d, window: t, scale: 0.1 },
+        &AttnShape { b, t, h, hkv: 3, d, window: t, scale: 0.1, precision: Default::default() },
     ));
     assert!(e.contains("not a multiple of Hkv"), "{e}");
     let e = err(attention::attention_forward(
@@ -845,7 +853,7 @@ fn attention_refuses_bad_input_before_dispatch() {
         &q,
         &k,
         &v,
-        &AttnShape { b, t, h, hkv, d: 66, window: t, scale: 0.1 },
+        &AttnShape { b, t, h, hkv, d: 66, window: t, scale: 0.1, precision: Default::default() },
     ));
     assert!(e.contains("multiple of 4"), "{e}");
     let e = err(attention::attention_forward(
@@ -855,7 +863,7 @@ fn attention_refuses_bad_input_before_dispatch() {
         &q,
         &k,
         &v,
-        &AttnShape { b, t: t + 1, h, hkv, d, window: t, scale: 0.1 },
+        &AttnShape { b, t: t + 1, h, hkv, d, window: t, scale: 0.1, precision: Default::default() },
     ));
     assert!(e.contains("out has 2048 elements, the shape needs 2304"), "{e}");
     // A view that starts off a multiple of 4 cannot be read as vec4 rows.
@@ -867,7 +875,7 @@ fn attention_refuses_bad_input_before_dispatch() {
         &q,
         &k,
         &v,
-        &AttnShape { b, t, h, hkv, d, window: t, scale: 0.1 },
+        &AttnShape { b, t, h, hkv, d, window: t, scale: 0.1, precision: Default::default() },
     ));
     assert!(e.contains("starts at element 1"), "{e}");
     // An output in the same buffer as an input: wgpu would reject the dispatch.
@@ -880,7 +888,7 @@ fn attention_refuses_bad_input_before_dispatch() {
         &q2,
         &k,
         &v,
-        &AttnShape { b, t, h, hkv, d, window: t, scale: 0.1 },
+        &AttnShape { b, t, h, hkv, d, window: t, scale: 0.1, precision: Default::default() },
     ));
     assert!(e.contains("share a buffer"), "{e}");
     let e = err(attention::attention_backward(
@@ -894,7 +902,7 @@ fn attention_refuses_bad_input_before_dispatch() {
         &v,
         &out,
         &lse,
-        &AttnShape { b, t, h, hkv, d, window: t, scale: f32::NAN },
+        &AttnShape { b, t, h, hkv, d, window: t, scale: f32::NAN, precision: Default::default() },
     ));
     assert!(e.contains("scale must be finite"), "{e}");
     assert!(s.dispatches().is_empty(), "nothing may be recorded for refused input");
@@ -918,8 +926,16 @@ fn attention_decode_agrees_with_the_forward_rows() {
     let (tq, tk, tv) = (up(&q), up(&k), up(&v));
     let (out, lse) = (ctx.tensor("out", t * h * d).unwrap(), ctx.tensor("lse", t * h).unwrap());
     let mut s = Stream::new(ctx);
-    attention::attention_forward(&mut s, &out, &lse, &tq, &tk, &tv, &AttnShape { b: 1, t, h, hkv, d, window, scale })
-        .unwrap();
+    attention::attention_forward(
+        &mut s,
+        &out,
+        &lse,
+        &tq,
+        &tk,
+        &tv,
+        &AttnShape { b: 1, t, h, hkv, d, window, scale, precision: Default::default() },
+    )
+    .unwrap();
     s.run().unwrap();
     let full = ctx.read(&out).unwrap();
     let decode = |pos: usize| {

@@ -65,9 +65,9 @@ fn every_kernel_entry_point_exists() {
     }
 }
 
-/// Every specialisation of the coop shader (tile 8 and 16, f32 and f16 operands) is valid WGSL,
-/// and only matmul_coop.wgsl enables cooperative matrices: every other kernel must compile on an
-/// adapter without them.
+/// Every specialisation of the coop shaders (matmul: tile 8 and 16, f32 and f16 operands;
+/// attention: tile 8 and 16) is valid WGSL, and only those two files enable cooperative matrices:
+/// every other kernel must compile on an adapter without them.
 #[test]
 fn coop_specializations_validate_and_stay_in_their_file() {
     for (name, spec) in wgpt::kernels::matmul_coop::all_specializations() {
@@ -75,9 +75,16 @@ fn coop_specializations_validate_and_stay_in_their_file() {
         let module = parse_and_validate(&format!("matmul_coop.wgsl ({name})"), &src);
         assert!(module.entry_points.iter().any(|e| e.name == "matmul_coop"));
     }
+    for tile in [8, 16] {
+        let spec = wgpt::kernels::attention_coop::specialization(tile);
+        let src = spec.apply(Shader::AttentionCoop.source()).unwrap_or_else(|e| panic!("tile {tile}: {e}"));
+        let module = parse_and_validate(&format!("attention_coop.wgsl (tile {tile})"), &src);
+        assert_eq!(module.entry_points.len(), 3, "tile {tile}");
+    }
     for &shader in Shader::ALL {
         let uses = shader.source().contains("enable wgpu_cooperative_matrix");
-        assert_eq!(uses, shader == Shader::MatmulCoop, "{}", shader.file());
+        let coop = matches!(shader, Shader::MatmulCoop | Shader::AttentionCoop);
+        assert_eq!(uses, coop, "{}", shader.file());
     }
 }
 
@@ -92,6 +99,17 @@ fn matmul_families_share_one_parameter_struct() {
         &src[start..=end]
     };
     assert_eq!(block(Shader::Matmul.source()), block(Shader::MatmulCoop.source()));
+}
+
+/// The same for attention.wgsl and attention_coop.wgsl, which one launcher drives.
+#[test]
+fn attention_families_share_one_parameter_struct() {
+    let block = |src: &'static str| {
+        let start = src.find("struct AttnParams {").expect("struct AttnParams");
+        let end = start + src[start..].find('}').unwrap();
+        &src[start..=end]
+    };
+    assert_eq!(block(Shader::Attention.source()), block(Shader::AttentionCoop.source()));
 }
 
 /// One member of a parameter struct, as either side declares it.
@@ -231,9 +249,10 @@ fn pub_fns(src: &str, needle: Option<&str>) -> Vec<String> {
 /// One kernel family is one name: `shaders/X.wgsl` holds entry points named `X` or `X_…`, its
 /// launchers are `src/kernels/X.rs`, its CPU reference `src/reference/X.rs` with a function of
 /// the same name for every launcher, and its validation rows `src/validate/cases/X.rs`. Two
-/// exceptions, by design: matmul_coop is a variant of matmul's contract (the `matmul` launcher
-/// dispatches it, `reference::matmul` checks it, `cases/matmul.rs` holds its rows), and
-/// `matmul_variant` is `matmul` with the variant forced, checked by the same reference.
+/// exceptions, by design: a `Y_coop` family is a variant of Y's contract (matmul_coop,
+/// attention_coop: Y's launchers dispatch it, `reference::Y` checks it, `cases/Y.rs` holds its
+/// rows; `src/kernels/Y_coop.rs` holds its tilings), and `matmul_variant` is `matmul` with the
+/// variant forced, checked by the same reference.
 #[test]
 fn every_kernel_family_is_one_name_through_its_five_files() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -247,13 +266,14 @@ fn every_kernel_family_is_one_name_through_its_five_files() {
                 problems.push(format!("{}: entry point {e} does not start with {family}_", shader.file()));
             }
         }
-        let home = if family == "matmul_coop" { "matmul" } else { family };
+        let coop_of = family.strip_suffix("_coop");
+        let home = coop_of.unwrap_or(family);
         let launchers = read(&format!("src/kernels/{family}.rs"));
         let reference = read(&format!("src/reference/{home}.rs"));
         read(&format!("src/validate/cases/{home}.rs"));
         let refs = pub_fns(&reference, None);
         let found = pub_fns(&launchers, Some("&mut Stream"));
-        if found.is_empty() && family != "matmul_coop" {
+        if found.is_empty() && coop_of.is_none() {
             problems.push(format!("src/kernels/{family}.rs: no launcher (pub fn taking &mut Stream) found"));
         }
         for l in found {

@@ -34,7 +34,16 @@ impl Default for AttnBenchOptions {
 pub fn bench(ctx: &GpuContext, o: &AttnBenchOptions, out: &mut dyn FnMut(&str)) -> Result<Vec<(usize, f64, f64)>> {
     use crate::util::Rng;
     let scale = 1.0 / (o.d as f32).sqrt();
-    let shape = |window: usize| AttnShape { b: o.b, t: o.t, h: o.h, hkv: o.hkv, d: o.d, window, scale };
+    let shape = |window: usize| AttnShape {
+        b: o.b,
+        t: o.t,
+        h: o.h,
+        hkv: o.hkv,
+        d: o.d,
+        window,
+        scale,
+        precision: Default::default(),
+    };
     let dims = shape(o.t);
     let mut rng = Rng::new(7);
     let mut rows = |n: usize, gain: f32| {

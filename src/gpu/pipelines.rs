@@ -163,6 +163,13 @@ kernel_table! {
         AttentionDecodePartial => "attention_decode_partial",
         AttentionDecodeCombine => "attention_decode_combine",
     }
+    // The training passes of attention.wgsl on cooperative matrices: the same contract, bindings
+    // and parameters (f16 products, f32 softmax and accumulation).
+    AttentionCoop("attention_coop.wgsl", attention::AttnParams) {
+        AttentionCoopForward => "attention_coop_forward",
+        AttentionCoopBackwardDq => "attention_coop_backward_dq",
+        AttentionCoopBackwardDkdv => "attention_coop_backward_dkdv",
+    }
     Adamw("adamw.wgsl", adamw::AdamwParams) {
         AdamwStep => "adamw_step",
     }

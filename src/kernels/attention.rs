@@ -16,11 +16,15 @@
 //! cache, in two passes over blocks of 64 keys (flash-decoding), also without atomics.
 
 use crate::error::{Error, Result};
+use crate::gpu::coop::CoopStatus;
 use crate::gpu::immediates::immediates;
 use crate::gpu::tensor::window_slack;
 use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides, Window};
-use crate::kernels::Stream;
+use crate::kernels::attention_coop::{self, CoopTiles};
+use crate::kernels::{matmul_coop, Stream};
 pub use crate::shapes::AttnShape;
+use crate::shapes::MatmulPrecision;
+use std::sync::Arc;
 
 /// Largest head size the kernels' register tiles hold (D/4 ≤ 32 vec4 columns, two per invocation).
 pub const MAX_HEAD_DIM: usize = 128;
@@ -34,11 +38,23 @@ pub enum AttnPass {
 }
 
 impl AttnPass {
+    pub const ALL: [AttnPass; 3] = [AttnPass::Forward, AttnPass::BackwardDq, AttnPass::BackwardDkdv];
+
+    /// The f32 (SIMT) entry point of attention.wgsl.
     pub fn kernel(self) -> Kernel {
         match self {
             AttnPass::Forward => Kernel::AttentionForward,
             AttnPass::BackwardDq => Kernel::AttentionBackwardDq,
             AttnPass::BackwardDkdv => Kernel::AttentionBackwardDkdv,
+        }
+    }
+
+    /// The cooperative-matrix entry point of attention_coop.wgsl.
+    pub fn coop_kernel(self) -> Kernel {
+        match self {
+            AttnPass::Forward => Kernel::AttentionCoopForward,
+            AttnPass::BackwardDq => Kernel::AttentionCoopBackwardDq,
+            AttnPass::BackwardDkdv => Kernel::AttentionCoopBackwardDkdv,
         }
     }
 
@@ -162,6 +178,63 @@ impl AttnTiles {
         match pass {
             AttnPass::BackwardDkdv => t.div_ceil(self.bk as usize),
             _ => (t * g).div_ceil(self.bq as usize),
+        }
+    }
+}
+
+/// Which kernels one attention call runs: the f32 ones, or the coop ones for `tile`×`tile`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnPlan {
+    Simt,
+    Coop { tile: u32, subgroup_size: u32 },
+}
+
+impl AttnPlan {
+    /// The coop kernels when the caller accepts f16 products and the adapter uses cooperative
+    /// matrices (`matmul_coop::coop_status`: gates and self-test), the f32 ones otherwise.
+    pub fn for_shape(ctx: &GpuContext, shape: &AttnShape) -> Self {
+        if shape.precision == MatmulPrecision::F32 {
+            return AttnPlan::Simt;
+        }
+        match matmul_coop::coop_status(ctx) {
+            CoopStatus::Available { tile, subgroup_size, .. } => {
+                AttnPlan::Coop { tile: *tile, subgroup_size: *subgroup_size }
+            }
+            CoopStatus::Unavailable(_) => AttnPlan::Simt,
+        }
+    }
+
+    /// The pass's kernel, pipeline and workgroups along x, checked against the adapter.
+    fn pipeline(
+        self,
+        ctx: &GpuContext,
+        pass: AttnPass,
+        dims: &AttnShape,
+    ) -> Result<(Kernel, Arc<wgpu::ComputePipeline>, u32)> {
+        let (d, t, g) = (dims.d, dims.t, dims.h / dims.hkv);
+        match self {
+            AttnPlan::Simt => {
+                let tiles = tiles_for(ctx, pass, d)?;
+                let p = ctx.pipeline(pass.kernel(), &tiles.overrides(pass, d, ctx.is_cpu()))?;
+                Ok((pass.kernel(), p, tiles.groups_x(pass, t, g) as u32))
+            }
+            AttnPlan::Coop { tile, subgroup_size } => {
+                let tiles = CoopTiles::choose(pass, d, tile, subgroup_size, &ctx.limits).ok_or_else(|| {
+                    bad(format!(
+                        "no {tile}×{tile} coop tiling of {pass:?} at D = {d} fits this adapter's {} bytes of \
+                         workgroup memory",
+                        ctx.limits.max_compute_workgroup_storage_size
+                    ))
+                })?;
+                let kernel = pass.coop_kernel();
+                let spec = attention_coop::specialization(tile);
+                let p = ctx.pipeline_specialized(kernel, &spec, &tiles.overrides(pass, d, ctx.is_cpu()))?;
+                let x = match pass {
+                    AttnPass::BackwardDkdv => t.div_ceil(tiles.bk as usize),
+                    _ => (t * g).div_ceil(tiles.bq as usize),
+                };
+                Ok((kernel, p, x as u32))
+            }
         }
     }
 }
@@ -304,10 +377,8 @@ pub fn attention_forward(
     check_tensor("v", v, dims.kv_len(), true)?;
     check_aliasing(&[("out", out), ("lse", lse)], &[("q", q), ("k", k), ("v", v)])?;
     let ctx = s.ctx;
-    let pass = AttnPass::Forward;
-    let tiles = tiles_for(ctx, pass, d)?;
+    let (kernel, pipeline, groups_x) = AttnPlan::for_shape(ctx, &dims).pipeline(ctx, AttnPass::Forward, &dims)?;
     let chunks = batch_chunks(ctx, &dims)?;
-    let pipeline = ctx.pipeline(pass.kernel(), &tiles.overrides(pass, d, ctx.is_cpu()))?;
     let (qb, kb, lb) = (t * h * d, t * hkv * d, t * h);
     for (b0, b1) in chunks {
         let wq = ctx.window(q, b0 * qb, b1 * qb)?;
@@ -323,8 +394,8 @@ pub fn attention_forward(
             off_lse: wl.elem_offset,
             ..params(&dims)
         };
-        let groups = [tiles.groups_x(pass, t, h / hkv) as u32, hkv as u32, (b1 - b0) as u32];
-        let dispatch = ctx.dispatch(pass.kernel(), pipeline.clone(), &[wq, wk, wv, wo, wl], &params, groups)?;
+        let groups = [groups_x, hkv as u32, (b1 - b0) as u32];
+        let dispatch = ctx.dispatch(kernel, pipeline.clone(), &[wq, wk, wv, wo, wl], &params, groups)?;
         s.push(dispatch);
     }
     Ok(())
@@ -383,13 +454,11 @@ pub fn attention_backward(
     check_aliasing(&[("dq", dq), ("delta", delta), ("dk", dk), ("dv", dv)], &inputs)?;
     check_aliasing(&[("dk", dk), ("dv", dv)], &[("delta", delta)])?;
     let ctx = s.ctx;
-    let t_dq = tiles_for(ctx, AttnPass::BackwardDq, d)?;
-    let t_kv = tiles_for(ctx, AttnPass::BackwardDkdv, d)?;
+    let plan = AttnPlan::for_shape(ctx, &dims);
+    let (k_dq, p_dq, x_dq) = plan.pipeline(ctx, AttnPass::BackwardDq, &dims)?;
+    let (k_kv, p_kv, x_kv) = plan.pipeline(ctx, AttnPass::BackwardDkdv, &dims)?;
     let chunks = batch_chunks(ctx, &dims)?;
-    let p_dq = ctx.pipeline(Kernel::AttentionBackwardDq, &t_dq.overrides(AttnPass::BackwardDq, d, ctx.is_cpu()))?;
-    let p_kv = ctx.pipeline(Kernel::AttentionBackwardDkdv, &t_kv.overrides(AttnPass::BackwardDkdv, d, ctx.is_cpu()))?;
     let (qb, kb, lb) = (t * h * d, t * hkv * d, t * h);
-    let g = h / hkv;
     // All dq dispatches first, so every chunk's Δ exists before any dk/dv dispatch reads it (each
     // chunk only reads its own rows, but this keeps the ordering argument trivial).
     // The windows both passes bind for a chunk of batches: q, k, v, dout, lse, Δ.
@@ -417,20 +486,20 @@ pub fn attention_backward(
         let wo = ctx.window(out, b0 * qb, b1 * qb)?;
         let wdq = ctx.window(dq, b0 * qb, b1 * qb)?;
         let p = AttnParams { off_x: wo.elem_offset, off_g0: wdq.elem_offset, ..base(&w) };
-        let groups = [t_dq.groups_x(AttnPass::BackwardDq, t, g) as u32, hkv as u32, (b1 - b0) as u32];
+        let groups = [x_dq, hkv as u32, (b1 - b0) as u32];
         let [wq, wk, wv, wdo, wl, wd] = w;
         let windows = [wq, wk, wv, wdo, wl, wd, wo, wdq];
-        s.push(ctx.dispatch(Kernel::AttentionBackwardDq, p_dq.clone(), &windows, &p, groups)?);
+        s.push(ctx.dispatch(k_dq, p_dq.clone(), &windows, &p, groups)?);
     }
     for &(b0, b1) in &chunks {
         let w = common(b0, b1)?;
         let wdk = ctx.window(dk, b0 * kb, b1 * kb)?;
         let wdv = ctx.window(dv, b0 * kb, b1 * kb)?;
         let p = AttnParams { off_g0: wdk.elem_offset, off_g1: wdv.elem_offset, ..base(&w) };
-        let groups = [t_kv.groups_x(AttnPass::BackwardDkdv, t, g) as u32, hkv as u32, (b1 - b0) as u32];
+        let groups = [x_kv, hkv as u32, (b1 - b0) as u32];
         let [wq, wk, wv, wdo, wl, wd] = w;
         let windows = [wq, wk, wv, wdo, wl, wd, wdk, wdv];
-        s.push(ctx.dispatch(Kernel::AttentionBackwardDkdv, p_kv.clone(), &windows, &p, groups)?);
+        s.push(ctx.dispatch(k_kv, p_kv.clone(), &windows, &p, groups)?);
     }
     Ok(())
 }
@@ -469,7 +538,7 @@ pub fn attention_decode(
     window: usize,
     scale: f32,
 ) -> Result<()> {
-    let dims = check_dims(&AttnShape { b: 1, t: 1, h, hkv, d, window, scale })?;
+    let dims = check_dims(&AttnShape { b: 1, t: 1, h, hkv, d, window, scale, precision: Default::default() })?;
     let kvd = hkv * d;
     check_tensor("out", out, dims.q_len(), true)?;
     check_tensor("q", q, dims.q_len(), true)?;

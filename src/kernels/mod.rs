@@ -6,6 +6,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod attention_coop;
 pub mod cast;
 pub mod cross_entropy;
 pub mod elementwise;

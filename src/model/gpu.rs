@@ -371,6 +371,7 @@ impl<'c> GpuModel<'c> {
             d: cfg.head_dim,
             window: cfg.windows[i],
             scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+            precision: MatmulPrecision::F32,
         }
     }
 

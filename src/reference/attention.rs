@@ -8,6 +8,7 @@
 
 use super::Real;
 pub use crate::shapes::AttnShape;
+use crate::shapes::MatmulPrecision;
 
 struct Dims {
     t: usize,
@@ -33,11 +34,22 @@ fn dot<R: Real>(a: &[R], b: &[R]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x.f() * y.f()).sum()
 }
 
+/// The products' inputs as the kernels at `precision` see them: unchanged at f32, rounded to the
+/// nearest f16 below it (the coop kernels stage q, k, v and dout as f16).
+fn product_inputs<R: Real>(x: &[R], precision: MatmulPrecision) -> Vec<f64> {
+    if precision == MatmulPrecision::F32 {
+        x.iter().map(|x| x.f()).collect()
+    } else {
+        x.iter().map(|x| half::f16::from_f64(x.f()).to_f64()).collect()
+    }
+}
+
 /// out[b,t,h] = Σ_j softmax_j(scale · q[b,t,h]·k[b,j]) v[b,j];  lse[b,t,h] = ln Σ_j exp(scale · q·k_j)
 pub fn attention_forward<R: Real>(out: &mut [R], lse: &mut [R], q: &[R], k: &[R], v: &[R], shape: &AttnShape) {
-    let AttnShape { b, t, h, hkv, d, window, scale } = *shape;
+    let AttnShape { b, t, h, hkv, d, window, scale, precision } = *shape;
     let dm = Dims { t, h, hkv, d, window };
     let scale = scale as f64;
+    let (q, k, v) = (product_inputs(q, precision), product_inputs(k, precision), product_inputs(v, precision));
     for bi in 0..b {
         for ti in 0..t {
             for hi in 0..h {
@@ -59,7 +71,7 @@ pub fn attention_forward<R: Real>(out: &mut [R], lse: &mut [R], q: &[R], k: &[R]
                     let p = (s - l).exp();
                     let vo = dm.kv(bi, j, hi);
                     for e in 0..d {
-                        acc[e] += p * v[vo + e].f();
+                        acc[e] += p * v[vo + e];
                     }
                 }
                 for e in 0..d {
@@ -87,9 +99,11 @@ pub fn attention_backward<R: Real>(
     lse: &[R],
     shape: &AttnShape,
 ) {
-    let AttnShape { b, t, h, hkv, d, window, scale } = *shape;
+    let AttnShape { b, t, h, hkv, d, window, scale, precision } = *shape;
     let dm = Dims { t, h, hkv, d, window };
     let scale = scale as f64;
+    let (q, k, v) = (product_inputs(q, precision), product_inputs(k, precision), product_inputs(v, precision));
+    let dout = product_inputs(dout, precision);
     let mut dk64 = vec![0.0f64; dk.len()];
     let mut dv64 = vec![0.0f64; dv.len()];
     for bi in 0..b {
@@ -97,7 +111,7 @@ pub fn attention_backward<R: Real>(
             for hi in 0..h {
                 let qo = dm.q(bi, ti, hi);
                 let l = lse[(bi * t + ti) * h + hi].f();
-                let delta = dot(&dout[qo..qo + d], &out[qo..qo + d]);
+                let delta: f64 = dout[qo..qo + d].iter().zip(&out[qo..qo + d]).map(|(g, o)| g * o.f()).sum();
                 let mut dq_acc = vec![0.0f64; d];
                 for j in dm.keys(ti) {
                     let ko = dm.kv(bi, j, hi);
@@ -105,9 +119,9 @@ pub fn attention_backward<R: Real>(
                     let dp = dot(&dout[qo..qo + d], &v[ko..ko + d]);
                     let ds = p * (dp - delta);
                     for e in 0..d {
-                        dq_acc[e] += scale * ds * k[ko + e].f();
-                        dk64[ko + e] += scale * ds * q[qo + e].f();
-                        dv64[ko + e] += p * dout[qo + e].f();
+                        dq_acc[e] += scale * ds * k[ko + e];
+                        dk64[ko + e] += scale * ds * q[qo + e];
+                        dv64[ko + e] += p * dout[qo + e];
                     }
                 }
                 for e in 0..d {

@@ -147,7 +147,7 @@ impl<'a, R: Real> RefGpt<'a, R> {
                 &qn,
                 &kn,
                 &v,
-                &AttnShape { b, t, h, hkv, d, window: cfg.windows[i], scale },
+                &AttnShape { b, t, h, hkv, d, window: cfg.windows[i], scale, precision: Default::default() },
             );
             let mut x1 = x_in.clone();
             matmul(&mut x1, &att, w("attn.c_proj.weight"), &Gemm::nt(n, c, hd), 1.0, 1.0);
@@ -293,7 +293,7 @@ impl<'a, R: Real> RefGpt<'a, R> {
                 &lc.v,
                 &lc.att,
                 &lc.lse,
-                &AttnShape { b, t, h, hkv, d, window: cfg.windows[i], scale },
+                &AttnShape { b, t, h, hkv, d, window: cfg.windows[i], scale, precision: Default::default() },
             );
             let (mut dq, mut dk) = (zeros(n * hd), zeros(n * kv));
             rmsnorm_backward(&mut dq, &dqn, &lc.q_rot, &lc.rstd_q, n * h, d, QK_SCALE, false);

@@ -20,17 +20,23 @@
 //! The backward's `out` and `lse` inputs are the reference forward's, so its rows measure the
 //! backward kernels alone.
 //!
+//! `attention_coop_forward` / `attention_coop_backward` run every case again on the
+//! cooperative-matrix kernels (attention_coop.wgsl), where training in f16 would run them (the
+//! adapter's coop self-test passed), against the reference fed the same f16-rounded q, k, v and
+//! dout, to `validate::attention_coop_tolerance`; elsewhere one row says why they did not run.
+//!
 //! `attention_decode` (one query against a KV cache) has its own rows (`decode_cases` below).
 
 use super::upload_at;
 use crate::error::Result;
-use crate::gpu::GpuContext;
-use crate::kernels::{attention, Stream};
+use crate::gpu::{GpuContext, Kernel};
+use crate::kernels::attention::{AttnPass, AttnPlan};
+use crate::kernels::{attention, matmul_coop, Stream};
 use crate::reference;
-use crate::shapes::AttnShape;
+use crate::shapes::{AttnShape, MatmulPrecision};
 use crate::util::Rng;
-use crate::validate::attention_tolerance;
 use crate::validate::suite::Runner;
+use crate::validate::{attention_coop_tolerance, attention_tolerance};
 use std::time::Instant;
 
 struct Case {
@@ -82,7 +88,9 @@ pub(super) fn cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Resu
     let suffix = if chunked { " chunked" } else { "" };
     let fwd = format!("attention_forward{suffix}");
     let bwd = format!("attention_backward{suffix}");
-    if !r.wants(&fwd) && !r.wants(&bwd) {
+    let coop_fwd = format!("attention_coop_forward{suffix}");
+    let coop_bwd = format!("attention_coop_backward{suffix}");
+    if ![&fwd, &bwd, &coop_fwd, &coop_bwd].iter().any(|k| r.wants(k)) {
         return Ok(());
     }
     let c = |b, t, h, hkv, d, window| Case { b, t, h, hkv, d, window, peaky: false, offset: false, backward: true };
@@ -109,17 +117,41 @@ pub(super) fn cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Resu
         cases.push(c(1, 2048, 6, 6, 128, 512));
         cases.push(Case { backward: false, ..c(1, 2048, 6, 6, 128, 2048) });
     }
+    // The cooperative-matrix kernels run where training would run them (f16 asked, and the
+    // adapter's coop self-test passed); elsewhere their rows say why not.
+    let probe = AttnShape { b: 1, t: 1, h: 1, hkv: 1, d: 4, window: 0, scale: 1.0, precision: MatmulPrecision::F16 };
+    let coop = AttnPlan::for_shape(ctx, &probe) != AttnPlan::Simt;
+    if !coop {
+        let why = matmul_coop::coop_status(ctx).describe();
+        let kernels: Vec<Kernel> = AttnPass::ALL.iter().map(|p| p.coop_kernel()).collect();
+        for name in [&coop_fwd, &coop_bwd] {
+            if r.wants(name) {
+                r.record_not_run(name, "f16 in", "all shapes", &why, &kernels);
+            }
+        }
+    }
     for case in &cases {
-        run_case(ctx, r, &fwd, &bwd, case)?;
+        run_case(ctx, r, [&fwd, &bwd], case, MatmulPrecision::F32)?;
+        if coop {
+            run_case(ctx, r, [&coop_fwd, &coop_bwd], case, MatmulPrecision::F16)?;
+        }
     }
     Ok(())
 }
 
-fn run_case(ctx: &GpuContext, r: &mut Runner<'_>, fwd: &str, bwd: &str, c: &Case) -> Result<()> {
+/// One case at `precision`, rows named `[forward, backward]`: the f32 kernels, or (f16) the coop
+/// kernels against the reference fed the same f16-rounded q, k, v and dout.
+fn run_case(
+    ctx: &GpuContext,
+    r: &mut Runner<'_>,
+    [fwd, bwd]: [&str; 2],
+    c: &Case,
+    precision: MatmulPrecision,
+) -> Result<()> {
     let shape = c.shape();
     let (b, t, h, hkv, d, window) = (c.b, c.t, c.h, c.hkv, c.d, c.window);
     let scale = 1.0 / (d as f32).sqrt();
-    let shape_a = AttnShape { b, t, h, hkv, d, window, scale };
+    let shape_a = AttnShape { b, t, h, hkv, d, window, scale, precision };
     let mut rng = r.rng(&format!("attention {shape}"));
     let q = unit_rms_rows(&mut rng, b * t * h, d, 1.2);
     let k = if c.peaky { q.clone() } else { unit_rms_rows(&mut rng, b * t * hkv, d, 1.2) };
@@ -135,7 +167,7 @@ fn run_case(ctx: &GpuContext, r: &mut Runner<'_>, fwd: &str, bwd: &str, c: &Case
     let tq = upload_at(ctx, "q", &q, pad4)?;
     let tk = upload_at(ctx, "k", &k, pad4)?;
     let tv = upload_at(ctx, "v", &v, pad4)?;
-    let tol = attention_tolerance();
+    let tol = if precision == MatmulPrecision::F32 { attention_tolerance() } else { attention_coop_tolerance() };
     if r.wants(fwd) {
         let t_out = upload_at(ctx, "out", &vec![f32::NAN; nq], pad4)?;
         let t_lse = upload_at(ctx, "lse", &vec![f32::NAN; nl], pad1)?;
