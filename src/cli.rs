@@ -278,6 +278,10 @@ pub struct AttentionBenchArgs {
     /// Timed runs per pass after the warm-up (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
+    /// Precisions to time side by side, comma-separated: f32 (SIMT kernels) and f16 (cooperative
+    /// matrices where the adapter uses them).
+    #[arg(long, default_value = "f32,f16")]
+    pub precision: String,
 }
 
 #[derive(Args, Debug)]
@@ -317,6 +321,18 @@ pub fn parse_shape(s: &str) -> anyhow::Result<(usize, usize, usize)> {
         [m, n, k] if m > 0 && n > 0 && k > 0 => Ok((m, n, k)),
         _ => bail!("shape `{s}`: expected three positive sizes MxNxK, e.g. 2048x768x768"),
     }
+}
+
+/// `f32,f16`: the precisions a bench times side by side (f16acc is a matmul-only variant).
+pub fn parse_precisions(s: &str) -> anyhow::Result<Vec<crate::shapes::MatmulPrecision>> {
+    use crate::shapes::MatmulPrecision;
+    s.split(',')
+        .map(|p| match p.trim() {
+            "f32" => Ok(MatmulPrecision::F32),
+            "f16" => Ok(MatmulPrecision::F16),
+            other => bail!("--precision `{other}`: expected f32 or f16 (comma-separated, e.g. f32,f16)"),
+        })
+        .collect()
 }
 
 /// Run a parsed command line; returns the process exit code.
@@ -363,6 +379,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 d: args.d,
                 windows,
                 reps: args.reps,
+                precisions: parse_precisions(&args.precision)?,
             };
             let ctx = gpu.open()?;
             crate::bench::attention::bench(&ctx, &opts, &mut |line| println!("{line}"))?;

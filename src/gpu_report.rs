@@ -175,10 +175,7 @@ pub fn run(ctx: &GpuContext, args: &GpuReportArgs) -> Result<()> {
         attn = crate::bench::attention::bench(ctx, &o, out)?;
         Ok(())
     })?;
-    js.insert(
-        "attention".into(),
-        json!(attn.iter().map(|(w, f, b)| json!({"window": w, "forward_ms": f, "backward_ms": b})).collect::<Vec<_>>()),
-    );
+    js.insert("attention".into(), json!(attn));
 
     // 5. One training micro-step of the config's model, f32 and with f16 linear layers.
     let mut steps: Vec<(String, StepBenchResult)> = Vec::new();

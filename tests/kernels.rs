@@ -759,6 +759,7 @@ fn attention_run(
     hkv: usize,
     d: usize,
     window: usize,
+    precision: MatmulPrecision,
 ) -> [Vec<f32>; 5] {
     let up = |x: &[f32]| ctx.upload("x", x).unwrap();
     let (q, k, v, dout) = (up(&inputs[0]), up(&inputs[1]), up(&inputs[2]), up(&inputs[3]));
@@ -767,31 +768,10 @@ fn attention_run(
     let lse = ctx.tensor("lse", b * t * h).unwrap();
     let (dq, dk, dv) = (ctx.tensor("dq", nq).unwrap(), ctx.tensor("dk", nkv).unwrap(), ctx.tensor("dv", nkv).unwrap());
     let scale = 1.0 / (d as f32).sqrt();
+    let shape = AttnShape { b, t, h, hkv, d, window, scale, precision };
     let mut s = Stream::new(ctx);
-    attention::attention_forward(
-        &mut s,
-        &out,
-        &lse,
-        &q,
-        &k,
-        &v,
-        &AttnShape { b, t, h, hkv, d, window, scale, precision: Default::default() },
-    )
-    .unwrap();
-    attention::attention_backward(
-        &mut s,
-        &dq,
-        &dk,
-        &dv,
-        &dout,
-        &q,
-        &k,
-        &v,
-        &out,
-        &lse,
-        &AttnShape { b, t, h, hkv, d, window, scale, precision: Default::default() },
-    )
-    .unwrap();
+    attention::attention_forward(&mut s, &out, &lse, &q, &k, &v, &shape).unwrap();
+    attention::attention_backward(&mut s, &dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse, &shape).unwrap();
     s.run().unwrap();
     [&out, &lse, &dq, &dk, &dv].map(|x| ctx.read(x).unwrap())
 }
@@ -801,16 +781,24 @@ fn bitwise_equal(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
 }
 
 /// The backward sums dk/dv over queries and heads in a fixed order (no atomics): two runs agree
-/// to the bit.
+/// to the bit, in f32 and on the coop kernels (f16, where the adapter uses them; there the
+/// results must also differ from f32's, or the coop kernels did not run).
 #[test]
 fn attention_is_deterministic() {
     let Some(ctx) = gpu() else { return };
     let (b, t, h, hkv, d) = (2, 150, 4, 2, 64);
     let inputs = attention_inputs(&mut Rng::new(7), b, t, h, hkv, d);
-    let first = attention_run(ctx, &inputs, b, t, h, hkv, d, 40);
-    let second = attention_run(ctx, &inputs, b, t, h, hkv, d, 40);
-    assert!(first.iter().all(|x| x.iter().all(|e| e.is_finite())));
-    assert!(bitwise_equal(&first, &second), "two runs of attention differ");
+    let mut results = Vec::new();
+    for precision in [MatmulPrecision::F32, MatmulPrecision::F16] {
+        let first = attention_run(ctx, &inputs, b, t, h, hkv, d, 40, precision);
+        let second = attention_run(ctx, &inputs, b, t, h, hkv, d, 40, precision);
+        assert!(first.iter().all(|x| x.iter().all(|e| e.is_finite())), "{precision:?}");
+        assert!(bitwise_equal(&first, &second), "two runs of attention differ ({precision:?})");
+        results.push(first);
+    }
+    if matmul_coop::coop_status(ctx).is_available() {
+        assert!(!bitwise_equal(&results[0], &results[1]), "f16 attention gave f32's bits: coop kernels not used?");
+    }
 }
 
 /// Batches are independent: a context whose storage binding holds only a couple of batch rows
@@ -820,11 +808,13 @@ fn attention_chunks_over_batches() {
     let Some(ctx) = gpu() else { return };
     let (b, t, h, hkv, d) = (5, 45, 2, 1, 64);
     let inputs = attention_inputs(&mut Rng::new(11), b, t, h, hkv, d);
-    let whole = attention_run(ctx, &inputs, b, t, h, hkv, d, 20);
     // One batch row of q is 45·2·64·4 = 23,040 bytes: a 64 KiB binding holds two.
     let small = GpuContext::new(&GpuOptions { max_binding_bytes: Some(64 << 10), ..test_options() }).unwrap();
-    let split = attention_run(&small, &inputs, b, t, h, hkv, d, 20);
-    assert!(bitwise_equal(&whole, &split), "chunked attention differs from the unchunked run");
+    for precision in [MatmulPrecision::F32, MatmulPrecision::F16] {
+        let whole = attention_run(ctx, &inputs, b, t, h, hkv, d, 20, precision);
+        let split = attention_run(&small, &inputs, b, t, h, hkv, d, 20, precision);
+        assert!(bitwise_equal(&whole, &split), "chunked attention differs from the unchunked run ({precision:?})");
+    }
 }
 
 #[test]
@@ -843,7 +833,7 @@ fn attention_refuses_bad_input_before_dispatch() {
         &q,
         &k,
         &v,
-        &AttnShape { b, t, h, hkv: 3, d, window: t, scale: 0.1, precision: Default::default() },
+        &AttnShape { b, t, h, hkv: 3, d, window: t, scale: 0.1, precision: MatmulPrecision::F32 },
     ));
     assert!(e.contains("not a multiple of Hkv"), "{e}");
     let e = err(attention::attention_forward(
@@ -853,7 +843,7 @@ fn attention_refuses_bad_input_before_dispatch() {
         &q,
         &k,
         &v,
-        &AttnShape { b, t, h, hkv, d: 66, window: t, scale: 0.1, precision: Default::default() },
+        &AttnShape { b, t, h, hkv, d: 66, window: t, scale: 0.1, precision: MatmulPrecision::F32 },
     ));
     assert!(e.contains("multiple of 4"), "{e}");
     let e = err(attention::attention_forward(
@@ -863,7 +853,7 @@ fn attention_refuses_bad_input_before_dispatch() {
         &q,
         &k,
         &v,
-        &AttnShape { b, t: t + 1, h, hkv, d, window: t, scale: 0.1, precision: Default::default() },
+        &AttnShape { b, t: t + 1, h, hkv, d, window: t, scale: 0.1, precision: MatmulPrecision::F32 },
     ));
     assert!(e.contains("out has 2048 elements, the shape needs 2304"), "{e}");
     // A view that starts off a multiple of 4 cannot be read as vec4 rows.
@@ -875,7 +865,7 @@ fn attention_refuses_bad_input_before_dispatch() {
         &q,
         &k,
         &v,
-        &AttnShape { b, t, h, hkv, d, window: t, scale: 0.1, precision: Default::default() },
+        &AttnShape { b, t, h, hkv, d, window: t, scale: 0.1, precision: MatmulPrecision::F32 },
     ));
     assert!(e.contains("starts at element 1"), "{e}");
     // An output in the same buffer as an input: wgpu would reject the dispatch.
@@ -888,7 +878,7 @@ fn attention_refuses_bad_input_before_dispatch() {
         &q2,
         &k,
         &v,
-        &AttnShape { b, t, h, hkv, d, window: t, scale: 0.1, precision: Default::default() },
+        &AttnShape { b, t, h, hkv, d, window: t, scale: 0.1, precision: MatmulPrecision::F32 },
     ));
     assert!(e.contains("share a buffer"), "{e}");
     let e = err(attention::attention_backward(
@@ -902,7 +892,7 @@ fn attention_refuses_bad_input_before_dispatch() {
         &v,
         &out,
         &lse,
-        &AttnShape { b, t, h, hkv, d, window: t, scale: f32::NAN, precision: Default::default() },
+        &AttnShape { b, t, h, hkv, d, window: t, scale: f32::NAN, precision: MatmulPrecision::F32 },
     ));
     assert!(e.contains("scale must be finite"), "{e}");
     assert!(s.dispatches().is_empty(), "nothing may be recorded for refused input");
@@ -933,7 +923,7 @@ fn attention_decode_agrees_with_the_forward_rows() {
         &tq,
         &tk,
         &tv,
-        &AttnShape { b: 1, t, h, hkv, d, window, scale, precision: Default::default() },
+        &AttnShape { b: 1, t, h, hkv, d, window, scale, precision: MatmulPrecision::F32 },
     )
     .unwrap();
     s.run().unwrap();

@@ -3,8 +3,10 @@
 
 use crate::error::Result;
 use crate::gpu::GpuContext;
-use crate::kernels::attention::{attention_backward, attention_forward, AttnShape};
+use crate::kernels::attention::{attention_backward, attention_forward, AttnPlan, AttnShape};
 use crate::kernels::Stream;
+use crate::shapes::MatmulPrecision;
+use serde::Serialize;
 
 /// What `wgpt bench attention` times: one problem shape, several windows.
 #[derive(Clone, Debug)]
@@ -17,12 +19,35 @@ pub struct AttnBenchOptions {
     pub windows: Vec<usize>,
     /// Timed runs per pass after one warm-up; the median is reported.
     pub reps: usize,
+    /// Precisions to time side by side, each window in each: f32 (attention.wgsl) and f16 (the
+    /// cooperative-matrix kernels, where the adapter uses them; else the f32 ones, said so).
+    pub precisions: Vec<MatmulPrecision>,
+}
+
+/// One timed (window, precision).
+#[derive(Clone, Debug, Serialize)]
+pub struct AttnBenchRow {
+    pub window: usize,
+    pub precision: MatmulPrecision,
+    /// What ran: "f32 (SIMT)" or "coop 8×8" / "coop 16×16".
+    pub kernels: String,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
 }
 
 impl Default for AttnBenchOptions {
     /// The d12 GPT layer at device batch 1: T = 2048, H = 6, D = 128, causal and the 512 window.
     fn default() -> Self {
-        Self { b: 1, t: 2048, h: 6, hkv: 6, d: 128, windows: vec![2048, 512], reps: 5 }
+        Self {
+            b: 1,
+            t: 2048,
+            h: 6,
+            hkv: 6,
+            d: 128,
+            windows: vec![2048, 512],
+            reps: 5,
+            precisions: vec![MatmulPrecision::F32, MatmulPrecision::F16],
+        }
     }
 }
 
@@ -30,11 +55,13 @@ impl Default for AttnBenchOptions {
 /// effective GFLOP/s: 4·D flops per visible (query, key) pair and head forward, 2.5× that backward
 /// (the usual flash-attention count: five D-long products per pair against the forward's two; this
 /// backward does seven, recomputing the scores and dP once per pass, so its real rate is 1.4× the
-/// figure). Returns (window, forward ms, backward ms) per window.
-pub fn bench(ctx: &GpuContext, o: &AttnBenchOptions, out: &mut dyn FnMut(&str)) -> Result<Vec<(usize, f64, f64)>> {
+/// figure). Each window runs in each precision back to back, and the f16 rows give their speed
+/// as a ratio to the f32 row of the same window (one run, same machine state). Returns one row per
+/// (window, precision).
+pub fn bench(ctx: &GpuContext, o: &AttnBenchOptions, out: &mut dyn FnMut(&str)) -> Result<Vec<AttnBenchRow>> {
     use crate::util::Rng;
     let scale = 1.0 / (o.d as f32).sqrt();
-    let shape = |window: usize| AttnShape {
+    let shape = |window: usize, precision: MatmulPrecision| AttnShape {
         b: o.b,
         t: o.t,
         h: o.h,
@@ -42,9 +69,9 @@ pub fn bench(ctx: &GpuContext, o: &AttnBenchOptions, out: &mut dyn FnMut(&str)) 
         d: o.d,
         window,
         scale,
-        precision: Default::default(),
+        precision,
     };
-    let dims = shape(o.t);
+    let dims = shape(o.t, MatmulPrecision::F32);
     let mut rng = Rng::new(7);
     let mut rows = |n: usize, gain: f32| {
         let mut x = rng.vec_uniform(n * o.d, -1.0, 1.0);
@@ -75,8 +102,8 @@ pub fn bench(ctx: &GpuContext, o: &AttnBenchOptions, out: &mut dyn FnMut(&str)) 
         o.reps.max(1)
     ));
     out(&format!(
-        "{:>8} {:>11} {:>9} {:>11} {:>9} {:>11}",
-        "window", "fwd ms", "GFLOP/s", "bwd ms", "GFLOP/s", "fwd+bwd ms"
+        "{:>8} {:>12} {:>11} {:>9} {:>11} {:>9} {:>11} {:>8}",
+        "window", "kernels", "fwd ms", "GFLOP/s", "bwd ms", "GFLOP/s", "fwd+bwd ms", "vs f32"
     ));
     let median_ms = |dispatches: &[crate::gpu::Dispatch]| -> Result<f64> {
         ctx.time(dispatches, 1)?;
@@ -86,26 +113,44 @@ pub fn bench(ctx: &GpuContext, o: &AttnBenchOptions, out: &mut dyn FnMut(&str)) 
         ms.sort_by(f64::total_cmp);
         Ok(ms[ms.len() / 2])
     };
-    let mut results = Vec::new();
+    let mut results: Vec<AttnBenchRow> = Vec::new();
     for &w in &o.windows {
-        let mut f = Stream::new(ctx);
-        attention_forward(&mut f, &outt, &lse, &q, &k, &v, &shape(w))?;
-        // The backward reads the forward's out and lse: run the forward once for real first.
-        ctx.run(f.dispatches())?;
-        let mut bw = Stream::new(ctx);
-        attention_backward(&mut bw, &dq, &dk, &dv, &dout, &q, &k, &v, &outt, &lse, &shape(w))?;
-        let (fms, bms) = (median_ms(f.dispatches())?, median_ms(bw.dispatches())?);
-        let flops = forward_flops(o.b, o.t, o.h, o.d, w);
-        out(&format!(
-            "{:>8} {:>11.3} {:>9.1} {:>11.3} {:>9.1} {:>11.3}",
-            if w + 1 >= o.t { "causal".to_string() } else { w.to_string() },
-            fms,
-            flops / fms / 1e6,
-            bms,
-            2.5 * flops / bms / 1e6,
-            fms + bms
-        ));
-        results.push((w, fms, bms));
+        let mut f32_total = None;
+        for &precision in &o.precisions {
+            let sh = shape(w, precision);
+            let kernels = match AttnPlan::for_shape(ctx, &sh) {
+                AttnPlan::Simt if precision == MatmulPrecision::F32 => "f32 (SIMT)".to_string(),
+                AttnPlan::Simt => "f32 (no coop)".to_string(),
+                AttnPlan::Coop { tile, .. } => format!("coop {tile}×{tile}"),
+            };
+            let mut f = Stream::new(ctx);
+            attention_forward(&mut f, &outt, &lse, &q, &k, &v, &sh)?;
+            // The backward reads the forward's out and lse: run the forward once for real first.
+            ctx.run(f.dispatches())?;
+            let mut bw = Stream::new(ctx);
+            attention_backward(&mut bw, &dq, &dk, &dv, &dout, &q, &k, &v, &outt, &lse, &sh)?;
+            let (fms, bms) = (median_ms(f.dispatches())?, median_ms(bw.dispatches())?);
+            let flops = forward_flops(o.b, o.t, o.h, o.d, w);
+            let ratio = match f32_total {
+                Some(t) if precision != MatmulPrecision::F32 => format!("{:.2}×", t / (fms + bms)),
+                _ => String::new(),
+            };
+            if precision == MatmulPrecision::F32 {
+                f32_total = Some(fms + bms);
+            }
+            out(&format!(
+                "{:>8} {:>12} {:>11.3} {:>9.1} {:>11.3} {:>9.1} {:>11.3} {:>8}",
+                if w + 1 >= o.t { "causal".to_string() } else { w.to_string() },
+                kernels,
+                fms,
+                flops / fms / 1e6,
+                bms,
+                2.5 * flops / bms / 1e6,
+                fms + bms,
+                ratio
+            ));
+            results.push(AttnBenchRow { window: w, precision, kernels, forward_ms: fms, backward_ms: bms });
+        }
     }
     Ok(results)
 }

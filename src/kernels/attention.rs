@@ -538,7 +538,7 @@ pub fn attention_decode(
     window: usize,
     scale: f32,
 ) -> Result<()> {
-    let dims = check_dims(&AttnShape { b: 1, t: 1, h, hkv, d, window, scale, precision: Default::default() })?;
+    let dims = check_dims(&AttnShape { b: 1, t: 1, h, hkv, d, window, scale, precision: MatmulPrecision::F32 })?;
     let kvd = hkv * d;
     check_tensor("out", out, dims.q_len(), true)?;
     check_tensor("q", q, dims.q_len(), true)?;

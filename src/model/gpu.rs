@@ -371,7 +371,8 @@ impl<'c> GpuModel<'c> {
             d: cfg.head_dim,
             window: cfg.windows[i],
             scale: 1.0 / (cfg.head_dim as f32).sqrt(),
-            precision: MatmulPrecision::F32,
+            // Q·Kᵀ and P·V on the tensor cores exactly when the linear layers are.
+            precision: self.matmul,
         }
     }
 

@@ -19,7 +19,7 @@ use super::ve_gate::{ve_gate_backward, ve_gate_forward};
 use super::Real;
 use crate::model::config::{QK_SCALE, SOFTCAP};
 use crate::model::{GptConfig, ParamLayout};
-use crate::shapes::Gemm;
+use crate::shapes::{Gemm, MatmulPrecision};
 
 /// Everything the backward needs, per layer.
 struct LayerCache<R> {
@@ -147,7 +147,7 @@ impl<'a, R: Real> RefGpt<'a, R> {
                 &qn,
                 &kn,
                 &v,
-                &AttnShape { b, t, h, hkv, d, window: cfg.windows[i], scale, precision: Default::default() },
+                &AttnShape { b, t, h, hkv, d, window: cfg.windows[i], scale, precision: MatmulPrecision::F32 },
             );
             let mut x1 = x_in.clone();
             matmul(&mut x1, &att, w("attn.c_proj.weight"), &Gemm::nt(n, c, hd), 1.0, 1.0);
@@ -293,7 +293,7 @@ impl<'a, R: Real> RefGpt<'a, R> {
                 &lc.v,
                 &lc.att,
                 &lc.lse,
-                &AttnShape { b, t, h, hkv, d, window: cfg.windows[i], scale, precision: Default::default() },
+                &AttnShape { b, t, h, hkv, d, window: cfg.windows[i], scale, precision: MatmulPrecision::F32 },
             );
             let (mut dq, mut dk) = (zeros(n * hd), zeros(n * kv));
             rmsnorm_backward(&mut dq, &dqn, &lc.q_rot, &lc.rstd_q, n * h, d, QK_SCALE, false);
