@@ -29,8 +29,11 @@
 // score is the finite NEG and its probability exactly 0.
 //
 // Specialisation. The host rewrites the declarations under "specialisation" to the tile size the
-// adapter reports (kernels::attention::coop_specialization); as written the file is the 8×8 one,
-// so naga validates it on its own.
+// adapter reports and to the storage of v and of out (ElemV, ElemO: f32, or f16 for the
+// activations an f16 run keeps in f16; kernels::attention_coop::specialization); as written the
+// file is the 8×8, all-f32 one, so naga validates it on its own. f16 storage changes no number
+// v is read into a product that rounds it to f16 anyway; out is rounded once more where it is
+// stored, and the dq pass's Δ = ⟨dout, out⟩ reads that rounded out (so does the reference).
 //
 // Launch geometry. NS subgroups of SG invocations (SG read from the adapter, never assumed), WG =
 // NS·SG. A product's CT×CT output tiles are dealt round-robin: tile i·NS + subgroup, i <
@@ -56,6 +59,8 @@ const CT: u32 = 8u;
 alias TileA = coop_mat8x8<f16, A>;
 alias TileB = coop_mat8x8<f16, B>;
 alias Acc = coop_mat8x8<f32, C>;
+alias ElemV = f32;
+alias ElemO = f32;
 // ---------------------------------------------------------------------------------------------
 
 struct AttnParams {
@@ -116,16 +121,16 @@ const NEG: f32 = -3.0e38;
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> v: array<vec4<ElemV>>;
 // forward
-@group(0) @binding(3) var<storage, read_write> o: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> o: array<vec4<ElemO>>;
 @group(0) @binding(4) var<storage, read_write> lse_out: array<f32>;
 // backward, both passes
 @group(0) @binding(3) var<storage, read> dout: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> lse_in: array<f32>;
 // dq pass
 @group(0) @binding(5) var<storage, read_write> delta_out: array<f32>;
-@group(0) @binding(6) var<storage, read> o_in: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> o_in: array<vec4<ElemO>>;
 @group(0) @binding(7) var<storage, read_write> dq: array<vec4<f32>>;
 // dkdv pass
 @group(0) @binding(5) var<storage, read> delta_in: array<f32>;
@@ -215,7 +220,7 @@ fn stage_kv(which: u32, li: u32, b: u32, kvh: u32, j0: u32, j_end: u32) {
             if (which == 0u) {
                 x = k[p.off_k / 4u + n];
             } else {
-                x = v[p.off_v / 4u + n];
+                x = vec4<f32>(v[p.off_v / 4u + n]);
             }
         }
         put4(which * BK * DTP + kk * DTP + 4u * c, x, true);
@@ -383,7 +388,7 @@ fn attention_coop_forward(
         if (row0 + r < row_end) {
             let a = r * DT + 4u * c;
             let x = vec4<f32>(acc[a], acc[a + 1u], acc[a + 2u], acc[a + 3u]);
-            o[p.off_o / 4u + q_row(b, kvh, G, row0 + r) * DV + c] = x / row_s[BQ + r];
+            o[p.off_o / 4u + q_row(b, kvh, G, row0 + r) * DV + c] = vec4<ElemO>(x / row_s[BQ + r]);
         }
     }
     for (var r = li; r < BQ; r += WG) {
@@ -428,7 +433,7 @@ fn attention_coop_backward_dq(
             for (var c = 0u; c < trips(DV); c++) {
                 let a = BQ * DTP + r * DTP + 4u * c;
                 let g = vec4<f32>(f32(qs[a]), f32(qs[a + 1u]), f32(qs[a + 2u]), f32(qs[a + 3u]));
-                d4 = fma(g, o_in[p.off_x / 4u + n * DV + c], d4);
+                d4 = fma(g, vec4<f32>(o_in[p.off_x / 4u + n * DV + c]), d4);
             }
             dlt = (d4.x + d4.y) + (d4.z + d4.w);
             delta_out[p.off_delta + n] = dlt;

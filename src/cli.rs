@@ -569,8 +569,8 @@ fn info_cmd(args: &InfoArgs) -> anyhow::Result<i32> {
     let f32_plan = crate::train::memory_plan_at(&rc, crate::kernels::matmul::MatmulPrecision::F32);
     let f16_plan = crate::train::memory_plan_at(&rc, crate::kernels::matmul::MatmulPrecision::F16);
     println!(
-        "  totals by precision: f32 {:.1} MiB · f16 {:.1} MiB (f32 master weights, plus their f16 copies) · the seed \
-         run's peak 9,448.0 MiB",
+        "  totals by precision: f32 {:.1} MiB · f16 {:.1} MiB (f32 master weights plus their f16 copies; v and \
+         attention outputs kept in f16) · the seed run's peak 9,448.0 MiB",
         mib(f32_plan.total_bytes()),
         mib(f16_plan.total_bytes())
     );

@@ -846,6 +846,14 @@ fn attention_refuses_bad_input_before_dispatch() {
         &AttnShape { b, t, h, hkv, d: 66, window: t, scale: 0.1, precision: MatmulPrecision::F32 },
     ));
     assert!(e.contains("multiple of 4"), "{e}");
+    // f16 v: only the coop kernels read it, and an f32 shape never runs them; f16 q: nothing does.
+    let shape = AttnShape { b, t, h, hkv, d, window: t, scale: 0.1, precision: MatmulPrecision::F32 };
+    let v16 = ctx.tensor_f16("v16", b * t * hkv * d).unwrap();
+    let e = err(attention::attention_forward(&mut s, &out, &lse, &q, &k, &v16, &shape));
+    assert!(e.contains("only the cooperative-matrix kernels read f16"), "{e}");
+    let q16 = ctx.tensor_f16("q16", b * t * h * d).unwrap();
+    let e = err(attention::attention_forward(&mut s, &out, &lse, &q16, &k, &v, &shape));
+    assert!(e.contains("q is F16; attention reads and writes it as f32"), "{e}");
     let e = err(attention::attention_forward(
         &mut s,
         &out,

@@ -299,7 +299,8 @@ fn replayed_micro_step_equals_a_fresh_recording() {
 
 /// `wgpt info`'s memory plan is what the model allocates: every plan entry of the model's
 /// categories, byte for byte (the optimizer allocates the Optimizer entries), in f32 and, where
-/// the adapter has cooperative matrices, in f16 with its weight copies.
+/// the adapter has cooperative matrices, in f16 with its weight copies and f16 v and attention
+/// output.
 #[test]
 fn memory_plan_is_what_the_model_allocates() {
     use wgpt::gpu::GpuContext;
@@ -323,19 +324,29 @@ fn memory_plan_is_what_the_model_allocates() {
     if !wgpt::kernels::matmul_coop::coop_status(&ctx).is_available() {
         return;
     }
-    let f16 = wgpt::kernels::matmul::MatmulPrecision::F16;
-    let mem = MemorySpec { recompute: Recompute::Mlp, logits_chunk_rows: 0 };
-    let before = ctx.allocated_bytes();
-    let model = GpuModel::new(&ctx, &cfg, 4, &mem).unwrap().with_matmul(f16).unwrap();
-    let allocated = ctx.allocated_bytes() - before;
-    let plan = MemoryPlan::model(&cfg, 4, &mem, f16);
-    assert_eq!(allocated, plan.total_bytes());
-    assert_eq!(model.plan.total_bytes(), plan.total_bytes());
-    // 2 bytes per weight of the 6 block matrices (q and its output projection H·D×C, k and v
-    // Hkv·D×C, the MLP's two 4C×C) and lm_head.
+    use wgpt::kernels::matmul::MatmulPrecision::{F16, F32};
     let (c, l, vp) = (cfg.n_embd as u64, cfg.n_layer as u64, cfg.padded_vocab as u64);
     let (hd, kv) = ((cfg.n_head * cfg.head_dim) as u64, (cfg.n_kv_head * cfg.head_dim) as u64);
-    assert_eq!(plan.bytes(Category::WeightCopies), 2 * ((2 * hd * c + 2 * kv * c + 8 * c * c) * l + vp * c));
+    let n = 4 * cfg.sequence_len as u64;
+    for recompute in [Recompute::Mlp, Recompute::Block] {
+        let mem = MemorySpec { recompute, logits_chunk_rows: 0 };
+        let before = ctx.allocated_bytes();
+        let model = GpuModel::new_at(&ctx, &cfg, 4, &mem, F16).unwrap();
+        let allocated = ctx.allocated_bytes() - before;
+        let plan = MemoryPlan::model(&cfg, 4, &mem, F16);
+        assert_eq!(allocated, plan.total_bytes(), "{recompute:?}");
+        assert_eq!(model.plan.total_bytes(), plan.total_bytes(), "{recompute:?}");
+        // 2 bytes per weight of the 6 block matrices (q and its output projection H·D×C, k and v
+        // Hkv·D×C, the MLP's two 4C×C) and lm_head.
+        assert_eq!(plan.bytes(Category::WeightCopies), 2 * ((2 * hd * c + 2 * kv * c + 8 * c * c) * l + vp * c));
+        // v (N×Hkv·D) and the attention output (N×H·D) at 2 bytes instead of 4: per layer where
+        // each layer keeps them, once (the workspace's) under block recompute.
+        let f32_plan = MemoryPlan::model(&cfg, 4, &mem, F32);
+        let (cat, copies) =
+            if recompute == Recompute::Block { (Category::Workspace, 1) } else { (Category::Activations, l) };
+        assert_eq!(f32_plan.bytes(cat) - plan.bytes(cat), 2 * n * (kv + hd) * copies, "{recompute:?}");
+        drop(model);
+    }
 }
 
 /// `wgpt step-check` on files written the way any reference implementation would write them

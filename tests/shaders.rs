@@ -65,8 +65,8 @@ fn every_kernel_entry_point_exists() {
     }
 }
 
-/// Every specialisation of the coop shaders (matmul: tile 8 and 16, f32 and f16 operands;
-/// attention: tile 8 and 16) is valid WGSL, and only those two files enable cooperative matrices:
+/// Every specialisation of the coop shaders (tile 8 and 16; matmul: f32 and f16 operands;
+/// attention: f32 and f16 v and out) is valid WGSL, and only those two files enable cooperative matrices:
 /// every other kernel must compile on an adapter without them.
 #[test]
 fn coop_specializations_validate_and_stay_in_their_file() {
@@ -75,11 +75,10 @@ fn coop_specializations_validate_and_stay_in_their_file() {
         let module = parse_and_validate(&format!("matmul_coop.wgsl ({name})"), &src);
         assert!(module.entry_points.iter().any(|e| e.name == "matmul_coop"));
     }
-    for tile in [8, 16] {
-        let spec = wgpt::kernels::attention_coop::specialization(tile);
-        let src = spec.apply(Shader::AttentionCoop.source()).unwrap_or_else(|e| panic!("tile {tile}: {e}"));
-        let module = parse_and_validate(&format!("attention_coop.wgsl (tile {tile})"), &src);
-        assert_eq!(module.entry_points.len(), 3, "tile {tile}");
+    for (name, spec) in wgpt::kernels::attention_coop::all_specializations() {
+        let src = spec.apply(Shader::AttentionCoop.source()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let module = parse_and_validate(&format!("attention_coop.wgsl ({name})"), &src);
+        assert_eq!(module.entry_points.len(), 3, "{name}");
     }
     for &shader in Shader::ALL {
         let uses = shader.source().contains("enable wgpu_cooperative_matrix");

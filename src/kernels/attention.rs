@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::gpu::coop::CoopStatus;
 use crate::gpu::immediates::immediates;
 use crate::gpu::tensor::window_slack;
-use crate::gpu::{GpuContext, GpuTensor, Kernel, Overrides, Window};
+use crate::gpu::{DType, GpuContext, GpuTensor, Kernel, Overrides, Window};
 use crate::kernels::attention_coop::{self, CoopTiles};
 use crate::kernels::{matmul_coop, Stream};
 pub use crate::shapes::AttnShape;
@@ -204,16 +204,30 @@ impl AttnPlan {
         }
     }
 
-    /// The pass's kernel, pipeline and workgroups along x, checked against the adapter.
+    /// The pass's kernel, pipeline and workgroups along x, checked against the adapter, for v and
+    /// out stored as `v` and `out` (f16 storage: the coop kernels only).
     fn pipeline(
         self,
         ctx: &GpuContext,
         pass: AttnPass,
         dims: &AttnShape,
+        v: DType,
+        out: DType,
     ) -> Result<(Kernel, Arc<wgpu::ComputePipeline>, u32)> {
         let (d, t, g) = (dims.d, dims.t, dims.h / dims.hkv);
         match self {
             AttnPlan::Simt => {
+                if v != DType::F32 || out != DType::F32 {
+                    return Err(bad(format!(
+                        "v is {v:?} and out {out:?}: only the cooperative-matrix kernels read f16 storage, and \
+                         they do not run here ({}); pass f32 tensors",
+                        if dims.precision == MatmulPrecision::F32 {
+                            "the shape asks for f32 precision".to_string()
+                        } else {
+                            matmul_coop::coop_status(ctx).describe()
+                        }
+                    )));
+                }
                 let tiles = tiles_for(ctx, pass, d)?;
                 let p = ctx.pipeline(pass.kernel(), &tiles.overrides(pass, d, ctx.is_cpu()))?;
                 Ok((pass.kernel(), p, tiles.groups_x(pass, t, g) as u32))
@@ -227,7 +241,7 @@ impl AttnPlan {
                     ))
                 })?;
                 let kernel = pass.coop_kernel();
-                let spec = attention_coop::specialization(tile);
+                let spec = attention_coop::specialization(tile, v, out);
                 let p = ctx.pipeline_specialized(kernel, &spec, &tiles.overrides(pass, d, ctx.is_cpu()))?;
                 let x = match pass {
                     AttnPass::BackwardDkdv => t.div_ceil(tiles.bk as usize),
@@ -287,8 +301,17 @@ fn check_dims(shape: &AttnShape) -> Result<AttnShape> {
     Ok(*shape)
 }
 
-/// `tensor` must hold exactly `len` elements; tensors read as vec4 must start on a multiple of 4.
+/// `tensor` must hold exactly `len` f32 elements; tensors read as vec4 must start on a multiple of
+/// 4. (v and out may also be f16: [`check_storage`].)
 fn check_tensor(name: &str, tensor: &GpuTensor, len: usize, vec4: bool) -> Result<()> {
+    if tensor.dtype() != DType::F32 {
+        return Err(bad(format!("{name} is {:?}; attention reads and writes it as f32", tensor.dtype())));
+    }
+    check_storage(name, tensor, len, vec4)
+}
+
+/// As [`check_tensor`], any storage type (v and out: f32, or f16 for the coop kernels).
+fn check_storage(name: &str, tensor: &GpuTensor, len: usize, vec4: bool) -> Result<()> {
     if tensor.len() != len {
         return Err(bad(format!("{name} has {} elements, the shape needs {len}", tensor.len())));
     }
@@ -370,14 +393,15 @@ pub fn attention_forward(
 ) -> Result<()> {
     let dims = check_dims(shape)?;
     let AttnShape { t, h, hkv, d, .. } = dims;
-    check_tensor("out", out, dims.q_len(), true)?;
+    check_storage("out", out, dims.q_len(), true)?;
     check_tensor("lse", lse, dims.lse_len(), false)?;
     check_tensor("q", q, dims.q_len(), true)?;
     check_tensor("k", k, dims.kv_len(), true)?;
-    check_tensor("v", v, dims.kv_len(), true)?;
+    check_storage("v", v, dims.kv_len(), true)?;
     check_aliasing(&[("out", out), ("lse", lse)], &[("q", q), ("k", k), ("v", v)])?;
     let ctx = s.ctx;
-    let (kernel, pipeline, groups_x) = AttnPlan::for_shape(ctx, &dims).pipeline(ctx, AttnPass::Forward, &dims)?;
+    let plan = AttnPlan::for_shape(ctx, &dims);
+    let (kernel, pipeline, groups_x) = plan.pipeline(ctx, AttnPass::Forward, &dims, v.dtype(), out.dtype())?;
     let chunks = batch_chunks(ctx, &dims)?;
     let (qb, kb, lb) = (t * h * d, t * hkv * d, t * h);
     for (b0, b1) in chunks {
@@ -442,9 +466,14 @@ pub fn attention_backward(
     check_tensor("dout", dout, dims.q_len(), true)?;
     check_tensor("q", q, dims.q_len(), true)?;
     check_tensor("k", k, dims.kv_len(), true)?;
-    check_tensor("v", v, dims.kv_len(), true)?;
-    check_tensor("out", out, dims.q_len(), true)?;
+    check_storage("v", v, dims.kv_len(), true)?;
+    check_storage("out", out, dims.q_len(), true)?;
     check_tensor("lse", lse, dims.lse_len(), false)?;
+    let ctx = s.ctx;
+    let plan = AttnPlan::for_shape(ctx, &dims);
+    // Pipelines first: an f16 v or out the plan cannot read is refused before the scratch is taken.
+    let (k_dq, p_dq, x_dq) = plan.pipeline(ctx, AttnPass::BackwardDq, &dims, v.dtype(), out.dtype())?;
+    let (k_kv, p_kv, x_kv) = plan.pipeline(ctx, AttnPass::BackwardDkdv, &dims, v.dtype(), out.dtype())?;
     let inputs = [("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse)];
     check_aliasing(&[("dq", dq), ("dk", dk), ("dv", dv)], &inputs)?;
     // Refuse bad input before taking (or, without a workspace, allocating) the scratch.
@@ -453,10 +482,6 @@ pub fn attention_backward(
     // dq pass: writes dq and delta; dk/dv pass: writes dk and dv, reads delta.
     check_aliasing(&[("dq", dq), ("delta", delta), ("dk", dk), ("dv", dv)], &inputs)?;
     check_aliasing(&[("dk", dk), ("dv", dv)], &[("delta", delta)])?;
-    let ctx = s.ctx;
-    let plan = AttnPlan::for_shape(ctx, &dims);
-    let (k_dq, p_dq, x_dq) = plan.pipeline(ctx, AttnPass::BackwardDq, &dims)?;
-    let (k_kv, p_kv, x_kv) = plan.pipeline(ctx, AttnPass::BackwardDkdv, &dims)?;
     let chunks = batch_chunks(ctx, &dims)?;
     let (qb, kb, lb) = (t * h * d, t * hkv * d, t * h);
     // All dq dispatches first, so every chunk's Δ exists before any dk/dv dispatch reads it (each

@@ -6,22 +6,41 @@
 //! fed the same f16-rounded inputs, and `validate/cases/attention.rs` holds their rows.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Overrides, Specialization};
+use crate::gpu::{DType, Overrides, Specialization};
 use crate::kernels::attention::AttnPass;
 
 fn bad(message: String) -> Error {
     Error::Shape { op: "attention", message }
 }
 
-/// The shader text of attention_coop.wgsl for coop tiles of `tile`×`tile` (see its header: WGSL
-/// cannot parameterise types).
-pub fn specialization(tile: u32) -> Specialization {
+/// The shader text of attention_coop.wgsl for coop tiles of `tile`×`tile` and v and out stored
+/// as `v` and `out` (see its header: WGSL cannot parameterise types).
+pub fn specialization(tile: u32, v: DType, out: DType) -> Specialization {
     let ty = |scalar: &str, role: &str| format!("coop_mat{tile}x{tile}<{scalar}, {role}>");
+    let elem = |d: DType| match d {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+    };
     Specialization::new()
         .set("CT", format!("{tile}u"))
         .set("TileA", ty("f16", "A"))
         .set("TileB", ty("f16", "B"))
         .set("Acc", ty("f32", "C"))
+        .set("ElemV", elem(v))
+        .set("ElemO", elem(out))
+}
+
+/// Every (tile, v storage, out storage) specialisation, for the no-GPU shader checks.
+pub fn all_specializations() -> Vec<(String, Specialization)> {
+    let mut all = Vec::new();
+    for tile in [8, 16] {
+        for v in [DType::F32, DType::F16] {
+            for out in [DType::F32, DType::F16] {
+                all.push((format!("tile {tile}, v {v:?}, out {out:?}"), specialization(tile, v, out)));
+            }
+        }
+    }
+    all
 }
 
 /// The override constants of one attention_coop.wgsl pipeline (names as in the shader).

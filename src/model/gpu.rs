@@ -19,7 +19,7 @@ use super::memory::{Allocator, AttnActs, BlockLinear, LinearWeights, MemoryPlan,
 use super::{GptConfig, ParamLayout, ParamTensors};
 use crate::config::{MemorySpec, Recompute, RunConfig};
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, GpuContext, GpuTensor};
+use crate::gpu::{DType, Dispatch, GpuContext, GpuTensor};
 use crate::kernels::attention::{attention_backward, attention_backward_scratch_len, attention_forward, AttnShape};
 use crate::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingBuckets, GpuEmbeddingBuckets};
 use crate::kernels::matmul::{matmul, Gemm, MatmulPrecision};
@@ -99,8 +99,7 @@ impl<'c> GpuModel<'c> {
     /// `train.precision` is resolved on the adapter (an f16 request it cannot serve is refused).
     pub fn for_run(ctx: &'c GpuContext, rc: &RunConfig) -> Result<Self> {
         let precision = crate::train::precision::resolve(ctx, rc.train().precision)?;
-        let m = Self::new(ctx, &rc.model, rc.train().device_batch_size, &rc.file.memory)?;
-        m.with_matmul(precision.matmul)
+        Self::new_at(ctx, &rc.model, rc.train().device_batch_size, &rc.file.memory, precision.matmul)
     }
 
     /// Run the linear layers' products at `precision` (what `train.precision` resolves to). f16
@@ -108,15 +107,20 @@ impl<'c> GpuModel<'c> {
     /// allocated here (and added to the plan); where its cooperative matrices are unusable a
     /// warning says so and the f32 kernels run on the f32 weights.
     pub fn with_matmul(mut self, precision: MatmulPrecision) -> Result<Self> {
-        let coop = crate::kernels::matmul_coop::coop_status(self.ctx);
-        if precision != MatmulPrecision::F32 && !coop.is_available() {
-            log::warn!(
-                "{} products asked: cooperative matrices {}, so the linear layers run the f32 kernels",
-                precision.name(),
-                coop.describe()
-            );
-        }
-        let copies = precision >= MatmulPrecision::F16 && coop.is_available();
+        // Asked only for f16: the verdict's self-test allocates, and an f32 model's allocation is
+        // exactly its plan.
+        let coop = precision != MatmulPrecision::F32 && {
+            let status = crate::kernels::matmul_coop::coop_status(self.ctx);
+            if !status.is_available() {
+                log::warn!(
+                    "{} products asked: cooperative matrices {}, so the linear layers run the f32 kernels",
+                    precision.name(),
+                    status.describe()
+                );
+            }
+            status.is_available()
+        };
+        let copies = precision >= MatmulPrecision::F16 && coop;
         if copies && self.bufs.weights16.is_none() {
             let mut planner = Planner::default();
             LinearWeights::build(&mut planner, &self.cfg)?;
@@ -127,6 +131,7 @@ impl<'c> GpuModel<'c> {
             (Some(w16), true) => w16.clone(),
             _ => master_linear(&self.w),
         };
+        self.set_product_only_storage(if copies { DType::F16 } else { DType::F32 })?;
         self.copies_stale.set(true);
         self.matmul = precision;
         // A recording made at another precision would run the wrong kernels.
@@ -159,10 +164,69 @@ impl<'c> GpuModel<'c> {
         g.with_precision(self.matmul)
     }
 
-    /// For `b` sequences of the model's full length per forward/backward.
+    /// Keep v and the attention output, which only feed products, in `dtype`: f16 where the
+    /// products are f16 on cooperative matrices (as `ModelBuffers::build` plans them), else f32.
+    /// Reallocates them (and updates the plan) where they differ; their contents are per pass.
+    fn set_product_only_storage(&mut self, dtype: DType) -> Result<()> {
+        let n = self.b * self.t;
+        let (hd, kv) = (self.cfg.n_head * self.cfg.head_dim, self.cfg.n_kv_head * self.cfg.head_dim);
+        let ctx = self.ctx;
+        let alloc = |name: &str, elems: usize| match dtype {
+            DType::F32 => ctx.tensor(name, elems),
+            DType::F16 => ctx.tensor_f16(name, elems),
+        };
+        let mut sets: Vec<(String, &mut AttnActs<GpuTensor>)> = Vec::new();
+        for (i, l) in self.bufs.acts.layers.iter_mut().enumerate() {
+            if let Some(a) = l.attn.as_mut() {
+                sets.push((format!("h{i}."), a));
+            }
+        }
+        if let Some(a) = self.bufs.ws.attn.as_mut() {
+            sets.push(("ws.".to_string(), a));
+        }
+        for (pre, a) in sets {
+            if a.v.dtype() == dtype && a.att.dtype() == dtype {
+                continue;
+            }
+            let (v, att) = (format!("{pre}v"), format!("{pre}att"));
+            a.v = alloc(&v, n * kv)?;
+            a.att = alloc(&att, n * hd)?;
+            for e in self.plan.entries.iter_mut().filter(|e| e.name == v || e.name == att) {
+                e.elem_bytes = dtype.bytes();
+            }
+        }
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let own = self.bufs.acts.layers[i].attn.as_ref().or(self.bufs.ws.attn.as_ref());
+            let own = own.expect("ModelBuffers keeps a layer's tensors or has them in the workspace");
+            layer.attn.v = own.v.clone();
+            layer.attn.att = own.att.clone();
+        }
+        Ok(())
+    }
+
+    /// For `b` sequences of the model's full length per forward/backward, products in f32.
     pub fn new(ctx: &'c GpuContext, cfg: &GptConfig, b: usize, mem: &MemorySpec) -> Result<Self> {
-        let plan = MemoryPlan::model(cfg, b, mem, MatmulPrecision::F32);
-        let bufs = ModelBuffers::build(&mut Allocator(ctx), cfg, b, mem, MatmulPrecision::F32)?;
+        Self::new_at(ctx, cfg, b, mem, MatmulPrecision::F32)
+    }
+
+    /// As [`GpuModel::new`], products at `precision` ([`GpuModel::with_matmul`]), with the f16
+    /// weight copies and f16 activations allocated from the start where they are used, so the
+    /// allocation is the plan's.
+    pub fn new_at(
+        ctx: &'c GpuContext,
+        cfg: &GptConfig,
+        b: usize,
+        mem: &MemorySpec,
+        precision: MatmulPrecision,
+    ) -> Result<Self> {
+        let storage =
+            if precision >= MatmulPrecision::F16 && crate::kernels::matmul_coop::coop_status(ctx).is_available() {
+                MatmulPrecision::F16
+            } else {
+                MatmulPrecision::F32
+            };
+        let plan = MemoryPlan::model(cfg, b, mem, storage);
+        let bufs = ModelBuffers::build(&mut Allocator(ctx), cfg, b, mem, storage)?;
         let logits_chunk_rows = mem.logits_chunk_rows(cfg, b);
         let cfg = cfg.clone();
         let t = cfg.sequence_len;
@@ -237,7 +301,7 @@ impl<'c> GpuModel<'c> {
         let (cos, sin) = crate::reference::rope::rope_tables(t, m.cfg.head_dim);
         ctx.write(&m.bufs.batch.rope_cos, &cos.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
         ctx.write(&m.bufs.batch.rope_sin, &sin.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
-        Ok(m)
+        m.with_matmul(precision)
     }
 
     fn stream_scratch_needed(&self) -> usize {
@@ -341,10 +405,16 @@ impl<'c> GpuModel<'c> {
         let (u, lw) = (&ws.u, &self.linear.blocks[i]);
         matmul(s, &act.q_rot, u, &lw.c_q, &self.lin(Gemm::nt(n, hd, c)), 1.0, 0.0)?;
         matmul(s, &act.k_rot, u, &lw.c_k, &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
-        matmul(s, &act.v, u, &lw.c_v, &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
+        // The products and the gate write f32: a v kept in f16 is made in ws.dv (free until the
+        // attention backward writes v's gradient there) and cast once.
+        let v32 = if act.v.dtype() == DType::F16 { &ws.dv } else { &act.v };
+        matmul(s, v32, u, &lw.c_v, &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
         if let Some(ve) = &w.value_embed {
             embedding_forward(s, &ws.ve, &ve.table, &self.bufs.batch.idx, n, kv)?;
-            ve_gate::ve_gate_forward(s, &act.v, u, &ws.ve, &ve.gate, n, c, hkv, d)?;
+            ve_gate::ve_gate_forward(s, v32, u, &ws.ve, &ve.gate, n, c, hkv, d)?;
+        }
+        if act.v.dtype() == DType::F16 {
+            cast::cast_f32_to_f16(s, &act.v, v32)?;
         }
         let (cos, sin) = (&self.bufs.batch.rope_cos, &self.bufs.batch.rope_sin);
         rope::rope_forward(s, &act.q_rot, cos, sin, n, self.t, 0, h, d)?;
@@ -489,8 +559,12 @@ impl<'c> GpuModel<'c> {
                 }
             }
             run(&|s| self.block_qkv(s, i))?;
-            for (what, t) in [("q (c_q, rotated)", &a.q_rot), ("k (c_k, rotated)", &a.k_rot), ("v (c_v)", &a.v)] {
-                if let Some(m) = check(&format!("block {i} {what}"), t, false)? {
+            for (what, t, p) in [
+                ("q (c_q, rotated)", &a.q_rot, false),
+                ("k (c_k, rotated)", &a.k_rot, false),
+                ("v (c_v), read by attention", &a.v, true),
+            ] {
+                if let Some(m) = check(&format!("block {i} {what}"), t, p)? {
                     return Ok(Some(m));
                 }
             }

@@ -353,79 +353,92 @@ impl<T> ModelBuffers<T> {
         let (hd, kv, f) = (h * d, hkv * d, 4 * c);
         let rec = mem.recompute;
         use Category::*;
-        let mut buf = |name: &str, cat: Category, elems: usize| src.buffer(name, cat, elems);
-        let params = buf("params", Params, layout.len)?;
-        let grads = buf("grads", Grads, layout.len)?;
+        // A macro, not a closure: `attn` below takes `src` too.
+        macro_rules! buf {
+            ($name:expr, $cat:expr, $elems:expr) => {
+                src.buffer($name, $cat, $elems)
+            };
+        }
+        let params = buf!("params", Params, layout.len)?;
+        let grads = buf!("grads", Grads, layout.len)?;
         let batch = BatchBuffers {
-            idx: buf("idx", Batch, n)?,
-            targets: buf("targets", Batch, n)?,
-            buckets: buf("emb.buckets", Batch, 3 * n + 1)?,
-            rope_cos: buf("rope.cos", Batch, t * d / 2)?,
-            rope_sin: buf("rope.sin", Batch, t * d / 2)?,
-            step_scalars: buf("step_scalars", Batch, 16)?,
+            idx: buf!("idx", Batch, n)?,
+            targets: buf!("targets", Batch, n)?,
+            buckets: buf!("emb.buckets", Batch, 3 * n + 1)?,
+            rope_cos: buf!("rope.cos", Batch, t * d / 2)?,
+            rope_sin: buf!("rope.sin", Batch, t * d / 2)?,
+            step_scalars: buf!("step_scalars", Batch, 16)?,
         };
-        let attn = |buf: &mut dyn FnMut(&str, Category, usize) -> crate::Result<T>,
-                    pre: &str,
-                    cat: Category|
-         -> crate::Result<AttnActs<T>> {
+        // Under f16 products, v and the attention output only feed products that round them to
+        // f16 (attention's, c_proj's), so they are kept in f16: half their memory.
+        let f16_acts = matmul >= MatmulPrecision::F16;
+        let attn = |src: &mut S, pre: &str, cat: Category| -> crate::Result<AttnActs<T>> {
+            let mut product_only = |name: &str, elems: usize| {
+                if f16_acts {
+                    src.buffer_f16(&format!("{pre}{name}"), cat, elems)
+                } else {
+                    src.buffer(&format!("{pre}{name}"), cat, elems)
+                }
+            };
+            let (v, att) = (product_only("v", n * kv)?, product_only("att", n * hd)?);
             Ok(AttnActs {
-                q_rot: buf(&format!("{pre}q_rot"), cat, n * hd)?,
-                k_rot: buf(&format!("{pre}k_rot"), cat, n * kv)?,
-                rstd_q: buf(&format!("{pre}rstd_q"), cat, n * h)?,
-                rstd_k: buf(&format!("{pre}rstd_k"), cat, n * hkv)?,
-                v: buf(&format!("{pre}v"), cat, n * kv)?,
-                att: buf(&format!("{pre}att"), cat, n * hd)?,
-                lse: buf(&format!("{pre}lse"), cat, n * h)?,
-                x1: buf(&format!("{pre}x1"), cat, n * c)?,
+                q_rot: src.buffer(&format!("{pre}q_rot"), cat, n * hd)?,
+                k_rot: src.buffer(&format!("{pre}k_rot"), cat, n * kv)?,
+                rstd_q: src.buffer(&format!("{pre}rstd_q"), cat, n * h)?,
+                rstd_k: src.buffer(&format!("{pre}rstd_k"), cat, n * hkv)?,
+                v,
+                att,
+                lse: src.buffer(&format!("{pre}lse"), cat, n * h)?,
+                x1: src.buffer(&format!("{pre}x1"), cat, n * c)?,
             })
         };
-        let x0 = buf("x0", Activations, n * c)?;
-        let rstd0 = buf("rstd0", Activations, n)?;
+        let x0 = buf!("x0", Activations, n * c)?;
+        let rstd0 = buf!("rstd0", Activations, n)?;
         let mut layers = Vec::with_capacity(m.n_layer);
         for i in 0..m.n_layer {
-            let x_prev = if i > 0 { Some(buf(&format!("h{i}.x_prev"), Activations, n * c)?) } else { None };
-            let kept =
-                if rec != Recompute::Block { Some(attn(&mut buf, &format!("h{i}."), Activations)?) } else { None };
-            let hidden = if rec == Recompute::None { Some(buf(&format!("h{i}.h"), Activations, n * f)?) } else { None };
+            let x_prev = if i > 0 { Some(buf!(&format!("h{i}.x_prev"), Activations, n * c)?) } else { None };
+            let kept = if rec != Recompute::Block { Some(attn(src, &format!("h{i}."), Activations)?) } else { None };
+            let hidden =
+                if rec == Recompute::None { Some(buf!(&format!("h{i}.h"), Activations, n * f)?) } else { None };
             layers.push(LayerActs { x_prev, attn: kept, h: hidden });
         }
         // Backout reads the stream after block L/2, which is already kept as the next block's
         // input; only a model whose backout layer is its last block needs a copy.
-        let x_mid = if m.backout_layer() + 1 >= m.n_layer { Some(buf("x_mid", Activations, n * c)?) } else { None };
+        let x_mid = if m.backout_layer() + 1 >= m.n_layer { Some(buf!("x_mid", Activations, n * c)?) } else { None };
         let acts = self::Activations {
             x0,
             rstd0,
             layers,
             x_mid,
-            xf: buf("xf", Activations, n * c)?,
-            rstd_f: buf("rstd_f", Activations, n)?,
-            z: buf("z", Activations, n * c)?,
+            xf: buf!("xf", Activations, n * c)?,
+            rstd_f: buf!("rstd_f", Activations, n)?,
+            z: buf!("z", Activations, n * c)?,
         };
         let ws = self::Workspace {
-            x_in: buf("ws.x_in", Workspace, n * c)?,
-            u: buf("ws.u", Workspace, n * c)?,
-            dx: buf("ws.dx", Workspace, n * c)?,
-            dx_prev: buf("ws.dx_prev", Workspace, n * c)?,
-            dx0: buf("ws.dx0", Workspace, n * c)?,
-            du: buf("ws.du", Workspace, n * c)?,
-            dmid: buf("ws.dmid", Workspace, n * c)?,
-            rstd_a: buf("ws.rstd_a", Workspace, n)?,
-            rstd_b: buf("ws.rstd_b", Workspace, n)?,
-            qn: buf("ws.qn", Workspace, n * hd)?,
-            datt: buf("ws.datt", Workspace, n * hd)?,
-            dqn: buf("ws.dqn", Workspace, n * hd)?,
-            kn: buf("ws.kn", Workspace, n * kv)?,
-            ve: buf("ws.ve", Workspace, n * kv)?,
-            dkn: buf("ws.dkn", Workspace, n * kv)?,
-            dv: buf("ws.dv", Workspace, n * kv)?,
-            a: buf("ws.a", Workspace, n * f)?,
-            da: buf("ws.da", Workspace, n * f)?,
-            h: if rec != Recompute::None { Some(buf("ws.h", Workspace, n * f)?) } else { None },
-            attn: if rec == Recompute::Block { Some(attn(&mut buf, "ws.", Workspace)?) } else { None },
-            stream: buf("ws.stream", Workspace, stream_scratch_len(n, c, h, b, t))?,
-            losses: buf("ws.losses", Workspace, n)?,
+            x_in: buf!("ws.x_in", Workspace, n * c)?,
+            u: buf!("ws.u", Workspace, n * c)?,
+            dx: buf!("ws.dx", Workspace, n * c)?,
+            dx_prev: buf!("ws.dx_prev", Workspace, n * c)?,
+            dx0: buf!("ws.dx0", Workspace, n * c)?,
+            du: buf!("ws.du", Workspace, n * c)?,
+            dmid: buf!("ws.dmid", Workspace, n * c)?,
+            rstd_a: buf!("ws.rstd_a", Workspace, n)?,
+            rstd_b: buf!("ws.rstd_b", Workspace, n)?,
+            qn: buf!("ws.qn", Workspace, n * hd)?,
+            datt: buf!("ws.datt", Workspace, n * hd)?,
+            dqn: buf!("ws.dqn", Workspace, n * hd)?,
+            kn: buf!("ws.kn", Workspace, n * kv)?,
+            ve: buf!("ws.ve", Workspace, n * kv)?,
+            dkn: buf!("ws.dkn", Workspace, n * kv)?,
+            dv: buf!("ws.dv", Workspace, n * kv)?,
+            a: buf!("ws.a", Workspace, n * f)?,
+            da: buf!("ws.da", Workspace, n * f)?,
+            h: if rec != Recompute::None { Some(buf!("ws.h", Workspace, n * f)?) } else { None },
+            attn: if rec == Recompute::Block { Some(attn(src, "ws.", Workspace)?) } else { None },
+            stream: buf!("ws.stream", Workspace, stream_scratch_len(n, c, h, b, t))?,
+            losses: buf!("ws.losses", Workspace, n)?,
         };
-        let logits = buf("logits", Logits, mem.logits_chunk_rows(m, b) * m.padded_vocab)?;
+        let logits = buf!("logits", Logits, mem.logits_chunk_rows(m, b) * m.padded_vocab)?;
         let weights16 = if matmul >= MatmulPrecision::F16 { Some(LinearWeights::build(src, m)?) } else { None };
         Ok(ModelBuffers { params, grads, batch, acts, ws, logits, weights16 })
     }

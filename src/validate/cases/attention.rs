@@ -23,13 +23,16 @@
 //! `attention_coop_forward` / `attention_coop_backward` run every case again on the
 //! cooperative-matrix kernels (attention_coop.wgsl), where training in f16 would run them (the
 //! adapter's coop self-test passed), against the reference fed the same f16-rounded q, k, v and
-//! dout, to `validate::attention_coop_tolerance`; elsewhere one row says why they did not run.
+//! dout, to `validate::attention_coop_tolerance`, and a few cases again with v and out stored in
+//! f16 (as an f16 training step keeps them); elsewhere one row says why they did not run.
 //!
 //! `attention_decode` (one query against a KV cache) has its own rows (`decode_cases` below).
 
-use super::upload_at;
+use super::{upload_at, upload_at_f16};
+
+type UploadFn = fn(&GpuContext, &str, &[f32], usize) -> Result<GpuTensor>;
 use crate::error::Result;
-use crate::gpu::{GpuContext, Kernel};
+use crate::gpu::{GpuContext, GpuTensor, Kernel};
 use crate::kernels::attention::{AttnPass, AttnPlan};
 use crate::kernels::{attention, matmul_coop, Stream};
 use crate::reference;
@@ -54,6 +57,8 @@ struct Case {
     /// Run the backward too (the GPT-size rows check the forward only when the backward's f64
     /// reference would dominate the suite's time).
     backward: bool,
+    /// v and out stored in f16, as an f16 training run keeps them (coop rows only).
+    f16_storage: bool,
 }
 
 impl Case {
@@ -65,6 +70,9 @@ impl Case {
         }
         if self.offset {
             s += " +off";
+        }
+        if self.f16_storage {
+            s += " v,out f16";
         }
         s
     }
@@ -93,7 +101,18 @@ pub(super) fn cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Resu
     if ![&fwd, &bwd, &coop_fwd, &coop_bwd].iter().any(|k| r.wants(k)) {
         return Ok(());
     }
-    let c = |b, t, h, hkv, d, window| Case { b, t, h, hkv, d, window, peaky: false, offset: false, backward: true };
+    let c = |b, t, h, hkv, d, window| Case {
+        b,
+        t,
+        h,
+        hkv,
+        d,
+        window,
+        peaky: false,
+        offset: false,
+        backward: true,
+        f16_storage: false,
+    };
     let mut cases = if chunked {
         // Batches split across bindings (the context's binding limit is a few batch rows).
         vec![Case { offset: true, ..c(5, 45, 2, 1, 64, 20) }]
@@ -136,6 +155,19 @@ pub(super) fn cases(ctx: &GpuContext, r: &mut Runner<'_>, chunked: bool) -> Resu
             run_case(ctx, r, [&coop_fwd, &coop_bwd], case, MatmulPrecision::F16)?;
         }
     }
+    // The coop kernels reading and writing f16 v and out, as an f16 training step runs them: a
+    // ragged GQA case with offsets, and one at D = 128.
+    if coop {
+        let f16 = |case: Case| Case { f16_storage: true, ..case };
+        let storage = if chunked {
+            vec![f16(Case { offset: true, ..c(5, 45, 2, 1, 64, 20) })]
+        } else {
+            vec![f16(Case { offset: true, ..c(2, 45, 4, 2, 64, 20) }), f16(c(1, 100, 2, 1, 128, 2048))]
+        };
+        for case in &storage {
+            run_case(ctx, r, [&coop_fwd, &coop_bwd], case, MatmulPrecision::F16)?;
+        }
+    }
     Ok(())
 }
 
@@ -163,13 +195,18 @@ fn run_case(
     let mut out = vec![0.0f32; nq];
     let mut lse = vec![0.0f32; nl];
     reference::attention::attention_forward(&mut out, &mut lse, &q, &k, &v, &shape_a);
+    // f16 storage: out is stored rounded, and the backward reads (and its reference is given) that
+    // rounded out. v's rounding is the reference's own at f16.
+    let (up_io, round): (UploadFn, fn(f32) -> f32) =
+        if c.f16_storage { (upload_at_f16, |x| half::f16::from_f32(x).to_f32()) } else { (upload_at, |x| x) };
+    let out_stored: Vec<f32> = out.iter().map(|&x| round(x)).collect();
 
     let tq = upload_at(ctx, "q", &q, pad4)?;
     let tk = upload_at(ctx, "k", &k, pad4)?;
-    let tv = upload_at(ctx, "v", &v, pad4)?;
+    let tv = up_io(ctx, "v", &v, pad4)?;
     let tol = if precision == MatmulPrecision::F32 { attention_tolerance() } else { attention_coop_tolerance() };
     if r.wants(fwd) {
-        let t_out = upload_at(ctx, "out", &vec![f32::NAN; nq], pad4)?;
+        let t_out = up_io(ctx, "out", &vec![f32::NAN; nq], pad4)?;
         let t_lse = upload_at(ctx, "lse", &vec![f32::NAN; nl], pad1)?;
         let t0 = Instant::now();
         let mut st = Stream::new(ctx);
@@ -183,9 +220,20 @@ fn run_case(
         let mut dq = vec![0.0f32; nq];
         let mut dk = vec![0.0f32; nkv];
         let mut dv = vec![0.0f32; nkv];
-        reference::attention::attention_backward(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &out, &lse, &shape_a);
+        reference::attention::attention_backward(
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            &dout,
+            &q,
+            &k,
+            &v,
+            &out_stored,
+            &lse,
+            &shape_a,
+        );
         let t_dout = upload_at(ctx, "dout", &dout, pad4)?;
-        let t_out = upload_at(ctx, "out", &out, pad4)?;
+        let t_out = up_io(ctx, "out", &out_stored, pad4)?;
         let t_lse = upload_at(ctx, "lse", &lse, pad1)?;
         let t_dq = upload_at(ctx, "dq", &vec![f32::NAN; nq], pad4)?;
         let t_dk = upload_at(ctx, "dk", &vec![f32::NAN; nkv], pad4)?;
