@@ -174,16 +174,20 @@ pub fn all_specializations() -> Vec<(String, Specialization)> {
     v
 }
 
-/// What the linear layers of a model run at `precision` compute in on this adapter, for logs and
-/// reports, and whether that is the matrix units (the MFU peak to use).
+/// What the linear layers (and attention's products) of a model run at `precision` compute in on
+/// this adapter, for logs and reports, and whether that is the matrix units (the MFU peak to use).
 pub fn describe_linear_layers(ctx: &GpuContext, precision: MatmulPrecision) -> (String, bool) {
     if precision == MatmulPrecision::F32 {
         return ("f32 (WGSL, SIMT)".into(), false);
     }
     match coop_status(ctx) {
-        CoopStatus::Available { tile, .. } => {
-            (format!("f16 inputs, f32 accumulation, cooperative matrices ({tile}×{tile}×{tile})"), true)
-        }
+        CoopStatus::Available { tile, .. } => (
+            format!(
+                "f16 inputs, f32 accumulation, cooperative matrices ({tile}×{tile}×{tile}); attention's \
+                     Q·Kᵀ and P·V too (softmax in f32), v and attention outputs stored in f16"
+            ),
+            true,
+        ),
         CoopStatus::Unavailable(why) => (format!("f32 (WGSL, SIMT): f16 products asked, but {why}"), false),
     }
 }
