@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod gpu_report;
 pub mod kernels;

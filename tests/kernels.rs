@@ -195,6 +195,11 @@ fn cross_entropy_matches_reference() {
 }
 
 #[test]
+fn argmax_matches_reference() {
+    assert_all_pass("argmax");
+}
+
+#[test]
 fn rmsnorm_matches_reference() {
     assert_all_pass("rmsnorm");
 }

@@ -7,8 +7,8 @@
 
 use super::immediates::{max_size, Immediates, ParamsLayout};
 use crate::kernels::{
-    adamw, attention, cast, cross_entropy, elementwise, embedding, grad_norm, matmul, muon, reduce, relu2, residual,
-    rmsnorm, rope, smear, ve_gate,
+    adamw, argmax, attention, cast, cross_entropy, elementwise, embedding, grad_norm, matmul, muon, reduce, relu2,
+    residual, rmsnorm, rope, smear, ve_gate,
 };
 use std::any::TypeId;
 
@@ -124,6 +124,10 @@ kernel_table! {
     }
     CrossEntropy("cross_entropy.wgsl", cross_entropy::CrossEntropyParams) {
         CrossEntropy => "cross_entropy",
+    }
+    // Greedy predictions of an evaluation pass (CORE's language-modelling tasks).
+    Argmax("argmax.wgsl", argmax::ArgmaxParams) {
+        Argmax => "argmax",
     }
     Rmsnorm("rmsnorm.wgsl", rmsnorm::RmsnormParams) {
         RmsnormForward => "rmsnorm_forward",

@@ -5,6 +5,7 @@
 //! runs until the stream is submitted, so a whole training step can be one submission.
 
 pub mod adamw;
+pub mod argmax;
 pub mod attention;
 pub mod attention_coop;
 pub mod cast;

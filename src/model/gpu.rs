@@ -15,7 +15,10 @@
 //! [`GpuModel::zero_grads`]. The loss gradient scale (1/(valid targets · micro-batches)) is read
 //! by the cross-entropy kernel from `step_scalars[0]`, written per batch by `set_batch`.
 
-use super::memory::{Allocator, AttnActs, BlockLinear, LinearWeights, MemoryPlan, ModelBuffers, Planner};
+use super::memory::{
+    Allocator, AttnActs, BlockLinear, BufferSource, GradWorkspace, LinearWeights, MemoryPlan, ModelBuffers, Planner,
+    Purpose,
+};
 use super::{GptConfig, ParamLayout, ParamTensors};
 use crate::config::{MemorySpec, Recompute, RunConfig};
 use crate::error::{Error, Result};
@@ -23,7 +26,9 @@ use crate::gpu::{DType, Dispatch, GpuContext, GpuTensor};
 use crate::kernels::attention::{attention_backward, attention_backward_scratch_len, attention_forward, AttnShape};
 use crate::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingBuckets, GpuEmbeddingBuckets};
 use crate::kernels::matmul::{matmul, Gemm, MatmulPrecision};
-use crate::kernels::{cast, cross_entropy, elementwise, relu2, residual, rmsnorm, rope, smear, ve_gate, Stream};
+use crate::kernels::{
+    argmax, cast, cross_entropy, elementwise, relu2, residual, rmsnorm, rope, smear, ve_gate, Stream,
+};
 use crate::model::config::{QK_SCALE, SOFTCAP};
 use std::cell::{Cell, OnceCell};
 
@@ -57,6 +62,8 @@ pub struct GpuModel<'c> {
     /// Batch geometry the buffers were sized for.
     pub b: usize,
     pub t: usize,
+    /// Training, or scoring only (no gradients; see [`Purpose`]).
+    pub purpose: Purpose,
     pub logits_chunk_rows: usize,
     /// What the linear layers' products accept (`train.precision`): f32, or f16 inputs.
     pub matmul: MatmulPrecision,
@@ -67,9 +74,9 @@ pub struct GpuModel<'c> {
     /// The model's buffers (the optimizer's are not among them).
     pub plan: MemoryPlan,
     bufs: ModelBuffers<GpuTensor>,
-    /// Views of the parameter and the gradient arena.
+    /// Views of the parameter and (training) the gradient arena.
     w: ParamTensors<GpuTensor>,
-    gw: ParamTensors<GpuTensor>,
+    gw: Option<ParamTensors<GpuTensor>>,
     /// The matrices the linear layers' products read as B (forward and input gradient): views of
     /// the master weights, or under f16 precision their f16 copies (`bufs.weights16`).
     linear: LinearWeights<GpuTensor>,
@@ -84,7 +91,8 @@ pub struct GpuModel<'c> {
     layers: Vec<LayerTensors>,
     /// The stream after block L/2, which backout subtracts.
     x_mid: GpuTensor,
-    buckets: GpuEmbeddingBuckets,
+    /// The embedding gradient's token buckets (training).
+    buckets: Option<GpuEmbeddingBuckets>,
     /// Targets ≠ −1 in the current batch.
     valid: usize,
     /// The recorded micro-step of each [`Pass`], and the gradient reset.
@@ -219,29 +227,71 @@ impl<'c> GpuModel<'c> {
         mem: &MemorySpec,
         precision: MatmulPrecision,
     ) -> Result<Self> {
+        Self::build(ctx, cfg, b, mem, precision, Purpose::Train, &mut Allocator(ctx))
+    }
+
+    /// A scoring model (forward and head only, no gradients: [`Purpose::Score`]) for `b`
+    /// sequences of length `t` ≤ the model's, its buffers from `src`: an [`Allocator`], or a
+    /// source that hands out views of buffers another scoring model (or, for `params`, the
+    /// training model) already holds.
+    pub fn for_scoring(
+        ctx: &'c GpuContext,
+        cfg: &GptConfig,
+        b: usize,
+        t: usize,
+        mem: &MemorySpec,
+        precision: MatmulPrecision,
+        src: &mut impl BufferSource<Buf = GpuTensor>,
+    ) -> Result<Self> {
+        if t == 0 || t > cfg.sequence_len {
+            return Err(Error::Shape {
+                op: "GpuModel::for_scoring",
+                message: format!("sequence length {t} outside 1..={} (the model's)", cfg.sequence_len),
+            });
+        }
+        Self::build(ctx, cfg, b, mem, precision, Purpose::Score { t }, src)
+    }
+
+    fn build(
+        ctx: &'c GpuContext,
+        cfg: &GptConfig,
+        b: usize,
+        mem: &MemorySpec,
+        precision: MatmulPrecision,
+        purpose: Purpose,
+        src: &mut impl BufferSource<Buf = GpuTensor>,
+    ) -> Result<Self> {
         let storage =
             if precision >= MatmulPrecision::F16 && crate::kernels::matmul_coop::coop_status(ctx).is_available() {
                 MatmulPrecision::F16
             } else {
                 MatmulPrecision::F32
             };
-        let plan = MemoryPlan::model(cfg, b, mem, storage);
-        let bufs = ModelBuffers::build(&mut Allocator(ctx), cfg, b, mem, storage)?;
-        let logits_chunk_rows = mem.logits_chunk_rows(cfg, b);
+        let mut planner = Planner::default();
+        ModelBuffers::build(&mut planner, cfg, b, mem, storage, purpose)?;
+        let plan = planner.plan;
+        let bufs = ModelBuffers::build(src, cfg, b, mem, storage, purpose)?;
+        let logits_chunk_rows = bufs.logits.len() / cfg.padded_vocab;
         let cfg = cfg.clone();
-        let t = cfg.sequence_len;
+        let t = match purpose {
+            Purpose::Train => cfg.sequence_len,
+            Purpose::Score { t } => t,
+        };
         let layout = ParamLayout::new(&cfg);
         let ranges = ParamTensors::new(&layout);
         let w = ranges.map(|&(o, n)| bufs.params.view(o, n));
-        let gw = ranges.map(|&(o, n)| bufs.grads.view(o, n));
+        let gw = bufs.grads.as_ref().map(|g| ranges.map(|&(o, n)| g.view(o, n)));
         let l = cfg.n_layer;
         let mut layers = Vec::with_capacity(l);
         for i in 0..l {
             let kept = &bufs.acts.layers[i];
+            // Scoring: block 0 reads x0, every block writes ws.dx and the next reads it (a block
+            // reads its input only in its first op, the lambda mix).
             let stream_in = |j: usize| -> GpuTensor {
-                match &bufs.acts.layers[j].x_prev {
-                    Some(x) => x.clone(),
-                    None => bufs.acts.x0.clone(),
+                match (&bufs.acts.layers[j].x_prev, purpose) {
+                    (Some(x), _) => x.clone(),
+                    (None, Purpose::Score { .. }) if j > 0 => bufs.ws.dx.clone(),
+                    (None, _) => bufs.acts.x0.clone(),
                 }
             };
             let resolved = |own: &Option<AttnActs<GpuTensor>>| own.as_ref().or(bufs.ws.attn.as_ref()).cloned();
@@ -257,12 +307,15 @@ impl<'c> GpuModel<'c> {
             });
         }
         let mid = cfg.backout_layer();
-        let x_mid = if mid + 1 < l {
-            layers[mid + 1].x_prev.clone()
-        } else {
-            bufs.acts.x_mid.clone().expect("ModelBuffers has x_mid when backout reads the last block")
+        // Its own copy when scoring or when block L/2 is the last; else the next block's input.
+        let x_mid = match &bufs.acts.x_mid {
+            Some(x) => x.clone(),
+            None => layers[mid + 1].x_prev.clone(),
         };
-        let buckets = GpuEmbeddingBuckets::from_tensor(bufs.batch.buckets.clone(), b * t)?;
+        let buckets = match &bufs.batch.buckets {
+            Some(t_) => Some(GpuEmbeddingBuckets::from_tensor(t_.clone(), b * t)?),
+            None => None,
+        };
         let m = Self {
             ctx,
             layout,
@@ -270,6 +323,7 @@ impl<'c> GpuModel<'c> {
             recompute: mem.recompute,
             b,
             t,
+            purpose,
             logits_chunk_rows,
             matmul: MatmulPrecision::F32,
             loss_scale: 1.0,
@@ -326,8 +380,35 @@ impl<'c> GpuModel<'c> {
         &self.bufs.params
     }
 
+    /// The gradient arena. Only a training model has one: calling this on a scoring model is a
+    /// bug in the caller.
     pub fn grads(&self) -> &GpuTensor {
-        &self.bufs.grads
+        self.bufs.grads.as_ref().expect("grads() of a scoring model, which has none (GpuModel::for_scoring)")
+    }
+
+    /// The buffers a [`crate::eval::scorer::Scorer`] may read in place instead of making its own,
+    /// by plan name: the parameter arena and the f16 weight copies, if any. A scorer marks the
+    /// copies stale before it reads them, so they are refreshed from the current weights.
+    pub fn shared_weights(&self) -> Vec<(String, GpuTensor)> {
+        let mut v = vec![("params".to_string(), self.bufs.params.clone())];
+        if let Some(w16) = &self.bufs.weights16 {
+            let mut names = Planner::default();
+            LinearWeights::build(&mut names, &self.cfg).expect("planning cannot fail");
+            let tensors = w16.pairs(w16).into_iter().map(|(t, _)| t.clone());
+            v.extend(names.plan.entries.into_iter().map(|e| e.name).zip(tensors));
+        }
+        v
+    }
+
+    /// The backward's buffers, or an error on a scoring model.
+    fn training(&self) -> Result<(&GradWorkspace<GpuTensor>, &ParamTensors<GpuTensor>)> {
+        match (&self.bufs.ws.grad, &self.gw) {
+            (Some(g), Some(gw)) => Ok((g, gw)),
+            _ => Err(Error::Shape {
+                op: "GpuModel",
+                message: "a scoring model (GpuModel::for_scoring) has no gradients to compute".into(),
+            }),
+        }
     }
 
     /// A stream whose launchers take their temporaries from the planned workspace.
@@ -373,7 +454,9 @@ impl<'c> GpuModel<'c> {
         }
         self.ctx.write_i32(&self.bufs.batch.idx, idx)?;
         self.ctx.write_i32(&self.bufs.batch.targets, targets)?;
-        self.buckets.write(self.ctx, &EmbeddingBuckets::new(idx))?;
+        if let Some(buckets) = &mut self.buckets {
+            buckets.write(self.ctx, &EmbeddingBuckets::new(idx))?;
+        }
         self.valid = targets.iter().filter(|&&y| y >= 0).count();
         let scale = if self.valid == 0 { 0.0 } else { self.loss_scale / (self.valid * grad_accum.max(1)) as f32 };
         let mut scalars = vec![0.0f32; self.bufs.batch.step_scalars.len()];
@@ -405,9 +488,15 @@ impl<'c> GpuModel<'c> {
         let (u, lw) = (&ws.u, &self.linear.blocks[i]);
         matmul(s, &act.q_rot, u, &lw.c_q, &self.lin(Gemm::nt(n, hd, c)), 1.0, 0.0)?;
         matmul(s, &act.k_rot, u, &lw.c_k, &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
-        // The products and the gate write f32: a v kept in f16 is made in ws.dv (free until the
-        // attention backward writes v's gradient there) and cast once.
-        let v32 = if act.v.dtype() == DType::F16 { &ws.dv } else { &act.v };
+        // The products and the gate write f32: a v kept in f16 is made in the front of ws.qn (free
+        // until the QK norm below writes it) and cast once.
+        let staged;
+        let v32 = if act.v.dtype() == DType::F16 {
+            staged = ws.qn.view(0, n * kv);
+            &staged
+        } else {
+            &act.v
+        };
         matmul(s, v32, u, &lw.c_v, &self.lin(Gemm::nt(n, kv, c)), 1.0, 0.0)?;
         if let Some(ve) = &w.value_embed {
             embedding_forward(s, &ws.ve, &ve.table, &self.bufs.batch.idx, n, kv)?;
@@ -603,14 +692,18 @@ impl<'c> GpuModel<'c> {
     fn record_head(&self, s: &mut Stream<'_>, train: bool) -> Result<()> {
         let cfg = &self.cfg;
         let (n, c, vp) = (self.b * self.t, cfg.n_embd, cfg.padded_vocab);
-        let (lm, glm) = (&self.linear.lm_head, &self.gw.lm_head);
+        let lm = &self.linear.lm_head;
         let (ws, batch) = (&self.bufs.ws, &self.bufs.batch);
+        let grad = if train { Some(self.training()?) } else { None };
         let mut r0 = 0;
         while r0 < n {
             let rows = self.logits_chunk_rows.min(n - r0);
             let logits = self.bufs.logits.view(0, rows * vp);
             let z = self.bufs.acts.z.view(r0 * c, rows * c);
             matmul(s, &logits, &z, lm, &self.lin(Gemm::nt(rows, vp, c)), 1.0, 0.0)?;
+            if let Some(pred) = &ws.argmax {
+                argmax::argmax(s, &pred.view(r0, rows), &logits, rows, cfg.vocab_size, vp)?;
+            }
             cross_entropy::cross_entropy(
                 s,
                 &ws.losses.view(r0, rows),
@@ -623,10 +716,10 @@ impl<'c> GpuModel<'c> {
                 SOFTCAP,
                 &batch.step_scalars.view(0, 1),
             )?;
-            if train {
-                let dz = ws.du.view(r0 * c, rows * c);
+            if let Some((g, gw)) = grad {
+                let dz = g.du.view(r0 * c, rows * c);
                 matmul(s, &dz, &logits, lm, &self.lin(Gemm::nn(rows, c, vp)), 1.0, 0.0)?;
-                matmul(s, glm, &logits, &z, &self.lin(Gemm::tn(vp, c, rows)), 1.0, 1.0)?;
+                matmul(s, &gw.lm_head, &logits, &z, &self.lin(Gemm::tn(vp, c, rows)), 1.0, 1.0)?;
             }
             r0 += rows;
         }
@@ -639,18 +732,20 @@ impl<'c> GpuModel<'c> {
         let (n, c, h, hkv, d) = (self.b * self.t, cfg.n_embd, cfg.n_head, cfg.n_kv_head, cfg.head_dim);
         let (hd, kv, f) = (h * d, hkv * d, 4 * c);
         let (ws, acts, batch) = (&self.bufs.ws, &self.bufs.acts, &self.bufs.batch);
-        let (w, gw) = (&self.w, &self.gw);
-        rmsnorm::rmsnorm_backward(s, &ws.dx, &ws.du, &acts.xf, &acts.rstd_f, n, c, 1.0, false)?;
-        elementwise::fill(s, &ws.dmid, 0.0)?;
-        residual::backout_backward(s, &ws.dmid, &gw.backout_lambda, &ws.dx, &self.x_mid, &w.backout_lambda)?;
-        elementwise::fill(s, &ws.dx0, 0.0)?;
-        let (mut cur, mut other) = (&ws.dx, &ws.dx_prev);
+        let (g, gw) = self.training()?;
+        let buckets = self.buckets.as_ref().expect("a training model has embedding buckets");
+        let w = &self.w;
+        rmsnorm::rmsnorm_backward(s, &ws.dx, &g.du, &acts.xf, &acts.rstd_f, n, c, 1.0, false)?;
+        elementwise::fill(s, &g.dmid, 0.0)?;
+        residual::backout_backward(s, &g.dmid, &gw.backout_lambda, &ws.dx, &self.x_mid, &w.backout_lambda)?;
+        elementwise::fill(s, &g.dx0, 0.0)?;
+        let (mut cur, mut other) = (&ws.dx, &g.dx_prev);
         for i in (0..cfg.n_layer).rev() {
             let (l, wb, gb) = (&self.layers[i], &w.blocks[i], &gw.blocks[i]);
             let lw = &self.linear.blocks[i];
             let act = &l.attn;
             if i == cfg.backout_layer() {
-                elementwise::axpy(s, cur, 1.0, &ws.dmid)?;
+                elementwise::axpy(s, cur, 1.0, &g.dmid)?;
             }
             // Recompute what this block's backward reads and was not kept.
             self.block_input(s, i)?;
@@ -665,7 +760,7 @@ impl<'c> GpuModel<'c> {
                 self.block_mlp_hidden(s, i)?;
             }
             // MLP: x_out = x1 + a·Wprojᵀ, a = relu(u2·Wfcᵀ)², u2 = norm(x1).
-            let (a, da, du, u) = (&ws.a, &ws.da, &ws.du, &ws.u);
+            let (a, da, du, u) = (&ws.a, &g.da, &g.du, &ws.u);
             matmul(s, da, cur, &lw.mlp_proj, &self.lin(Gemm::nn(n, f, c)), 1.0, 0.0)?;
             matmul(s, &gb.mlp_proj, cur, a, &self.lin(Gemm::tn(c, f, n)), 1.0, 1.0)?;
             relu2::relu2_backward(s, a, da, &l.h)?; // ws.a now holds dh
@@ -678,12 +773,12 @@ impl<'c> GpuModel<'c> {
             if self.recompute != Recompute::Block {
                 self.qk_norm(s, i)?;
             }
-            let datt = &ws.datt;
+            let datt = &g.datt;
             matmul(s, datt, cur, &lw.c_proj, &self.lin(Gemm::nn(n, hd, c)), 1.0, 0.0)?;
             matmul(s, &gb.c_proj, cur, &act.att, &self.lin(Gemm::tn(c, hd, n)), 1.0, 1.0)?;
-            let (dqn, dkn, dv) = (&ws.dqn, &ws.dkn, &ws.dv);
+            let (dqn, dkn, dv) = (&g.dqn, &g.dkn, &g.dv);
             attention_backward(s, dqn, dkn, dv, datt, &ws.qn, &ws.kn, &act.v, &act.att, &act.lse, &self.attn_shape(i))?;
-            // dq into ws.datt, dk into ws.kn: both free once the attention backward has run.
+            // dq into datt, dk into ws.kn: both free once the attention backward has run.
             let (dq, dk) = (datt, &ws.kn);
             rmsnorm::rmsnorm_backward(s, dq, dqn, &act.q_rot, &act.rstd_q, n * h, d, QK_SCALE, false)?;
             rmsnorm::rmsnorm_backward(s, dk, dkn, &act.k_rot, &act.rstd_k, n * hkv, d, QK_SCALE, false)?;
@@ -700,14 +795,14 @@ impl<'c> GpuModel<'c> {
                 let dve = dkn;
                 embedding_forward(s, &ws.ve, &ve.table, &batch.idx, n, kv)?;
                 ve_gate::ve_gate_backward(s, dve, du, &gve.gate, dv, u, &ws.ve, &ve.gate, n, c, hkv, d)?;
-                embedding_backward(s, &gve.table, dve, &self.buckets, n, kv)?;
+                embedding_backward(s, &gve.table, dve, buckets, n, kv)?;
             }
             rmsnorm::rmsnorm_backward(s, cur, du, &ws.x_in, &ws.rstd_a, n, c, 1.0, true)?;
             // The lambda mix: x_in = λr·x_prev + λ0·x0.
             residual::lambda_mix_backward(
                 s,
                 other,
-                &ws.dx0,
+                &g.dx0,
                 &gb.resid_lambda,
                 &gb.x0_lambda,
                 cur,
@@ -719,12 +814,12 @@ impl<'c> GpuModel<'c> {
             std::mem::swap(&mut cur, &mut other);
         }
         // x0 is the smeared embedding itself.
-        elementwise::axpy(s, cur, 1.0, &ws.dx0)?;
+        elementwise::axpy(s, cur, 1.0, &g.dx0)?;
         self.embed(s)?;
         let (b, t) = (self.b, self.t);
         smear::smear_backward(
             s,
-            &ws.du,
+            &g.du,
             &gw.smear_gate,
             &gw.smear_lambda,
             cur,
@@ -735,8 +830,8 @@ impl<'c> GpuModel<'c> {
             t,
             c,
         )?;
-        rmsnorm::rmsnorm_backward(s, other, &ws.du, &ws.x_in, &acts.rstd0, n, c, 1.0, false)?;
-        embedding_backward(s, &gw.wte, other, &self.buckets, n, c)
+        rmsnorm::rmsnorm_backward(s, other, &g.du, &ws.x_in, &acts.rstd0, n, c, 1.0, false)?;
+        embedding_backward(s, &gw.wte, other, buckets, n, c)
     }
 
     /// Records a micro-step afresh: forward, head and (for [`Pass::Train`]) backward. The
@@ -776,6 +871,7 @@ impl<'c> GpuModel<'c> {
     /// Set every gradient to zero (before a step's first micro-batch), and wait. This opens an
     /// optimizer step, after the last one wrote the master weights: the f16 copies are stale.
     pub fn zero_grads(&self) -> Result<()> {
+        self.training()?;
         self.copies_stale.set(true);
         if self.zero.get().is_none() {
             let mut s = self.stream();
@@ -788,6 +884,18 @@ impl<'c> GpuModel<'c> {
     /// Per-token losses of the last head pass.
     pub fn read_losses(&self) -> Result<Vec<f32>> {
         self.ctx.read(&self.bufs.ws.losses)
+    }
+
+    /// Per-position greedy predictions (argmax of the logits) of the last head pass of a scoring
+    /// model.
+    pub fn read_argmax(&self) -> Result<Vec<i32>> {
+        match &self.bufs.ws.argmax {
+            Some(t) => self.ctx.read_i32(t),
+            None => Err(Error::Shape {
+                op: "GpuModel::read_argmax",
+                message: "only a scoring model (GpuModel::for_scoring) computes greedy predictions".into(),
+            }),
+        }
     }
 
     /// Mean loss over valid targets of the last head pass (0 with none), summed in f64 on the host.

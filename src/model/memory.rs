@@ -154,14 +154,26 @@ impl BufferSource for Allocator<'_> {
     }
 }
 
+/// What a buffer set serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Training micro-batches of full-length sequences: forward, head and backward.
+    Train,
+    /// Scoring (`eval`): forward and head only over sequences of `t` ≤ the model's length. No
+    /// gradients, nothing kept for a backward: one stream buffer carries the residual stream
+    /// through every block, the attention half and the MLP write the shared workspace, and the
+    /// head also writes each position's greedy prediction.
+    Score { t: usize },
+}
+
 /// Every buffer the training model uses (the optimizer's are `train::optimizer::OptimizerBuffers`):
 /// element counts in the plan, tensors once allocated. N = B·T rows; C, H, Hkv, D, Vp as in
 /// [`GptConfig`]; F = 4C.
 pub struct ModelBuffers<T> {
     /// (P) the parameter arena: f32 master weights in [`ParamLayout`] order.
     pub params: T,
-    /// (P) the gradient arena, same layout; gradients accumulate into it.
-    pub grads: T,
+    /// (P) the gradient arena, same layout; gradients accumulate into it. Training only.
+    pub grads: Option<T>,
     pub batch: BatchBuffers<T>,
     pub acts: Activations<T>,
     pub ws: Workspace<T>,
@@ -237,7 +249,8 @@ pub struct BatchBuffers<T> {
     pub targets: T,
     /// (3N + 1) i32 positions grouped by token for the deterministic embedding gradient: order
     /// (N), starts (N + 1), tokens (N) (`kernels::embedding::EmbeddingBuckets::packed`).
-    pub buckets: T,
+    /// Training only.
+    pub buckets: Option<T>,
     /// (T, D/2) RoPE tables.
     pub rope_cos: T,
     pub rope_sin: T,
@@ -245,7 +258,8 @@ pub struct BatchBuffers<T> {
     pub step_scalars: T,
 }
 
-/// Activations kept from the forward for the backward.
+/// Activations kept from the forward for the backward (when scoring: the ones read beyond the
+/// block that writes them).
 pub struct Activations<T> {
     /// (N, C) the smeared embedding, block 0's input stream.
     pub x0: T,
@@ -253,7 +267,7 @@ pub struct Activations<T> {
     pub rstd0: T,
     pub layers: Vec<LayerActs<T>>,
     /// (N, C) the stream after block L/2 when that is the last block (otherwise it is the next
-    /// block's `x_prev`).
+    /// block's `x_prev`), and always when scoring (no block keeps its input there).
     pub x_mid: Option<T>,
     /// (N, C) the stream after backout; (N) its 1/rms; (N, C) the final normed stream.
     pub xf: T,
@@ -261,9 +275,10 @@ pub struct Activations<T> {
     pub z: T,
 }
 
-/// Block i's kept activations; which exist is `[memory] recompute`'s choice.
+/// Block i's kept activations; which exist is `[memory] recompute`'s choice (none when scoring).
 pub struct LayerActs<T> {
-    /// (N, C) the stream entering the block; block 0's is x0, so `None` there.
+    /// (N, C) the stream entering the block; block 0's is x0, so `None` there, and when scoring
+    /// (every block reads and writes `ws.dx`).
     pub x_prev: Option<T>,
     /// Kept under `none` and `mlp`; `None` under `block`.
     pub attn: Option<AttnActs<T>>,
@@ -297,9 +312,37 @@ pub struct Workspace<T> {
     pub x_in: T,
     /// (N, C) normed block input u, then the MLP's normed input u2; the normed embedding.
     pub u: T,
-    /// (N, C) gradient of the stream, accumulated through a block (also the last block's output
-    /// in the forward, before it is needed as a gradient).
+    /// (N, C) the last block's output in the forward (every block's input and output when
+    /// scoring), then the gradient of the stream, accumulated through a block.
     pub dx: T,
+    /// (N) 1/rms of the block input and of x1.
+    pub rstd_a: T,
+    pub rstd_b: T,
+    /// (N, H·D) normed q (its first N·Hkv·D elements stage v in f32 before v's cast to f16,
+    /// before the QK norm writes it); (N, Hkv·D) normed k, then dk.
+    pub qn: T,
+    pub kn: T,
+    /// (N, Hkv·D) gathered value embeddings.
+    pub ve: T,
+    /// (N, F) relu² output, then the hidden gradient dh.
+    pub a: T,
+    /// (N, F) the MLP pre-activation when it is recomputed rather than kept (`mlp`, `block`,
+    /// scoring).
+    pub h: Option<T>,
+    /// The attention half's outputs, recomputed per layer under `block` (and when scoring).
+    pub attn: Option<AttnActs<T>>,
+    /// Launchers' temporaries (reduction partials, per-row gate coefficients), see `Stream`.
+    pub stream: T,
+    /// (N) per-token losses of the last head pass.
+    pub losses: T,
+    /// (N) i32 greedy prediction per position of the last head pass. Scoring only.
+    pub argmax: Option<T>,
+    /// The backward's buffers. Training only.
+    pub grad: Option<GradWorkspace<T>>,
+}
+
+/// The workspace only the backward uses.
+pub struct GradWorkspace<T> {
     /// (N, C) the stream gradient below a block's lambda mix (ping-pongs with dx).
     pub dx_prev: T,
     /// (N, C) gradient of x0, collected from every block.
@@ -308,50 +351,41 @@ pub struct Workspace<T> {
     pub du: T,
     /// (N, C) backout's contribution to the stream gradient at block L/2.
     pub dmid: T,
-    /// (N) 1/rms of the block input and of x1.
-    pub rstd_a: T,
-    pub rstd_b: T,
-    /// (N, H·D) normed q; (N, Hkv·D) normed k, then dk.
-    pub qn: T,
-    pub kn: T,
     /// (N, H·D) attention output gradient, then dq.
     pub datt: T,
     /// (N, H·D) / (N, Hkv·D) gradients of the normed q and k (dkn then holds dve).
     pub dqn: T,
     pub dkn: T,
-    /// (N, Hkv·D) gathered value embeddings; gradient of v.
-    pub ve: T,
+    /// (N, Hkv·D) gradient of v.
     pub dv: T,
-    /// (N, F) relu² output, then the hidden gradient dh; the gradient of relu².
-    pub a: T,
+    /// (N, F) the gradient of relu².
     pub da: T,
-    /// (N, F) the MLP pre-activation when it is recomputed rather than kept (`mlp`, `block`).
-    pub h: Option<T>,
-    /// The attention half's outputs, recomputed per layer under `block`.
-    pub attn: Option<AttnActs<T>>,
-    /// Launchers' temporaries (reduction partials, per-row gate coefficients), see `Stream`.
-    pub stream: T,
-    /// (N) per-token losses of the last head pass.
-    pub losses: T,
 }
 
 impl<T> ModelBuffers<T> {
-    /// Every buffer for training `m` at `b` sequences per micro-batch with products at `matmul`
-    /// (f16 ones get the f16 weight copies), in one place: the memory plan with a [`Planner`], the
-    /// tensors with an [`Allocator`].
+    /// Every buffer for `purpose` (training `m` at `b` sequences per micro-batch, or scoring `b`
+    /// sequences of length t) with products at `matmul` (f16 ones get the f16 weight copies), in
+    /// one place: the memory plan with a [`Planner`], the tensors with an [`Allocator`].
     pub fn build<S: BufferSource<Buf = T>>(
         src: &mut S,
         m: &GptConfig,
         b: usize,
         mem: &MemorySpec,
         matmul: MatmulPrecision,
+        purpose: Purpose,
     ) -> crate::Result<Self> {
         let layout = ParamLayout::new(m);
-        let t = m.sequence_len;
+        let (train, t) = match purpose {
+            Purpose::Train => (true, m.sequence_len),
+            Purpose::Score { t } => (false, t),
+        };
         let n = b * t;
         let (c, h, hkv, d) = (m.n_embd, m.n_head, m.n_kv_head, m.head_dim);
         let (hd, kv, f) = (h * d, hkv * d, 4 * c);
-        let rec = mem.recompute;
+        // Scoring keeps nothing per layer: the workspace layout of `block`.
+        let rec = if train { mem.recompute } else { Recompute::Block };
+        // What scoring keeps across blocks is workspace, not "kept for backward".
+        let kept = if train { Category::Activations } else { Category::Workspace };
         use Category::*;
         // A macro, not a closure: `attn` below takes `src` too.
         macro_rules! buf {
@@ -360,11 +394,11 @@ impl<T> ModelBuffers<T> {
             };
         }
         let params = buf!("params", Params, layout.len)?;
-        let grads = buf!("grads", Grads, layout.len)?;
+        let grads = if train { Some(buf!("grads", Grads, layout.len)?) } else { None };
         let batch = BatchBuffers {
             idx: buf!("idx", Batch, n)?,
             targets: buf!("targets", Batch, n)?,
-            buckets: buf!("emb.buckets", Batch, 3 * n + 1)?,
+            buckets: if train { Some(buf!("emb.buckets", Batch, 3 * n + 1)?) } else { None },
             rope_cos: buf!("rope.cos", Batch, t * d / 2)?,
             rope_sin: buf!("rope.sin", Batch, t * d / 2)?,
             step_scalars: buf!("step_scalars", Batch, 16)?,
@@ -392,11 +426,11 @@ impl<T> ModelBuffers<T> {
                 x1: src.buffer(&format!("{pre}x1"), cat, n * c)?,
             })
         };
-        let x0 = buf!("x0", Activations, n * c)?;
-        let rstd0 = buf!("rstd0", Activations, n)?;
+        let x0 = buf!("x0", kept, n * c)?;
+        let rstd0 = buf!("rstd0", kept, n)?;
         let mut layers = Vec::with_capacity(m.n_layer);
         for i in 0..m.n_layer {
-            let x_prev = if i > 0 { Some(buf!(&format!("h{i}.x_prev"), Activations, n * c)?) } else { None };
+            let x_prev = if i > 0 && train { Some(buf!(&format!("h{i}.x_prev"), Activations, n * c)?) } else { None };
             let kept = if rec != Recompute::Block { Some(attn(src, &format!("h{i}."), Activations)?) } else { None };
             let hidden =
                 if rec == Recompute::None { Some(buf!(&format!("h{i}.h"), Activations, n * f)?) } else { None };
@@ -404,41 +438,68 @@ impl<T> ModelBuffers<T> {
         }
         // Backout reads the stream after block L/2, which is already kept as the next block's
         // input; only a model whose backout layer is its last block needs a copy.
-        let x_mid = if m.backout_layer() + 1 >= m.n_layer { Some(buf!("x_mid", Activations, n * c)?) } else { None };
+        let x_mid = if m.backout_layer() + 1 >= m.n_layer || !train { Some(buf!("x_mid", kept, n * c)?) } else { None };
         let acts = self::Activations {
             x0,
             rstd0,
             layers,
             x_mid,
-            xf: buf!("xf", Activations, n * c)?,
-            rstd_f: buf!("rstd_f", Activations, n)?,
-            z: buf!("z", Activations, n * c)?,
+            xf: buf!("xf", kept, n * c)?,
+            rstd_f: buf!("rstd_f", kept, n)?,
+            z: buf!("z", kept, n * c)?,
+        };
+        let x_in = buf!("ws.x_in", Workspace, n * c)?;
+        let u = buf!("ws.u", Workspace, n * c)?;
+        let dx = buf!("ws.dx", Workspace, n * c)?;
+        // The training plan's order (so `wgpt info` lists the buffers as it always has).
+        let grad = |src: &mut S| -> crate::Result<(T, T, T, T)> {
+            Ok((
+                src.buffer("ws.dx_prev", Workspace, n * c)?,
+                src.buffer("ws.dx0", Workspace, n * c)?,
+                src.buffer("ws.du", Workspace, n * c)?,
+                src.buffer("ws.dmid", Workspace, n * c)?,
+            ))
+        };
+        let stream_grads = if train { Some(grad(src)?) } else { None };
+        let rstd_a = buf!("ws.rstd_a", Workspace, n)?;
+        let rstd_b = buf!("ws.rstd_b", Workspace, n)?;
+        let qn = buf!("ws.qn", Workspace, n * hd)?;
+        let datt = if train { Some(buf!("ws.datt", Workspace, n * hd)?) } else { None };
+        let dqn = if train { Some(buf!("ws.dqn", Workspace, n * hd)?) } else { None };
+        let kn = buf!("ws.kn", Workspace, n * kv)?;
+        let ve = buf!("ws.ve", Workspace, n * kv)?;
+        let dkn = if train { Some(buf!("ws.dkn", Workspace, n * kv)?) } else { None };
+        let dv = if train { Some(buf!("ws.dv", Workspace, n * kv)?) } else { None };
+        let a = buf!("ws.a", Workspace, n * f)?;
+        let da = if train { Some(buf!("ws.da", Workspace, n * f)?) } else { None };
+        let grad = match (stream_grads, datt, dqn, dkn, dv, da) {
+            (Some((dx_prev, dx0, du, dmid)), Some(datt), Some(dqn), Some(dkn), Some(dv), Some(da)) => {
+                Some(GradWorkspace { dx_prev, dx0, du, dmid, datt, dqn, dkn, dv, da })
+            }
+            _ => None,
         };
         let ws = self::Workspace {
-            x_in: buf!("ws.x_in", Workspace, n * c)?,
-            u: buf!("ws.u", Workspace, n * c)?,
-            dx: buf!("ws.dx", Workspace, n * c)?,
-            dx_prev: buf!("ws.dx_prev", Workspace, n * c)?,
-            dx0: buf!("ws.dx0", Workspace, n * c)?,
-            du: buf!("ws.du", Workspace, n * c)?,
-            dmid: buf!("ws.dmid", Workspace, n * c)?,
-            rstd_a: buf!("ws.rstd_a", Workspace, n)?,
-            rstd_b: buf!("ws.rstd_b", Workspace, n)?,
-            qn: buf!("ws.qn", Workspace, n * hd)?,
-            datt: buf!("ws.datt", Workspace, n * hd)?,
-            dqn: buf!("ws.dqn", Workspace, n * hd)?,
-            kn: buf!("ws.kn", Workspace, n * kv)?,
-            ve: buf!("ws.ve", Workspace, n * kv)?,
-            dkn: buf!("ws.dkn", Workspace, n * kv)?,
-            dv: buf!("ws.dv", Workspace, n * kv)?,
-            a: buf!("ws.a", Workspace, n * f)?,
-            da: buf!("ws.da", Workspace, n * f)?,
+            x_in,
+            u,
+            dx,
+            rstd_a,
+            rstd_b,
+            qn,
+            kn,
+            ve,
+            a,
             h: if rec != Recompute::None { Some(buf!("ws.h", Workspace, n * f)?) } else { None },
             attn: if rec == Recompute::Block { Some(attn(src, "ws.", Workspace)?) } else { None },
             stream: buf!("ws.stream", Workspace, stream_scratch_len(n, c, h, b, t))?,
             losses: buf!("ws.losses", Workspace, n)?,
+            argmax: if train { None } else { Some(buf!("ws.argmax", Workspace, n)?) },
+            grad,
         };
-        let logits = buf!("logits", Logits, mem.logits_chunk_rows(m, b) * m.padded_vocab)?;
+        let chunk_rows = match purpose {
+            Purpose::Train => mem.logits_chunk_rows(m, b),
+            Purpose::Score { .. } => mem.logits_chunk_rows(m, b).min(n),
+        };
+        let logits = buf!("logits", Logits, chunk_rows * m.padded_vocab)?;
         let weights16 = if matmul >= MatmulPrecision::F16 { Some(LinearWeights::build(src, m)?) } else { None };
         Ok(ModelBuffers { params, grads, batch, acts, ws, logits, weights16 })
     }
@@ -449,7 +510,16 @@ impl MemoryPlan {
     /// `matmul` (the optimizer's are added by `train::memory_plan`).
     pub fn model(m: &GptConfig, b: usize, mem: &MemorySpec, matmul: MatmulPrecision) -> Self {
         let mut p = Planner::default();
-        ModelBuffers::build(&mut p, m, b, mem, matmul).expect("planning allocates nothing and cannot fail");
+        ModelBuffers::build(&mut p, m, b, mem, matmul, Purpose::Train)
+            .expect("planning allocates nothing and cannot fail");
+        p.plan
+    }
+
+    /// The buffers of a scoring model for `b` sequences of length `t` (parameters included).
+    pub fn scoring(m: &GptConfig, b: usize, t: usize, mem: &MemorySpec, matmul: MatmulPrecision) -> Self {
+        let mut p = Planner::default();
+        ModelBuffers::build(&mut p, m, b, mem, matmul, Purpose::Score { t })
+            .expect("planning allocates nothing and cannot fail");
         p.plan
     }
 

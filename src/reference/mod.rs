@@ -13,6 +13,7 @@
 //! are written (`=`) unless a function says it accumulates.
 
 pub mod adamw;
+pub mod argmax;
 pub mod attention;
 pub mod cast;
 pub mod cross_entropy;

@@ -63,6 +63,13 @@ pub struct Forward<R> {
     logits: Vec<R>,
 }
 
+impl<R: Real> Forward<R> {
+    /// The logits (N, Vp) before the softcap.
+    pub fn logits(&self) -> &[R] {
+        &self.logits
+    }
+}
+
 fn zeros<R: Real>(n: usize) -> Vec<R> {
     vec![R::of(0.0); n]
 }

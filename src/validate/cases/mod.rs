@@ -19,6 +19,7 @@
 //! exactly one step's rounding (the acceptance criterion is "per step").
 
 mod adamw;
+mod argmax;
 mod attention;
 mod cast;
 mod cross_entropy;
@@ -58,6 +59,7 @@ pub(crate) fn run(ctx: &GpuContext, small: &GpuContext, r: &mut Runner<'_>) -> R
     cast::cases(small, r, true)?;
     for (c, chunked) in [(ctx, false), (small, true)] {
         cross_entropy::cases(c, r, chunked)?;
+        argmax::cases(c, r, chunked)?;
         rmsnorm::cases(c, r, chunked)?;
         embedding::cases(c, r, chunked)?;
         rope::cases(c, r, chunked)?;

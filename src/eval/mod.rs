@@ -1,0 +1,3 @@
+//! Evaluation of a model on the GPU.
+
+pub mod scorer;
