@@ -13,6 +13,8 @@
 //!   on disk.
 //! - [`train`]: schedules, the GPU optimizer, checkpoints, the training loop and its report.
 //! - [`data`], [`tokenizer`]: datasets, download and the batch loader; the BPE tokenizer.
+//! - [`eval`]: the CPU side of CORE and MMLU evaluation (task files, few-shot draws, prompts,
+//!   token spans), matching nanochat's `core_eval.py`.
 //! - [`config`]: run configuration (TOML, `--set` overrides, resolution).
 //! - [`cli`], [`sample`], [`gpu_report`]: the `wgpt` command line and the commands that live
 //!   outside their feature's module.
@@ -27,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod gpu_report;
 pub mod kernels;
