@@ -123,6 +123,13 @@ pub enum Command {
         #[command(flatten)]
         gpu: GpuArgs,
     },
+    /// Evaluate a checkpoint: nanochat's CORE metric, or base-model MMLU (5-shot).
+    Eval {
+        #[command(subcommand)]
+        what: crate::eval::cli::EvalCommand,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// Everything to measure when a real GPU is at hand: adapters, a quick validate, matmul,
     /// attention and a d12 micro-step (f32 and f16 linear layers), memory; writes DIR/gpu-report.md
     /// and DIR/gpu-report.json.
@@ -392,6 +399,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Tokenizer { cmd } => crate::tokenizer::cli::run(cmd),
         Command::Data { cmd } => crate::data::cli::run(cmd),
         Command::Sample { args, gpu } => crate::sample::run(&gpu, &args),
+        Command::Eval { what, gpu } => crate::eval::cli::run(&gpu, &what),
         Command::GpuReport { args, gpu } => {
             let ctx = gpu.open()?;
             crate::gpu_report::run(&ctx, &args)?;

@@ -44,6 +44,8 @@ pub struct TrainSpec {
     pub eval_every: i64,
     pub eval_tokens: usize,
     pub sample_every: i64,
+    pub core_every: i64,
+    pub core_max_per_task: i64,
     pub save_every: i64,
     pub seed: u64,
     pub muon: crate::reference::muon::MuonVariant,
@@ -130,6 +132,15 @@ pub const TRAIN_KEYS: &[KeyDoc] = &[
     ),
     KeyDoc::optional("sample_every", "Samples every N >= 1 steps (and at the end); -1 = never. 0 is refused."),
     KeyDoc::optional(
+        "core_every",
+        "The CORE metric (nanochat's core_metric_every) every N >= 1 steps and at the end; -1 = never. 0 is \
+         refused. Reads the CORE tasks from $WGPT_EVAL_DATA (default ../shared/data/eval).",
+    ),
+    KeyDoc::optional(
+        "core_max_per_task",
+        "Examples per CORE task during training (after nanochat's shuffle), N >= 1; -1 = all. 0 is refused.",
+    ),
+    KeyDoc::optional(
         "save_every",
         "Checkpoint every N >= 1 steps; -1 = only at the end (a run always saves at the end and when stopped). \
          0 is refused.",
@@ -174,6 +185,8 @@ impl Default for TrainSpec {
             eval_every: 250,
             eval_tokens: 80 * 524_288,
             sample_every: 2000,
+            core_every: 2000,
+            core_max_per_task: 500,
             save_every: -1,
             seed: 42,
             muon: crate::reference::muon::MuonVariant::Seed,
@@ -661,6 +674,7 @@ fn check_train(tr: &TrainSpec, origin: &Origin<'_>) -> Result<()> {
     for (key, v, never) in [
         ("train.eval_every", tr.eval_every, "-1 never evaluates"),
         ("train.sample_every", tr.sample_every, "-1 never samples"),
+        ("train.core_every", tr.core_every, "-1 never runs CORE"),
         ("train.save_every", tr.save_every, "-1 saves only at the end"),
     ] {
         if v == 0 || v < -1 {
@@ -671,6 +685,14 @@ fn check_train(tr: &TrainSpec, origin: &Origin<'_>) -> Result<()> {
                 &format!("set N >= 1; {never}"),
             ));
         }
+    }
+    if tr.core_max_per_task == 0 || tr.core_max_per_task < -1 {
+        return Err(origin.refuse(
+            "train.core_max_per_task",
+            &tr.core_max_per_task,
+            "is not an example count",
+            "set N >= 1 (nanochat's default is 500), or -1 for every example; to skip CORE set train.core_every=-1",
+        ));
     }
     if tr.eval_tokens == 0 {
         return Err(origin.refuse(

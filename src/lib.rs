@@ -13,6 +13,8 @@
 //!   on disk.
 //! - [`train`]: schedules, the GPU optimizer, checkpoints, the training loop and its report.
 //! - [`data`], [`tokenizer`]: datasets, download and the batch loader; the BPE tokenizer.
+//! - [`eval`]: CORE and MMLU evaluation (nanochat's `core_eval.py`): task files, few-shot draws,
+//!   prompts and token spans on the CPU, batched scoring on the GPU (`wgpt eval`).
 //! - [`config`]: run configuration (TOML, `--set` overrides, resolution).
 //! - [`cli`], [`sample`], [`gpu_report`]: the `wgpt` command line and the commands that live
 //!   outside their feature's module.

@@ -66,10 +66,10 @@ pub fn resolve_checkpoint(dir: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// `--tokenizer`, or the path recorded under "tokenizer" in the meta.
-fn tokenizer_path(args: &SampleArgs, ckpt: &Path, meta: &serde_json::Value) -> anyhow::Result<PathBuf> {
-    if let Some(p) = &args.tokenizer {
-        return Ok(p.clone());
+/// `--tokenizer` (`flag`), or the path recorded under "tokenizer" in the meta.
+pub fn tokenizer_path(flag: Option<&Path>, ckpt: &Path, meta: &serde_json::Value) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p.to_path_buf());
     }
     let Some(recorded) = meta.get("tokenizer").and_then(|v| v.as_str()) else {
         bail!(
@@ -98,7 +98,7 @@ pub fn run(gpu: &GpuArgs, args: &SampleArgs) -> anyhow::Result<i32> {
     // Everything from disk is read and checked before the GPU is touched.
     let ckpt = resolve_checkpoint(&args.checkpoint)?;
     let (cfg, meta) = load_meta(&ckpt.join("meta.json"))?;
-    let tok_path = tokenizer_path(args, &ckpt, &meta)?;
+    let tok_path = tokenizer_path(args.tokenizer.as_deref(), &ckpt, &meta)?;
     let tok = Tokenizer::from_file(&tok_path)?;
     tok.check_vocab_size(cfg.vocab_size)?;
     let layout = ParamLayout::new(&cfg);
@@ -178,13 +178,16 @@ mod tests {
             seed: 0,
             tokenizer,
         };
-        let e = tokenizer_path(&args(None), &step, &meta).unwrap_err().to_string();
+        let e = tokenizer_path(args(None).tokenizer.as_deref(), &step, &meta).unwrap_err().to_string();
         assert!(e.contains("does not exist") && e.contains("--tokenizer"), "{e}");
         std::fs::create_dir_all(step.join("tok")).unwrap();
         std::fs::write(step.join("tok/tokenizer.json"), "{}").unwrap();
-        assert_eq!(tokenizer_path(&args(None), &step, &meta).unwrap(), step.join("tok/tokenizer.json"));
+        assert_eq!(
+            tokenizer_path(args(None).tokenizer.as_deref(), &step, &meta).unwrap(),
+            step.join("tok/tokenizer.json")
+        );
         let flag = PathBuf::from("elsewhere.json");
-        assert_eq!(tokenizer_path(&args(Some(flag.clone())), &step, &meta).unwrap(), flag);
+        assert_eq!(tokenizer_path(args(Some(flag.clone())).tokenizer.as_deref(), &step, &meta).unwrap(), flag);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

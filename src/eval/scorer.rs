@@ -68,19 +68,27 @@ pub struct ScorerStats {
 }
 
 /// A [`BufferSource`] that allocates each named buffer once, at the first (largest) request, and
-/// answers later requests for that name with a view of its front. Names given up front (the
-/// parameter arena, the f16 weight copies) are never allocated.
+/// answers later requests for that name with a view of its front. A buffer offered up front
+/// under the same name (the parameter arena; during training every buffer of the training
+/// model, idle while the scorer runs) is used instead of allocating when its type matches and
+/// it is large enough.
 pub struct Pool<'c> {
     ctx: &'c GpuContext,
+    offered: HashMap<String, GpuTensor>,
     buffers: HashMap<String, GpuTensor>,
 }
 
 impl<'c> Pool<'c> {
-    pub fn new(ctx: &'c GpuContext, shared: Vec<(String, GpuTensor)>) -> Self {
-        Pool { ctx, buffers: shared.into_iter().collect() }
+    pub fn new(ctx: &'c GpuContext, offered: Vec<(String, GpuTensor)>) -> Self {
+        Pool { ctx, offered: offered.into_iter().collect(), buffers: HashMap::new() }
     }
 
     fn get(&mut self, name: &str, elems: usize, dtype: DType) -> Result<GpuTensor> {
+        if !self.buffers.contains_key(name) {
+            if let Some(t) = self.offered.get(name).filter(|t| t.dtype() == dtype && t.len() >= elems) {
+                self.buffers.insert(name.to_string(), t.clone());
+            }
+        }
         if let Some(t) = self.buffers.get(name) {
             if t.dtype() != dtype || t.len() < elems {
                 return Err(Error::Shape {
@@ -132,8 +140,8 @@ pub struct Scorer<'c> {
 impl<'c> Scorer<'c> {
     /// A scorer for `cfg` reading the parameter arena `params` (laid out by `ParamLayout` for
     /// `cfg`), with about `tokens_per_pass` tokens per forward pass (at least one full-length
-    /// sequence), padding with `bos`. `shared` may add f16 weight copies to read instead of making
-    /// its own (the training model's, [`GpuModel::shared_weights`]).
+    /// sequence), padding with `bos`. `shared` offers buffers to use instead of allocating (the
+    /// idle training model's, [`GpuModel::named_buffers`]; see [`Pool`]).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &'c GpuContext,
@@ -181,10 +189,16 @@ impl<'c> Scorer<'c> {
         Ok(scorer)
     }
 
-    /// The buffers the scorer allocates (the parameters and shared copies included, as if its own).
+    /// The buffers the scorer uses (the parameters included, as if its own). Those a [`Pool`]
+    /// finds offered are [`MemoryPlan::not_in`] the offering plan.
     pub fn plan(cfg: &GptConfig, mem: &MemorySpec, precision: MatmulPrecision, tokens_per_pass: usize) -> MemoryPlan {
         let b = (tokens_per_pass / cfg.sequence_len).max(1);
         MemoryPlan::scoring(cfg, b, cfg.sequence_len, mem, precision)
+    }
+
+    /// The model's context: the longest sequence the scorer takes.
+    pub fn sequence_len(&self) -> usize {
+        self.cfg.sequence_len
     }
 
     /// Token slots per forward pass.
@@ -259,7 +273,7 @@ impl<'c> Scorer<'c> {
         for (i, s) in seqs.iter().enumerate() {
             self.check(i, s)?;
             let t = s.tokens.len();
-            let mut single = Pool::new(self.ctx, vec![("params".to_string(), self.pool.buffers["params"].clone())]);
+            let mut single = Pool::new(self.ctx, vec![("params".to_string(), self.pool.offered["params"].clone())]);
             let mut m = GpuModel::for_scoring(self.ctx, &self.cfg, 1, t, &self.mem, self.precision, &mut single)?;
             out.push(run(&mut m, seqs, &[i], 1, t, self.bos, &mut self.stats)?[0]);
         }

@@ -95,6 +95,8 @@ pub struct GpuModel<'c> {
     buckets: Option<GpuEmbeddingBuckets>,
     /// Targets ≠ −1 in the current batch.
     valid: usize,
+    /// Every buffer by plan name, in allocation order.
+    named: Vec<(String, GpuTensor)>,
     /// The recorded micro-step of each [`Pass`], and the gradient reset.
     train_step: OnceCell<Vec<Dispatch>>,
     eval_step: OnceCell<Vec<Dispatch>>,
@@ -133,7 +135,10 @@ impl<'c> GpuModel<'c> {
             let mut planner = Planner::default();
             LinearWeights::build(&mut planner, &self.cfg)?;
             self.plan.entries.extend(planner.plan.entries);
-            self.bufs.weights16 = Some(LinearWeights::build(&mut Allocator(self.ctx), &self.cfg)?);
+            let mut alloc = Allocator(self.ctx);
+            let mut rec = Recorder { inner: &mut alloc, named: Vec::new() };
+            self.bufs.weights16 = Some(LinearWeights::build(&mut rec, &self.cfg)?);
+            self.named.extend(rec.named);
         }
         self.linear = match (&self.bufs.weights16, copies) {
             (Some(w16), true) => w16.clone(),
@@ -199,6 +204,13 @@ impl<'c> GpuModel<'c> {
             let (v, att) = (format!("{pre}v"), format!("{pre}att"));
             a.v = alloc(&v, n * kv)?;
             a.att = alloc(&att, n * hd)?;
+            for (name, t) in self.named.iter_mut() {
+                if *name == v {
+                    *t = a.v.clone();
+                } else if *name == att {
+                    *t = a.att.clone();
+                }
+            }
             for e in self.plan.entries.iter_mut().filter(|e| e.name == v || e.name == att) {
                 e.elem_bytes = dtype.bytes();
             }
@@ -270,7 +282,9 @@ impl<'c> GpuModel<'c> {
         let mut planner = Planner::default();
         ModelBuffers::build(&mut planner, cfg, b, mem, storage, purpose)?;
         let plan = planner.plan;
-        let bufs = ModelBuffers::build(src, cfg, b, mem, storage, purpose)?;
+        let mut rec = Recorder { inner: src, named: Vec::new() };
+        let bufs = ModelBuffers::build(&mut rec, cfg, b, mem, storage, purpose)?;
+        let named = rec.named;
         let logits_chunk_rows = bufs.logits.len() / cfg.padded_vocab;
         let cfg = cfg.clone();
         let t = match purpose {
@@ -338,6 +352,7 @@ impl<'c> GpuModel<'c> {
             x_mid,
             buckets,
             valid: 0,
+            named,
             train_step: OnceCell::new(),
             eval_step: OnceCell::new(),
             zero: OnceCell::new(),
@@ -386,18 +401,11 @@ impl<'c> GpuModel<'c> {
         self.bufs.grads.as_ref().expect("grads() of a scoring model, which has none (GpuModel::for_scoring)")
     }
 
-    /// The buffers a [`crate::eval::scorer::Scorer`] may read in place instead of making its own,
-    /// by plan name: the parameter arena and the f16 weight copies, if any. A scorer marks the
-    /// copies stale before it reads them, so they are refreshed from the current weights.
-    pub fn shared_weights(&self) -> Vec<(String, GpuTensor)> {
-        let mut v = vec![("params".to_string(), self.bufs.params.clone())];
-        if let Some(w16) = &self.bufs.weights16 {
-            let mut names = Planner::default();
-            LinearWeights::build(&mut names, &self.cfg).expect("planning cannot fail");
-            let tensors = w16.pairs(w16).into_iter().map(|(t, _)| t.clone());
-            v.extend(names.plan.entries.into_iter().map(|e| e.name).zip(tensors));
-        }
-        v
+    /// Every buffer of the model by plan name (what a [`crate::eval::scorer::Scorer`] run between
+    /// training steps may use instead of allocating: the weights, read in place, and the
+    /// activations and workspace, which every pass writes before it reads them).
+    pub fn named_buffers(&self) -> Vec<(String, GpuTensor)> {
+        self.named.clone()
     }
 
     /// The backward's buffers, or an error on a scoring model.
@@ -908,6 +916,26 @@ impl<'c> GpuModel<'c> {
     pub fn forward_backward(&self) -> Result<f64> {
         self.run_micro_step(Pass::Train)?;
         self.read_loss()
+    }
+}
+
+/// A [`BufferSource`] that passes requests on and remembers each buffer's name.
+struct Recorder<'s, S> {
+    inner: &'s mut S,
+    named: Vec<(String, GpuTensor)>,
+}
+
+impl<S: BufferSource<Buf = GpuTensor>> BufferSource for Recorder<'_, S> {
+    type Buf = GpuTensor;
+    fn buffer(&mut self, name: &str, category: super::memory::Category, elems: usize) -> Result<GpuTensor> {
+        let t = self.inner.buffer(name, category, elems)?;
+        self.named.push((name.to_string(), t.clone()));
+        Ok(t)
+    }
+    fn buffer_f16(&mut self, name: &str, category: super::memory::Category, elems: usize) -> Result<GpuTensor> {
+        let t = self.inner.buffer_f16(name, category, elems)?;
+        self.named.push((name.to_string(), t.clone()));
+        Ok(t)
     }
 }
 

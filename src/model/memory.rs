@@ -529,6 +529,15 @@ impl MemoryPlan {
         self
     }
 
+    /// The entries `base` has no buffer for: none of that name, or one of another element type or
+    /// fewer elements (what a scorer's `Pool` allocates beside the buffers `base` offers).
+    pub fn not_in(&self, base: &MemoryPlan) -> MemoryPlan {
+        let covered = |e: &Entry| {
+            base.entries.iter().any(|b| b.name == e.name && b.elem_bytes == e.elem_bytes && b.elems >= e.elems)
+        };
+        MemoryPlan { entries: self.entries.iter().filter(|e| !covered(e)).cloned().collect() }
+    }
+
     pub fn bytes(&self, cat: Category) -> u64 {
         self.entries.iter().filter(|e| e.category == cat).map(Entry::bytes).sum()
     }

@@ -232,23 +232,27 @@ impl Report {
         let loss: Vec<(f64, f64)> = h.train.iter().map(|(s, r)| (*s as f64, r.loss)).collect();
         let smooth: Vec<(f64, f64)> = h.train.iter().map(|(s, r)| (*s as f64, r.smooth)).collect();
         let bpb: Vec<(f64, f64)> = h.evals.iter().map(|(s, b)| (*s as f64, *b)).collect();
-        svg(
-            &format!("wgpt: {}", self.config_name),
-            "step",
-            &[
-                Panel {
-                    y_label: "train loss (nats)",
-                    series: vec![
-                        Series { name: "loss (last micro-batch)", points: &loss, color: "#9ecae1", markers: false },
-                        Series { name: "smoothed (EMA 0.9)", points: &smooth, color: "#1f77b4", markers: false },
-                    ],
-                },
-                Panel {
-                    y_label: "validation bits per byte",
-                    series: vec![Series { name: "val bpb", points: &bpb, color: "#d62728", markers: true }],
-                },
-            ],
-        )
+        let core: Vec<(f64, f64)> = h.core.iter().map(|(s, c)| (*s as f64, *c)).collect();
+        let mut panels = vec![
+            Panel {
+                y_label: "train loss (nats)",
+                series: vec![
+                    Series { name: "loss (last micro-batch)", points: &loss, color: "#9ecae1", markers: false },
+                    Series { name: "smoothed (EMA 0.9)", points: &smooth, color: "#1f77b4", markers: false },
+                ],
+            },
+            Panel {
+                y_label: "validation bits per byte",
+                series: vec![Series { name: "val bpb", points: &bpb, color: "#d62728", markers: true }],
+            },
+        ];
+        if !core.is_empty() {
+            panels.push(Panel {
+                y_label: "CORE (mean centred accuracy)",
+                series: vec![Series { name: "CORE", points: &core, color: "#2ca02c", markers: true }],
+            });
+        }
+        svg(&format!("wgpt: {}", self.config_name), "step", &panels)
     }
 
     fn markdown(&self, h: &History) -> String {
@@ -347,6 +351,9 @@ impl Report {
             let mark = if best.map(|x| x.0) == Some(*st) { " (best)" } else { "" };
             s += &format!("| {st} | {b:.4}{mark} |\n");
         }
+        if let Some(last) = &h.core_last {
+            s += &core_section(&h.core, last);
+        }
         s += "\n## Train loss\n\n| step | loss | smoothed |\n| --- | --- | --- |\n";
         let every = (h.train.len() / 20).max(1);
         for (i, (st, r)) in h.train.iter().enumerate() {
@@ -414,6 +421,40 @@ impl Report {
     }
 }
 
+/// The CORE metric by step and the last evaluation's per-task table, from its metrics.jsonl row
+/// (`train::trainer` writes `core_metric`, `core_max_per_task` and `core`: label → results).
+fn core_section(by_step: &[(usize, f64)], last: &serde_json::Value) -> String {
+    let per = last["core_max_per_task"].as_u64().map_or("all".to_string(), |n| n.to_string());
+    let mut s = format!(
+        "\n## CORE metric\n\nMean centred accuracy over the CORE tasks present, at most {per} examples per task.\n\n"
+    );
+    s += "| step | CORE |\n| --- | --- |\n";
+    for (st, c) in by_step {
+        s += &format!("| {st} | {c:.4} |\n");
+    }
+    s += &format!(
+        "\nAt step {}:\n\n| task | type | shots | examples | accuracy | centred |\n| --- | --- | --- | --- | --- | --- |\n",
+        last["step"]
+    );
+    for t in last["core"].as_array().into_iter().flatten() {
+        s += &format!(
+            "| {} | {} | {} | {} | {:.4} | {:.4} |\n",
+            t["label"].as_str().unwrap_or("?"),
+            t["task_type"].as_str().unwrap_or("?"),
+            t["shots"],
+            t["examples"],
+            t["accuracy"].as_f64().unwrap_or(f64::NAN),
+            t["centered"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    let missing: Vec<&str> =
+        last["core_missing"].as_array().into_iter().flatten().filter_map(|m| m[0].as_str()).collect();
+    if !missing.is_empty() {
+        s += &format!("\nNot run (task files absent): {}.\n", missing.join(", "));
+    }
+    s
+}
+
 /// `2026-11-30 08:51:16 UTC`: a date a reader can use, without a calendar crate.
 pub fn humantime(t: std::time::SystemTime) -> String {
     let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -448,6 +489,9 @@ struct TrainRow {
 struct History {
     train: Vec<(usize, TrainRow)>,
     evals: Vec<(usize, f64)>,
+    /// CORE by step, and the last CORE row (its per-task results).
+    core: Vec<(usize, f64)>,
+    core_last: Option<serde_json::Value>,
     /// Resumptions, `--init-from` and skipped steps, described.
     events: Vec<(usize, String)>,
     /// Steps the f16 loss scaler skipped (a non-finite gradient).
@@ -459,6 +503,8 @@ impl History {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let mut train: BTreeMap<usize, TrainRow> = BTreeMap::new();
         let mut evals: BTreeMap<usize, f64> = BTreeMap::new();
+        let mut core: BTreeMap<usize, f64> = BTreeMap::new();
+        let mut core_last = None;
         let mut events = Vec::new();
         let mut skipped = 0;
         for line in text.lines() {
@@ -504,6 +550,10 @@ impl History {
             if let Some(b) = v["val_bpb"].as_f64() {
                 evals.insert(step, b);
             }
+            if let Some(c) = v["core_metric"].as_f64() {
+                core.insert(step, c);
+                core_last = Some(v.clone());
+            }
             if let Some(loss) = v["loss"].as_f64() {
                 train.insert(
                     step,
@@ -517,7 +567,14 @@ impl History {
                 );
             }
         }
-        History { train: train.into_iter().collect(), evals: evals.into_iter().collect(), events, skipped }
+        History {
+            train: train.into_iter().collect(),
+            evals: evals.into_iter().collect(),
+            core: core.into_iter().collect(),
+            core_last,
+            events,
+            skipped,
+        }
     }
 }
 
