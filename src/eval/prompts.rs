@@ -11,6 +11,7 @@
 //! suffix (schema), or after the prompt without the continuation (language modeling). [`crop`]
 //! keeps the last `max_len` tokens of sequences a model cannot take whole.
 
+use super::pyrandom::fewshot_indices;
 use super::tasks::{Item, TaskType};
 use crate::error::{Error, Result};
 
@@ -109,6 +110,28 @@ pub fn render_item(item: &Item, fewshot: &[&Item], delimiter: &str) -> Vec<Strin
     }
 }
 
+/// The prompts of item `idx` of a task's evaluated items (after [`select`](super::tasks::select)),
+/// with the `num_fewshot` examples nanochat draws for it ([`fewshot_indices`]). An error if the
+/// task has too few items to draw them from (nanochat's `sample` raises there).
+pub fn render_task_item(items: &[Item], idx: usize, num_fewshot: usize, delimiter: &str) -> Result<Vec<String>> {
+    let item = items.get(idx).ok_or_else(|| Error::State {
+        context: "a CORE item index".into(),
+        message: format!("item {idx} of a task with {} items", items.len()),
+    })?;
+    if num_fewshot >= items.len() && num_fewshot > 0 {
+        return Err(Error::State {
+            context: "a CORE task's few-shot draw".into(),
+            message: format!(
+                "{num_fewshot} few-shot examples need at least {} items, the task has {}",
+                num_fewshot + 1,
+                items.len()
+            ),
+        });
+    }
+    let fewshot: Vec<&Item> = fewshot_indices(items.len(), idx, num_fewshot).into_iter().map(|i| &items[i]).collect();
+    Ok(render_item(item, &fewshot, delimiter))
+}
+
 /// Token sequences (BOS first) with the span `start[i]..end[i]` of sequence `i` to score: the
 /// losses of the predictions at `start - 1 .. end - 1` (multiple choice, schema) or whether greedy
 /// predictions there reproduce the span (language modeling).
@@ -173,8 +196,8 @@ pub fn batch_sequences(
                 return Err(Error::State {
                     context: "a language-modeling item's tokens".into(),
                     message: format!(
-                        "the prompt without the continuation ({start} tokens) is not a strict prefix of the prompt with it \
-                         ({end} tokens); prompt without: {:?}",
+                        "the prompt without the continuation ({start} tokens) is not a strict prefix of the \
+                         prompt with it ({end} tokens); prompt without: {:?}",
                         prompts[0]
                     ),
                 });
@@ -284,8 +307,10 @@ mod tests {
             render_item(&item, &[&a, &b], "\nAnswer: "),
             [
                 // The trailing "\nAnswer: " is stripped to "\nAnswer:" in the prompt without.
-                "One plus one is\nAnswer: two\n\nRed and\nblue\nAnswer:  purple \n\nThe capital of France is\nAnswer:",
-                "One plus one is\nAnswer: two\n\nRed and\nblue\nAnswer:  purple \n\nThe capital of France is\nAnswer: Paris",
+                "One plus one is\nAnswer: two\n\nRed and\nblue\nAnswer:  purple \n\n\
+                 The capital of France is\nAnswer:",
+                "One plus one is\nAnswer: two\n\nRed and\nblue\nAnswer:  purple \n\n\
+                 The capital of France is\nAnswer: Paris",
             ]
         );
         // A context of only whitespace and a space delimiter strip to the empty string.
@@ -368,6 +393,60 @@ mod tests {
             batch_sequences(TaskType::MultipleChoice, &["x".into()], failing, 0),
             Err(Error::Config { .. })
         ));
+    }
+
+    #[test]
+    fn render_task_item_draws_fewshot() {
+        let items: Vec<Item> = (0..8).map(|i| lm(&format!("c{i}"), &format!("x{i}"))).collect();
+        // random.Random(1234 + 5).sample([0, 1, 2, 3, 4, 6, 7], 3) == [0, 2, 3] (see pyrandom's tests).
+        assert_eq!(
+            render_task_item(&items, 5, 3, " ").expect("render"),
+            ["c0 x0\n\nc2 x2\n\nc3 x3\n\nc5", "c0 x0\n\nc2 x2\n\nc3 x3\n\nc5 x5"]
+        );
+        assert!(render_task_item(&items, 5, 8, " ").is_err());
+        assert!(render_task_item(&items, 8, 0, " ").is_err());
+        assert_eq!(render_task_item(&items[..1], 0, 0, " ").expect("0-shot").len(), 2);
+    }
+
+    /// nanochat's own rendering of real items, from its `core_eval.py` functions under CPython 3.11
+    /// and jinja2 3.1.6 (data loaded and shuffled as `base_eval.py` does, HellaSwag's items mapped
+    /// as [`load_items`](crate::eval::tasks::load_items) maps them): per (task, idx) the number of
+    /// prompts, their total length in characters and the FNV-1a 64 hash of the prompts' UTF-8
+    /// joined by NUL.
+    #[test]
+    fn real_prompts_match_nanochat() {
+        let Some(data) = std::env::var_os("WGPT_TEST_DATA").filter(|d| !d.is_empty()) else {
+            eprintln!("real_prompts_match_nanochat: skipped: WGPT_TEST_DATA not set (the shared data folder)");
+            return;
+        };
+        let eval = std::path::Path::new(&data).join("eval");
+        let suite = crate::eval::tasks::core_tasks(&eval.join("core"), Some(&eval.join("hellaswag"))).expect("suite");
+        let golden: &[(&str, usize, usize, usize, u64)] = &[
+            ("jeopardy", 0, 2, 2643, 0x2e0ccd2452fca6c4),
+            ("jeopardy", 7, 2, 2634, 0x0a05186197447aec),
+            ("arc_easy", 0, 4, 7702, 0xde3d1997bde96f46),
+            ("arc_easy", 7, 4, 7839, 0xa67ca1bb4ec42bd0),
+            ("winograd", 0, 2, 224, 0x2780d7140bb1bef5),
+            ("winograd", 7, 2, 157, 0x6f01a8d681a3aa4b),
+            ("agi_eval_lsat_ar", 0, 4, 14856, 0x4b1dee1ad74cff9f),
+            ("agi_eval_lsat_ar", 7, 4, 13504, 0x7bd9c63c4080ea9f),
+            ("bigbench_language_identification", 0, 4, 12028, 0x096db375294ae2ff),
+            ("bigbench_language_identification", 7, 4, 10768, 0x7c1cec87c7c37cfb),
+            ("bigbench_cs_algorithms", 0, 2, 3258, 0xfb7931319234533c),
+            ("bigbench_cs_algorithms", 7, 2, 3164, 0x55730a63ed5abe47),
+            ("hellaswag", 0, 4, 17369, 0x8dd878092e3e703e),
+            ("hellaswag", 7, 4, 13257, 0xba0a0a5fc18c580c),
+        ];
+        let fnv =
+            |s: &str| s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+        for &(label, idx, n, chars, hash) in golden {
+            let spec = suite.tasks.iter().find(|t| t.label == label).expect(label);
+            let items = crate::eval::tasks::select(crate::eval::tasks::load_items(spec).expect(label), None);
+            let prompts = render_task_item(&items, idx, spec.num_fewshot, &spec.continuation_delimiter).expect(label);
+            assert_eq!(prompts.len(), n, "{label} {idx}");
+            assert_eq!(prompts.iter().map(|p| p.chars().count()).sum::<usize>(), chars, "{label} {idx}");
+            assert_eq!(fnv(&prompts.join("\0")), hash, "{label} {idx}");
+        }
     }
 
     #[test]

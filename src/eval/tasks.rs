@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::prompts::py_strip;
 use super::pyrandom::PyRandom;
 use crate::error::{Error, Result};
 
@@ -95,6 +96,16 @@ pub enum Item {
     Lm { context: String, continuation: String },
 }
 
+impl Item {
+    /// The index of the right choice or context; `None` for language modeling.
+    pub fn gold(&self) -> Option<usize> {
+        match self {
+            Item::Mc { gold, .. } | Item::Schema { gold, .. } => Some(*gold),
+            Item::Lm { .. } => None,
+        }
+    }
+}
+
 /// The HellaSwag labels, whose DCLM file is replaced by the bz2 text file.
 const HELLASWAG_LABELS: [&str; 2] = ["hellaswag_zeroshot", "hellaswag"];
 /// HellaSwag's file name under its directory.
@@ -145,7 +156,10 @@ fn read_heavy(path: &Path) -> Result<(String, HeavyYaml)> {
         line_err(
             path,
             line,
-            format!("{e}\n  HINT: heavy.yaml needs an `icl_tasks` list of entries with label, dataset_uri, num_fewshot: [N] and icl_task_type"),
+            format!(
+                "{e}\n  HINT: heavy.yaml needs an `icl_tasks` list of entries with label, dataset_uri, \
+                 num_fewshot: [N] and icl_task_type"
+            ),
         )
     })?;
     Ok((text, heavy))
@@ -174,7 +188,14 @@ fn read_baselines(path: &Path) -> Result<HashMap<String, f64>> {
             return Err(line_err(path, line, "row has too few fields"));
         };
         let base: f64 = base.trim().parse().map_err(|_| {
-            line_err(path, line, format!("`Random baseline` of {task} is `{base}`, not a number (percent)"))
+            line_err(
+                path,
+                line,
+                format!(
+                    "`Random baseline` of {task} is `{base}`, not a number\n  HINT: the baseline is in percent, \
+                     e.g. 25"
+                ),
+            )
         })?;
         baselines.insert(task.to_string(), base);
     }
@@ -327,13 +348,14 @@ pub fn load_items(spec: &TaskSpec) -> Result<Vec<Item>> {
 
 /// HellaSwag's text format: per item, `activity_label: ctx`, the gold index (0-3), four endings.
 fn parse_hellaswag(path: &Path, lines: &[String]) -> Result<Vec<Item>> {
-    if lines.len() % 6 != 0 {
+    if !lines.len().is_multiple_of(6) {
         let start = lines.len() / 6 * 6 + 1;
         return Err(line_err(
             path,
             start,
             format!(
-                "truncated item: {} line(s) from here to the end, 6 needed\n  HINT: each HellaSwag item is a query line, a gold index 0-3 and four endings",
+                "truncated item: {} line(s) from here to the end, 6 needed\n  HINT: each HellaSwag item is \
+                 a query line, a gold index 0-3 and four endings",
                 lines.len() % 6
             ),
         ));
@@ -358,7 +380,8 @@ const JSONL_HINT: &str =
 
 fn parse_json_item(path: &Path, line_no: usize, line: &str, task_type: TaskType) -> Result<Item> {
     let err = |message: String| line_err(path, line_no, format!("{message}{JSONL_HINT}"));
-    let v: Value = serde_json::from_str(line.trim()).map_err(|e| err(format!("not JSON: {e}")))?;
+    // base_eval parses `line.strip()`, which strips Python's whitespace.
+    let v: Value = serde_json::from_str(py_strip(line)).map_err(|e| err(format!("not JSON: {e}")))?;
     let obj = v.as_object().ok_or_else(|| err("not a JSON object".to_string()))?;
     let get = |key: &str| obj.get(key).ok_or_else(|| err(format!("missing key `{key}`")));
     let string = |key: &str| -> Result<String> {
@@ -695,8 +718,10 @@ icl_tasks:
     /// The real suite under `$WGPT_TEST_DATA/eval`, with the row counts of its README.
     #[test]
     fn real_core_suite_loads() {
-        let Ok(data) = std::env::var("WGPT_TEST_DATA") else {
-            eprintln!("skipping real_core_suite_loads: WGPT_TEST_DATA is not set");
+        let Some(data) = std::env::var_os("WGPT_TEST_DATA").filter(|d| !d.is_empty()) else {
+            eprintln!(
+                "real_core_suite_loads: skipped: WGPT_TEST_DATA not set (the shared data folder, e.g. ../shared/data)"
+            );
             return;
         };
         let eval = Path::new(&data).join("eval");
@@ -730,11 +755,13 @@ icl_tasks:
         for (task, &(_, n)) in suite.tasks.iter().zip(rows) {
             let items = load_items(task).unwrap_or_else(|e| panic!("{}: {e}", task.label));
             assert_eq!(items.len(), n, "{}", task.label);
-            let ok = items.iter().all(|it| match (it, task.task_type) {
-                (Item::Mc { .. }, TaskType::MultipleChoice) => true,
-                (Item::Schema { .. }, TaskType::Schema) => true,
-                (Item::Lm { .. }, TaskType::LanguageModeling) => true,
-                _ => false,
+            let ok = items.iter().all(|it| {
+                matches!(
+                    (it, task.task_type),
+                    (Item::Mc { .. }, TaskType::MultipleChoice)
+                        | (Item::Schema { .. }, TaskType::Schema)
+                        | (Item::Lm { .. }, TaskType::LanguageModeling)
+                )
             });
             assert!(ok, "{}: items of the wrong kind", task.label);
         }
