@@ -61,7 +61,7 @@ fn config(dir: &Path) -> PathBuf {
         &p,
         "[model]\ndepth = 2\nhead_dim = 32\nvocab_size = 512\nsequence_len = 32\nwindow_pattern = \"SL\"\n\
          [train]\ndevice_batch_size = 2\ntotal_batch_size = 128\nnum_iterations = 6\neval_every = 3\neval_tokens = 128\n\
-         sample_every = 3\nsave_every = -1\nwarmup_steps = 2\n[memory]\nrecompute = \"mlp\"\n",
+         sample_every = 3\ncore_every = -1\nsave_every = -1\nwarmup_steps = 2\n[memory]\nrecompute = \"mlp\"\n",
     )
     .unwrap();
     p
@@ -652,4 +652,141 @@ fn auto_precision_is_f16_only_on_gpus_with_cooperative_matrices() {
         assert_eq!(resolve(ctx, Precision::F16).unwrap().matmul, MatmulPrecision::F16);
     }
     assert_eq!(wgpt::config::Precision::default(), Precision::Auto);
+}
+
+/// `$WGPT_TEST_DATA/eval` (the CORE tasks), or `None` after saying why the test is skipped.
+fn eval_data(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("WGPT_TEST_DATA") {
+        Some(p) if !p.is_empty() => {
+            let d = PathBuf::from(p).join("eval");
+            assert!(d.join("core").is_dir(), "WGPT_TEST_DATA has no eval/core: {}", d.display());
+            Some(d)
+        }
+        _ => {
+            eprintln!("{test}: skipped: WGPT_TEST_DATA not set (the shared data folder; .ci/run sets it)");
+            None
+        }
+    }
+}
+
+/// CORE during training (issue 13): `train.core_every` runs every present CORE task at
+/// `train.core_max_per_task` examples on the training model's weights, logs it to metrics.jsonl and
+/// shows it in report.md and its chart, and training goes on after it with the losses it would have
+/// had (the scorer borrows the idle training buffers; a run without CORE gives the same losses).
+/// Then `wgpt eval core` on the checkpoint prints the table and CORE; a tokenizer of another
+/// vocabulary and a malformed task file are refused before any GPU work, naming what is wrong.
+#[test]
+fn core_during_training_and_wgpt_eval_core() {
+    if gpu().is_none() {
+        return;
+    }
+    let Some(eval) = eval_data("core_during_training_and_wgpt_eval_core") else { return };
+    let dir = tmp("core");
+    let cfg = config(&dir);
+    let (data, tok) = corpus(&dir);
+    let (with, without) = (dir.join("with-core"), dir.join("without"));
+    let core = ["--set", "train.core_every=3", "--set", "train.core_max_per_task=11"];
+    let out = train_cmd(&cfg, &data, &tok, &with, &core).env("WGPT_EVAL_DATA", &eval).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("CORE: 20 tasks") && stdout.contains("(absent: squad, coqa)"), "{stdout}");
+    let out = train_cmd(&cfg, &data, &tok, &without, &[]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_same(&losses(&with), &losses(&without), "losses with and without CORE between steps");
+
+    let core_rows = rows(&with, "core_metric");
+    assert_eq!(core_rows.iter().map(|r| r.0).collect::<Vec<_>>(), [3, 6], "{core_rows:?}");
+    let last: serde_json::Value = std::fs::read_to_string(with.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("core_metric").is_some())
+        .last()
+        .unwrap();
+    let tasks = last["core"].as_array().unwrap();
+    assert_eq!(tasks.len(), 20);
+    // Every task has more than 11 items: 11 each.
+    assert!(tasks.iter().all(|t| t["examples"] == 11), "{tasks:?}");
+    let mean: f64 = tasks.iter().map(|t| t["centered"].as_f64().unwrap()).sum::<f64>() / 20.0;
+    assert!((mean - core_rows[1].1).abs() < 1e-12);
+    let report = std::fs::read_to_string(with.join("report.md")).unwrap();
+    assert!(
+        report.contains("## CORE metric") && report.contains("| arc_easy | multiple_choice | 10 | 11 |"),
+        "{report}"
+    );
+    assert!(report.contains("Not run (task files absent): squad, coqa."), "{report}");
+    assert!(std::fs::read_to_string(with.join("report.svg")).unwrap().contains("CORE (mean centred accuracy)"));
+
+    // wgpt eval core on the checkpoint the run wrote.
+    let wgpt = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_wgpt"))
+            .arg("eval")
+            .arg("core")
+            .args(args)
+            .env("WGPT_AUTOTUNE", "off")
+            .output()
+            .unwrap()
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let base = [os("--checkpoint"), with.clone().into(), os("--eval-data"), eval.clone().into()];
+    let mut a: Vec<std::ffi::OsString> = base.to_vec();
+    a.extend([
+        os("--max-per-task"),
+        os("3"),
+        os("--tasks"),
+        os("copa,winograd"),
+        os("--json"),
+        dir.join("core.json").into(),
+    ]);
+    let out = wgpt(&a.iter().map(|s| s.as_os_str()).collect::<Vec<_>>());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for needle in ["copa ", "winograd ", "CORE ", "max 3 examples per task", "missing: squad", "tokens/s"] {
+        assert!(stdout.contains(needle), "no {needle:?} in\n{stdout}");
+    }
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("core.json")).unwrap()).unwrap();
+    assert_eq!(j["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(j["tasks"][0]["label"], "copa");
+    // 3 examples leave a 10-shot task too few, before anything runs.
+    let mut a: Vec<std::ffi::OsString> = base.to_vec();
+    a.extend([os("--max-per-task"), os("3"), os("--tasks"), os("jeopardy")]);
+    let out = wgpt(&a.iter().map(|s| s.as_os_str()).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("jeopardy (10-shot)") && stderr.contains("at least 11"),
+        "{stderr}"
+    );
+
+    // A tokenizer of another vocabulary: refused, naming both sizes, before the GPU is opened.
+    let other = dir.join("other-tok");
+    let ds_docs = (0..200).map(|i| Ok(format!("document {i} with words {} and more", i * 7)));
+    let (t2, _) =
+        wgpt::tokenizer::train(ds_docs, &wgpt::tokenizer::TrainOptions { vocab_size: 300, ..Default::default() })
+            .unwrap();
+    let (t2_json, _) = t2.save(&other).unwrap();
+    let mut a = base.to_vec();
+    a.extend([os("--tokenizer"), t2_json.into()]);
+    let out = wgpt(&a.iter().map(|s| s.as_os_str()).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("512") && stderr.contains("300"), "{stderr}");
+    assert!(!stderr.contains("adapter:"), "the GPU was opened before the refusal:\n{stderr}");
+
+    // A malformed task file: its name and line, before the GPU is opened.
+    let bad = dir.join("bad-eval");
+    let meta = bad.join("core/dclm_meta");
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::create_dir_all(bad.join("core/commonsense_reasoning")).unwrap();
+    for f in ["eval_meta_data.csv", "heavy.yaml", "additional_aggregation.json"] {
+        std::fs::copy(eval.join("core/dclm_meta").join(f), meta.join(f)).unwrap();
+    }
+    let copa = std::fs::read_to_string(eval.join("core/commonsense_reasoning/copa.jsonl")).unwrap();
+    let mut lines: Vec<&str> = copa.lines().collect();
+    lines[2] = "{\"query\": \"no choices here\", \"gold\": 0}";
+    std::fs::write(bad.join("core/commonsense_reasoning/copa.jsonl"), lines.join("\n") + "\n").unwrap();
+    let a = [os("--checkpoint"), with.clone().into(), os("--eval-data"), bad.into(), os("--tasks"), os("copa")];
+    let out = wgpt(&a.iter().map(|s| s.as_os_str()).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("copa.jsonl") && stderr.contains("line 3"), "{stderr}");
+    assert!(!stderr.contains("adapter:"), "the GPU was opened before the refusal:\n{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,7 +5,7 @@
 
 use crate::cli::GpuArgs;
 use crate::config::{MemorySpec, Precision};
-use crate::eval::core::{evaluate_core, grade, pick_tasks, Prompting, TaskResult};
+use crate::eval::core::{check_max_per_task, evaluate_core, grade, pick_tasks, Prompting, TaskResult};
 use crate::eval::mmlu::{mmlu_items, mmlu_subjects, MmluSplit, MMLU_DELIMITER, MMLU_FEWSHOT};
 use crate::eval::scorer::{Scorer, DEFAULT_TOKENS_PER_PASS};
 use crate::eval::tasks::TaskType;
@@ -150,6 +150,7 @@ fn core(gpu: &GpuArgs, args: &CoreArgs) -> anyhow::Result<i32> {
     let hella = root.join("hellaswag");
     let suite = core_tasks(&core_dir, hella.is_dir().then_some(hella.as_path()))?;
     let tasks = pick_tasks(&suite, args.tasks.as_deref())?;
+    check_max_per_task(&tasks, max)?;
     // Every selected file parses before the GPU is touched (errors name the file and line).
     for t in &tasks {
         load_items(t)?;

@@ -14,8 +14,9 @@
 //!
 //! One difference from nanochat: its GPT forwards prompts longer than its training length (its
 //! rotary tables cover 10×), wgpt's model cannot go beyond T, so a longer prompt keeps its last T
-//! tokens (nanochat's rule for models with a `max_seq_len`, e.g. GPT-2). Each task reports how
-//! many sequences were cropped.
+//! tokens (nanochat's rule for models with a `max_seq_len`, e.g. GPT-2), and a continuation that
+//! does not fit at all is scored on its last T − 1 tokens ([`crop`]). Each task reports how many
+//! sequences were cropped.
 //!
 //! All of a task's sequences go to the scorer at once, so its batches are as full as the lengths
 //! allow.
@@ -222,6 +223,24 @@ pub fn pick_tasks<'a>(suite: &'a CoreSuite, only: Option<&[String]>) -> Result<V
         });
     }
     Ok(suite.tasks.iter().filter(|t| only.contains(&t.label)).collect())
+}
+
+/// Refuses an example count that leaves a task fewer items than its few-shot draw needs: nanochat
+/// draws an item's examples from the other items kept (Python's `sample` raises there).
+pub fn check_max_per_task(tasks: &[&TaskSpec], max_per_task: Option<usize>) -> Result<()> {
+    let Some(n) = max_per_task else { return Ok(()) };
+    if let Some(t) = tasks.iter().filter(|t| t.num_fewshot + 1 > n).max_by_key(|t| t.num_fewshot) {
+        return Err(Error::Config {
+            message: format!(
+                "{n} examples per task leave {} ({}-shot) too few: each item's few-shot examples are drawn from the \
+                 other items kept, as nanochat does\n  HINT: keep at least {} examples per task (or -1 for all)",
+                t.label,
+                t.num_fewshot,
+                t.num_fewshot + 1
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Runs `tasks` in order, calling `on_task` after each (progress), and averages CORE.

@@ -208,20 +208,23 @@ pub fn batch_sequences(
 }
 
 /// nanochat's `max_seq_len` truncation: a sequence longer than `max_len` keeps its last `max_len`
-/// tokens and its span moves down with it. An error if that cuts into the span (nanochat asserts).
+/// tokens and its span moves down with it. Where nanochat asserts (the cut reaches into the
+/// span, which a model of 2048 positions never meets but a small one does), the span keeps what
+/// is left of it from position 1 on (position 0 has no prediction): the last `max_len − 1`
+/// continuation tokens are scored. `max_len` must be at least 2.
 pub fn crop(seqs: Sequences, max_len: usize) -> Result<Sequences> {
+    if max_len < 2 {
+        return Err(Error::State {
+            context: "cropping sequences".into(),
+            message: format!("a context of {max_len} tokens leaves nothing to score"),
+        });
+    }
     let mut out = Sequences { tokens: Vec::new(), start: Vec::new(), end: Vec::new() };
     for ((t, s), e) in seqs.tokens.into_iter().zip(seqs.start).zip(seqs.end) {
         if t.len() > max_len {
             let cut = t.len() - max_len;
-            if s < cut {
-                return Err(Error::State {
-                    context: format!("cropping a {}-token sequence to {max_len}", t.len()),
-                    message: format!("the scored span starts at token {s}, inside the {cut} tokens cut"),
-                });
-            }
             out.tokens.push(t[cut..].to_vec());
-            out.start.push(s - cut);
+            out.start.push(s.saturating_sub(cut).max(1));
             out.end.push(e - cut);
         } else {
             out.tokens.push(t);
@@ -457,7 +460,11 @@ mod tests {
         assert_eq!(c.start, [3, 2]);
         assert_eq!(c.end, [6, 4]);
         assert_eq!(crop(seqs.clone(), 10).expect("no crop"), seqs);
-        // Cutting 8 tokens would cut into the span starting at 7.
-        assert!(matches!(crop(seqs, 2), Err(Error::State { .. })));
+        // Cutting 8 tokens cuts into the span starting at 7: the rest of it is scored from position 1.
+        let c = crop(seqs.clone(), 2).expect("crop into the span");
+        assert_eq!(c.tokens, [vec![8, 9], vec![2, 3]]);
+        assert_eq!(c.start, [1, 1]);
+        assert_eq!(c.end, [2, 2]);
+        assert!(matches!(crop(seqs, 1), Err(Error::State { .. })));
     }
 }

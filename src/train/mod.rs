@@ -15,7 +15,8 @@ pub mod trainer;
 
 pub use schedule::Hyper;
 
-/// Every buffer a training run allocates: the model's and the optimizer's (what `wgpt info`
+/// Every buffer a training run allocates: the model's, the optimizer's and, with
+/// `train.core_every`, the CORE scorer's beyond what it borrows from the model (what `wgpt info`
 /// prints and the trainer checks against the adapter's memory), at the precision the config asks
 /// for. Planning opens no adapter, so `auto` is planned as f16, what it resolves to on adapters
 /// with cooperative matrices; elsewhere it resolves to f32, whose plan is smaller by the f16
@@ -34,6 +35,19 @@ pub fn memory_plan_at(
     matmul: crate::kernels::matmul::MatmulPrecision,
 ) -> crate::model::memory::MemoryPlan {
     let m = &rc.model;
-    crate::model::memory::MemoryPlan::model(m, rc.train().device_batch_size, &rc.file.memory, matmul)
-        .with(optimizer::plan(&crate::model::ParamLayout::new(m)))
+    let model = crate::model::memory::MemoryPlan::model(m, rc.train().device_batch_size, &rc.file.memory, matmul);
+    // CORE during training scores on the training model's own buffers where they are large
+    // enough (it runs between steps); only the rest is allocated beside them.
+    let core = if rc.train().core_every > 0 {
+        let scorer =
+            crate::eval::scorer::Scorer::plan(m, &rc.file.memory, matmul, crate::eval::scorer::DEFAULT_TOKENS_PER_PASS);
+        let mut extra = scorer.not_in(&model);
+        for e in &mut extra.entries {
+            e.name = format!("core.{}", e.name);
+        }
+        extra
+    } else {
+        crate::model::memory::MemoryPlan::default()
+    };
+    model.with(optimizer::plan(&crate::model::ParamLayout::new(m))).with(core)
 }

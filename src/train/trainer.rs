@@ -193,8 +193,9 @@ pub fn describe_run(rc: &RunConfig, h: &Hyper, plan: &MemoryPlan) -> String {
         h.warmup_steps, h.warmdown_steps, h.final_lr_frac
     );
     s += &format!(
-        "eval every {} steps on {} tokens; samples every {}; checkpoints every {} (and at the end)\n",
-        tr.eval_every, tr.eval_tokens, tr.sample_every, tr.save_every
+        "eval every {} steps on {} tokens; samples every {}; CORE every {} (at most {} examples per task); \
+         checkpoints every {} (and at the end)\n",
+        tr.eval_every, tr.eval_tokens, tr.sample_every, tr.core_every, tr.core_max_per_task, tr.save_every
     );
     s += &format!(
         "memory plan (recompute = {:?}, logits chunk {} rows):\n{}",
@@ -206,6 +207,34 @@ pub fn describe_run(rc: &RunConfig, h: &Hyper, plan: &MemoryPlan) -> String {
         s += &format!("WARNING: {w}\n");
     }
     s
+}
+
+/// The CORE tasks under `$WGPT_EVAL_DATA` (default `../shared/data/eval`), every file parsed.
+fn load_core_suite(tok: &Tokenizer) -> anyhow::Result<crate::eval::tasks::CoreSuite> {
+    let root = std::env::var_os("WGPT_EVAL_DATA").map_or_else(|| PathBuf::from("../shared/data/eval"), PathBuf::from);
+    let core = root.join("core");
+    if !core.is_dir() {
+        bail!(
+            "train.core_every asks for the CORE metric, but {} does not exist\n  HINT: set WGPT_EVAL_DATA to the \
+             evaluation data folder (holding core/ and hellaswag/, e.g. ../shared/data/eval), or set \
+             train.core_every=-1 to train without CORE",
+            core.display()
+        );
+    }
+    tok.bos_id()?;
+    let hella = root.join("hellaswag");
+    let suite = crate::eval::tasks::core_tasks(&core, hella.is_dir().then_some(hella.as_path()))?;
+    for t in &suite.tasks {
+        crate::eval::tasks::load_items(t)?;
+    }
+    let missing: Vec<&str> = suite.missing.iter().map(|m| m.label.as_str()).collect();
+    println!(
+        "CORE: {} tasks from {}{}",
+        suite.tasks.len(),
+        root.display(),
+        if missing.is_empty() { String::new() } else { format!(" (absent: {})", missing.join(", ")) }
+    );
+    Ok(suite)
 }
 
 /// Where the tokenizer is, training one first when there is none at the default location.
@@ -636,6 +665,13 @@ pub fn run(
     let tok = Arc::new(Tokenizer::from_file(&tok_path)?);
     tok.check_vocab_size(rc.model.vocab_size)?;
     println!("tokenizer: {}", describe_tokenizer(&tok_path, &tok));
+    // CORE's task files, read and checked now (errors name the file and line), not at step 2000.
+    let core_suite = if tr.core_every > 0 { Some(load_core_suite(&tok)?) } else { None };
+    let core_max = crate::eval::cli::limit("train.core_max_per_task", tr.core_max_per_task)?;
+    if let Some(suite) = &core_suite {
+        crate::eval::core::check_max_per_task(&suite.tasks.iter().collect::<Vec<_>>(), core_max)
+            .context("train.core_max_per_task")?;
+    }
     let loader_state: Option<LoaderState> = match &resume {
         Some(r) if !args.restart_data => {
             Some(serde_json::from_value(r.loaded.meta["dataloader_state_dict"].clone()).context("loader state")?)
@@ -787,6 +823,7 @@ pub fn run(
     let mut stopped_early = false;
     let resumed = resume.is_some();
     let mut engine = None;
+    let mut scorer = None;
     let progress = Progress::new(n_it, start);
     if let Some(b) = &progress.bar {
         // Kernel-timing lines (first use of a shape class) print above the bar, not through it.
@@ -835,6 +872,44 @@ pub fn run(
                 step,
             )?;
             report.samples(step, samples);
+        }
+        if run_evals && !eval_interrupted && tr.core_every > 0 && (last || (step > 0 && due(tr.core_every, step))) {
+            let suite = core_suite.as_ref().expect("loaded when core_every > 0");
+            if scorer.is_none() {
+                // Built once, on the training model's weights and (idle between steps) buffers.
+                scorer = Some(crate::eval::scorer::Scorer::new(
+                    &ctx,
+                    &rc.model,
+                    &rc.file.memory,
+                    model.matmul,
+                    model.params().clone(),
+                    model.named_buffers(),
+                    crate::eval::scorer::DEFAULT_TOKENS_PER_PASS,
+                    tok.bos_id()?,
+                )?);
+            }
+            let t0 = Instant::now();
+            let tasks: Vec<&crate::eval::tasks::TaskSpec> = suite.tasks.iter().collect();
+            let per = core_max.map_or("all".to_string(), |n| n.to_string());
+            progress.line(&format!("step {step:05} | CORE: {} tasks, at most {per} examples each", tasks.len()));
+            let r = crate::eval::core::evaluate_core(
+                scorer.as_mut().expect("made above"),
+                &tok,
+                &tasks,
+                &suite.missing,
+                core_max,
+                &mut |t| progress.line(&format!("  {}", t.row())),
+            )?;
+            let secs = t0.elapsed().as_secs_f64();
+            progress.line(&format!("step {step:05} | CORE {:.4} ({secs:.1} s)", r.core));
+            log_row(
+                &mut metrics,
+                serde_json::json!({"step": step, "core_metric": r.core, "core_max_per_task": r.max_per_task,
+                    "core": r.tasks, "core_missing": r.missing, "core_seconds": secs}),
+                &mut report,
+                sctx.run_dir,
+                step,
+            )?;
         }
         let stop = eval_interrupted || (!last && (stop_requested() || args.stop_after == Some(step)));
         let save_due = last || stop || (step > 0 && tr.save_every > 0 && due(tr.save_every, step));
