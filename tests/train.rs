@@ -700,8 +700,7 @@ fn core_during_training_and_wgpt_eval_core() {
         .unwrap()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v.get("core_metric").is_some())
-        .last()
+        .rfind(|v| v.get("core_metric").is_some())
         .unwrap();
     let tasks = last["core"].as_array().unwrap();
     assert_eq!(tasks.len(), 20);
