@@ -242,6 +242,14 @@ pub enum BenchCommand {
         #[command(flatten)]
         gpu: GpuArgs,
     },
+    /// What CORE costs for a config: tokens, padded slots, passes and forward FLOPs of every task
+    /// as `wgpt eval core` batches them, the time at a given TFLOP/s, and (--passes) a measured rate.
+    Core {
+        #[command(flatten)]
+        args: CoreBenchArgs,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// One training micro-step (forward, head, backward) of a config: tokens/s and where the
     /// GPU time goes, per kernel, from timestamp queries.
     Step {
@@ -250,6 +258,34 @@ pub enum BenchCommand {
         #[command(flatten)]
         gpu: GpuArgs,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct CoreBenchArgs {
+    /// A config file, e.g. configs/rtx4070-d12.toml.
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+    /// Override a config value (repeatable).
+    #[arg(long = "set")]
+    pub overrides: Vec<String>,
+    /// The tokenizer to count tokens with (e.g. ../shared/data/tokenizers/gpt2_tokenizer.json).
+    #[arg(long)]
+    pub tokenizer: std::path::PathBuf,
+    /// The evaluation data folder (core/, hellaswag/).
+    #[arg(long, env = "WGPT_EVAL_DATA", default_value = "../shared/data/eval")]
+    pub eval_data: std::path::PathBuf,
+    /// Examples per task; -1 = all (the full CORE set).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub max_per_task: i64,
+    /// Token slots per forward pass.
+    #[arg(long, default_value_t = crate::eval::scorer::DEFAULT_TOKENS_PER_PASS)]
+    pub tokens_per_pass: usize,
+    /// Sustained model TFLOP/s for the estimate (default: the seed run's on the RTX 4070).
+    #[arg(long, default_value_t = 49.0)]
+    pub tflops: f64,
+    /// Also run this many passes on the GPU and report the measured rate (0: count only, no GPU).
+    #[arg(long, default_value_t = 0)]
+    pub passes: usize,
 }
 
 #[derive(Args, Debug)]
@@ -353,6 +389,24 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             crate::train::trainer::run(&|| gpu.open(), &args, &command_line)
         }
         Command::StepCheck { args, gpu } => step_check_cmd(&gpu, &args),
+        Command::Bench { what: BenchCommand::Core { args, gpu } } => {
+            let rc = crate::config::RunConfig::load(&args.config, &args.overrides)?;
+            let tok = crate::tokenizer::Tokenizer::from_file(&args.tokenizer)?;
+            let root = &args.eval_data;
+            let core = crate::eval::cli::data_dir(root, "core")?;
+            let hella = root.join("hellaswag");
+            let suite = crate::eval::tasks::core_tasks(&core, hella.is_dir().then_some(hella.as_path()))?;
+            let opts = crate::bench::core::CoreBenchOptions {
+                max_per_task: crate::eval::cli::limit("--max-per-task", args.max_per_task)?,
+                tokens_per_pass: args.tokens_per_pass,
+                tflops: args.tflops,
+                passes: args.passes,
+            };
+            crate::eval::core::check_max_per_task(&suite.tasks.iter().collect::<Vec<_>>(), opts.max_per_task)?;
+            let ctx = if args.passes > 0 { Some(gpu.open()?) } else { None };
+            crate::bench::core::bench(ctx.as_ref(), &rc, &tok, &suite, &opts, &mut |l| println!("{l}"))?;
+            Ok(0)
+        }
         Command::Bench { what: BenchCommand::Step { args, gpu } } => {
             let rc = crate::config::RunConfig::load(&args.config, &args.overrides)?;
             let ctx = gpu.open()?;

@@ -150,6 +150,13 @@ fn scorer_refuses_bad_sequences() {
     assert!(err.contains("sequence 1") && err.contains("longer than the model's 256"), "{err}");
     let span = Sequence { tokens: vec![0, 5, 6], start: 0, end: 3 };
     assert!(scorer.score(&[span]).unwrap_err().to_string().contains("continuation [0, 3)"));
+    let backwards = Sequence { tokens: vec![0, 5, 6], start: 3, end: 2 };
+    assert!(scorer.score(&[backwards]).unwrap_err().to_string().contains("continuation [3, 2)"));
+    // An empty continuation (options identical after tokenization) is nanochat's empty slice.
+    let empty = Sequence { tokens: vec![0, 5, 6], start: 3, end: 3 };
+    let s = scorer.score(&[ok.clone(), empty]).unwrap();
+    assert!(s[1].mean_loss.is_nan() && s[1].sum_loss == 0.0 && s[1].greedy_match);
+    assert!(s[0].mean_loss.is_finite());
     let vocab = Sequence { tokens: vec![0, 512], start: 1, end: 2 };
     assert!(scorer.score(&[ok, vocab]).unwrap_err().to_string().contains("token id 512"));
 }

@@ -3,6 +3,7 @@
 //! a warm-up, as the median of several runs.
 
 pub mod attention;
+pub mod core;
 
 use crate::error::Result;
 use crate::gpu::GpuContext;

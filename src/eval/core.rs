@@ -68,12 +68,25 @@ pub fn centered(accuracy: f64, random_baseline: f64) -> f64 {
 }
 
 /// A task's items, prepared for the scorer: every item's sequences, and which item each belongs to.
-struct Prepared {
-    items: Vec<Item>,
-    seqs: Vec<Sequence>,
+pub struct Prepared {
+    pub items: Vec<Item>,
+    pub seqs: Vec<Sequence>,
     /// seqs[first[i]..first[i + 1]] are item i's.
-    first: Vec<usize>,
-    cropped: usize,
+    pub first: Vec<usize>,
+    pub cropped: usize,
+}
+
+/// One task's items (shuffled and cut as [`evaluate_task`] does) as token sequences for a model
+/// of context `t`, without scoring them (what `wgpt bench core` counts).
+pub fn prepare_task(spec: &TaskSpec, tok: &Tokenizer, t: usize, max_per_task: Option<usize>) -> Result<Prepared> {
+    let items = select(load_items(spec)?, max_per_task);
+    let how = Prompting {
+        label: &spec.label,
+        task_type: spec.task_type,
+        num_fewshot: spec.num_fewshot,
+        delimiter: &spec.continuation_delimiter,
+    };
+    prepare(&how, items, tok, tok.bos_id()?, t)
 }
 
 /// How a list of items is prompted: nanochat's per-task settings.
@@ -111,17 +124,9 @@ fn prepare(how: &Prompting<'_>, items: Vec<Item>, tok: &Tokenizer, bos: u32, t: 
         let s = batch_sequences(how.task_type, p, lookup, bos).map_err(item_err)?;
         out.cropped += s.tokens.iter().filter(|x| x.len() > t).count();
         let s = crop(s, t).map_err(item_err)?;
+        // An option whose tokens are all in the common prefix (options identical after
+        // tokenization; piqa has one) has an empty span: its mean loss is NaN, as in nanochat.
         for ((tokens, start), end) in s.tokens.into_iter().zip(s.start).zip(s.end) {
-            if start == 0 || start >= end {
-                return Err(item_err(Error::State {
-                    context: "the scored span".into(),
-                    message: format!(
-                        "continuation tokens [{start}, {end}) of a {}-token sequence: nothing to score (identical \
-                         options?)",
-                        tokens.len()
-                    ),
-                }));
-            }
             out.seqs.push(Sequence { tokens, start, end });
         }
         out.first.push(out.seqs.len());
@@ -151,7 +156,10 @@ pub fn grade(scorer: &mut Scorer<'_>, tok: &Tokenizer, how: &Prompting<'_>, item
         let ok = match (how.task_type, item) {
             (TaskType::LanguageModeling, _) => s[0].greedy_match,
             (_, Item::Mc { gold, .. } | Item::Schema { gold, .. }) => {
-                // The first of the lowest mean losses, as Python's list.index(min(list)).
+                // Python's list.index(min(list)): min keeps its running minimum unless an element
+                // is strictly smaller, so the first of the lowest wins, and a NaN (an empty span)
+                // is never replaced once it is the minimum and never replaces one: comparisons
+                // with NaN are false in both languages. index then finds that very element.
                 let best = (0..s.len()).fold(0, |b, j| if s[j].mean_loss < s[b].mean_loss { j } else { b });
                 best == *gold
             }

@@ -38,7 +38,8 @@ pub const DEFAULT_TOKENS_PER_PASS: usize = 8192;
 /// Shortest batch length: below it, a pass's fixed costs dominate.
 const MIN_T: usize = 64;
 
-/// One sequence to score. `tokens[0]` is BOS; `1 ≤ start < end ≤ tokens.len()`.
+/// One sequence to score. `tokens[0]` is BOS; `1 ≤ start ≤ end ≤ tokens.len()` (an empty
+/// continuation scores NaN mean loss and a vacuous greedy match, as nanochat's empty slices do).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sequence {
     pub tokens: Vec<u32>,
@@ -51,7 +52,7 @@ pub struct Sequence {
 pub struct SeqScore {
     /// Σ −log p(token | prefix) over the continuation, summed in f64 from the f32 per-token losses.
     pub sum_loss: f64,
-    /// sum_loss / continuation length (nanochat's multiple-choice criterion).
+    /// sum_loss / continuation length (nanochat's multiple-choice criterion); NaN when empty.
     pub mean_loss: f64,
     /// Whether the greedy prediction equals every continuation token (the language-modelling one).
     pub greedy_match: bool,
@@ -206,11 +207,6 @@ impl<'c> Scorer<'c> {
         self.b_max * self.cfg.sequence_len
     }
 
-    /// The batch length for a sequence of `len` tokens.
-    fn bucket(&self, len: usize) -> usize {
-        len.max(MIN_T).next_power_of_two().min(self.cfg.sequence_len)
-    }
-
     fn rows(&self, t: usize) -> usize {
         self.tokens_per_pass() / t
     }
@@ -230,7 +226,7 @@ impl<'c> Scorer<'c> {
         if s.tokens.len() > t {
             return bad(format!("{} tokens, longer than the model's {t} (crop it first)", s.tokens.len()));
         }
-        if !(1 <= s.start && s.start < s.end && s.end <= s.tokens.len()) {
+        if !(1 <= s.start && s.start <= s.end && s.end <= s.tokens.len()) {
             return bad(format!("continuation [{}, {}) is not within 1..={}", s.start, s.end, s.tokens.len()));
         }
         if let Some(tok) = s.tokens.iter().find(|&&x| x as usize >= self.cfg.vocab_size) {
@@ -245,20 +241,13 @@ impl<'c> Scorer<'c> {
         for (i, s) in seqs.iter().enumerate() {
             self.check(i, s)?;
         }
-        let mut order: Vec<usize> = (0..seqs.len()).collect();
-        // Longest first; equal lengths keep input order (deterministic batches).
-        order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].tokens.len()));
         // Whoever owns the parameters may have changed them since the last call.
         for m in self.models.values() {
             m.params();
         }
+        let lens: Vec<usize> = seqs.iter().map(|s| s.tokens.len()).collect();
         let mut out = vec![None; seqs.len()];
-        let mut next = 0;
-        while next < order.len() {
-            let t = self.bucket(seqs[order[next]].tokens.len());
-            let b = self.rows(t);
-            let batch: Vec<usize> = order[next..(next + b).min(order.len())].to_vec();
-            next += batch.len();
+        for (t, batch) in batches(&lens, self.cfg.sequence_len, self.tokens_per_pass()) {
             for (i, score) in batch.iter().zip(self.run_batch(seqs, &batch, t)?) {
                 out[*i] = Some(score);
             }
@@ -286,6 +275,26 @@ impl<'c> Scorer<'c> {
         let m = self.models.get_mut(&t).expect("made above");
         run(m, seqs, batch, b, t, self.bos, &mut self.stats)
     }
+}
+
+/// How [`Scorer::score`] batches sequences of lengths `lens` (each ≤ `seq_len`) with
+/// `tokens_per_pass` slots per pass (rounded down to whole rows of `seq_len`): per pass its length
+/// t and the sequences it holds (indices into `lens`), B = slots / t rows of them at most.
+/// Longest first, equal lengths in input order, so the batches are deterministic.
+pub fn batches(lens: &[usize], seq_len: usize, tokens_per_pass: usize) -> Vec<(usize, Vec<usize>)> {
+    let slots = (tokens_per_pass / seq_len).max(1) * seq_len;
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    let mut out = Vec::new();
+    let mut next = 0;
+    while next < order.len() {
+        let t = lens[order[next]].max(MIN_T).next_power_of_two().min(seq_len);
+        let b = slots / t;
+        let batch = order[next..(next + b).min(order.len())].to_vec();
+        next += batch.len();
+        out.push((t, batch));
+    }
+    out
 }
 
 /// One pass of `m` (b rows × t) over the sequences `batch` (indices into `seqs`), rows beyond
