@@ -80,12 +80,7 @@ pub struct Prepared {
 /// of context `t`, without scoring them (what `wgpt bench core` counts).
 pub fn prepare_task(spec: &TaskSpec, tok: &Tokenizer, t: usize, max_per_task: Option<usize>) -> Result<Prepared> {
     let items = select(load_items(spec)?, max_per_task);
-    let how = Prompting {
-        label: &spec.label,
-        task_type: spec.task_type,
-        num_fewshot: spec.num_fewshot,
-        delimiter: &spec.continuation_delimiter,
-    };
+    let how = Prompting::of(spec);
     prepare(&how, items, tok, tok.bos_id()?, t)
 }
 
@@ -96,6 +91,18 @@ pub struct Prompting<'a> {
     pub task_type: TaskType,
     pub num_fewshot: usize,
     pub delimiter: &'a str,
+}
+
+impl<'a> Prompting<'a> {
+    /// A CORE task's settings.
+    pub fn of(spec: &'a TaskSpec) -> Self {
+        Prompting {
+            label: &spec.label,
+            task_type: spec.task_type,
+            num_fewshot: spec.num_fewshot,
+            delimiter: &spec.continuation_delimiter,
+        }
+    }
 }
 
 fn prepare(how: &Prompting<'_>, items: Vec<Item>, tok: &Tokenizer, bos: u32, t: usize) -> Result<Prepared> {
@@ -189,12 +196,7 @@ pub fn evaluate_task(
 ) -> Result<TaskResult> {
     let t0 = Instant::now();
     let items = select(load_items(spec)?, max_per_task);
-    let how = Prompting {
-        label: &spec.label,
-        task_type: spec.task_type,
-        num_fewshot: spec.num_fewshot,
-        delimiter: &spec.continuation_delimiter,
-    };
+    let how = Prompting::of(spec);
     let g = grade(scorer, tok, &how, items)?;
     let correct = g.correct.iter().filter(|&&c| c).count();
     let examples = g.correct.len();
