@@ -135,6 +135,48 @@ fn scorer_allocates_its_plan_once() {
     assert_eq!(plan.bytes(Category::Activations), 0);
 }
 
+/// Run between training steps, the scorer borrows the idle training model's buffers: it allocates
+/// exactly what `MemoryPlan::not_in` the training plan says (what `train::memory_plan` adds for
+/// `train.core_every`), here nothing at all, since a training model of 4 rows holds every scoring
+/// buffer of 4 rows; and the scores equal those of a scorer with buffers of its own.
+#[test]
+fn scorer_borrows_the_training_models_buffers() {
+    use wgpt::gpu::GpuContext;
+    use wgpt::model::gpu::GpuModel;
+    use wgpt::model::memory::MemoryPlan;
+    if gpu().is_none() {
+        return;
+    }
+    let ctx = GpuContext::new(&wgpt::testing::test_options()).unwrap();
+    let cfg = config();
+    let layout = ParamLayout::new(&cfg);
+    let p = params(&layout, 4);
+    let mem = MemorySpec::default();
+    let model = GpuModel::new_at(&ctx, &cfg, 4, &mem, MatmulPrecision::F32).unwrap();
+    model.write_params(&p).unwrap();
+    let seqs = sequences(&cfg, 12, cfg.sequence_len, 8);
+    let before = ctx.allocated_bytes();
+    let tokens = 4 * cfg.sequence_len;
+    let mut borrowing =
+        Scorer::new(&ctx, &cfg, &mem, MatmulPrecision::F32, model.params().clone(), model.named_buffers(), tokens, 0)
+            .unwrap();
+    let got = borrowing.score(&seqs).unwrap();
+    let extra = Scorer::plan(&cfg, &mem, MatmulPrecision::F32, tokens).not_in(&MemoryPlan::model(
+        &cfg,
+        4,
+        &mem,
+        MatmulPrecision::F32,
+    ));
+    assert_eq!(ctx.allocated_bytes() - before, extra.total_bytes(), "{}", extra.render());
+    assert_eq!(extra.total_bytes(), 0, "{}", extra.render());
+    drop(borrowing);
+    let arena = ctx.upload("params", &p).unwrap();
+    let mut own = Scorer::new(&ctx, &cfg, &mem, MatmulPrecision::F32, arena, vec![], tokens, 0).unwrap();
+    assert_eq!(own.score(&seqs).unwrap(), got);
+    // The weights were read, never written: the training model's arena is intact.
+    assert_eq!(model.read_params().unwrap(), p);
+}
+
 /// Bad sequences are refused before anything runs, naming the sequence.
 #[test]
 fn scorer_refuses_bad_sequences() {

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, GpuTensor};
 use crate::kernels::matmul::MatmulPrecision;
 use crate::model::gpu::{GpuModel, Pass};
-use crate::model::memory::{BufferSource, Category, MemoryPlan};
+use crate::model::memory::{BufferSource, Category, Entry, MemoryPlan};
 use crate::model::GptConfig;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -69,10 +69,10 @@ pub struct ScorerStats {
 }
 
 /// A [`BufferSource`] that allocates each named buffer once, at the first (largest) request, and
-/// answers later requests for that name with a view of its front. A buffer offered up front
-/// under the same name (the parameter arena; during training every buffer of the training
-/// model, idle while the scorer runs) is used instead of allocating when its type matches and
-/// it is large enough.
+/// answers later requests for that name with a view of its front. A buffer lent up front under a
+/// request's name (the parameter arena; during training the idle training model's buffers, by
+/// [`MemoryPlan::lend_from`]) is used instead of allocating when its type matches and it is
+/// large enough.
 pub struct Pool<'c> {
     ctx: &'c GpuContext,
     offered: HashMap<String, GpuTensor>,
@@ -80,8 +80,8 @@ pub struct Pool<'c> {
 }
 
 impl<'c> Pool<'c> {
-    pub fn new(ctx: &'c GpuContext, offered: Vec<(String, GpuTensor)>) -> Self {
-        Pool { ctx, offered: offered.into_iter().collect(), buffers: HashMap::new() }
+    pub fn new(ctx: &'c GpuContext, lent: Vec<(String, GpuTensor)>) -> Self {
+        Pool { ctx, offered: lent.into_iter().collect(), buffers: HashMap::new() }
     }
 
     fn get(&mut self, name: &str, elems: usize, dtype: DType) -> Result<GpuTensor> {
@@ -150,7 +150,7 @@ impl<'c> Scorer<'c> {
         mem: &MemorySpec,
         precision: MatmulPrecision,
         params: GpuTensor,
-        shared: Vec<(String, GpuTensor)>,
+        shared: Vec<(Entry, GpuTensor)>,
         tokens_per_pass: usize,
         bos: u32,
     ) -> Result<Self> {
@@ -172,8 +172,22 @@ impl<'c> Scorer<'c> {
             });
         }
         let b_max = (tokens_per_pass / cfg.sequence_len).max(1);
-        let mut all = vec![("params".to_string(), params)];
-        all.extend(shared);
+        let entry = |name: &str, category, t: &GpuTensor| Entry {
+            name: name.to_string(),
+            category,
+            elems: t.len(),
+            elem_bytes: t.dtype().bytes(),
+        };
+        let mut offers = vec![(entry("params", Category::Params, &params), params)];
+        offers.extend(shared);
+        let base: Vec<Entry> = offers.iter().map(|(e, _)| e.clone()).collect();
+        let plan = Self::plan(cfg, mem, precision, tokens_per_pass);
+        let lent = plan
+            .entries
+            .iter()
+            .zip(plan.lend_from(&base))
+            .filter_map(|(e, l)| Some((e.name.clone(), offers[l?].1.clone())))
+            .collect();
         let mut scorer = Scorer {
             ctx,
             cfg: cfg.clone(),
@@ -181,7 +195,7 @@ impl<'c> Scorer<'c> {
             precision,
             bos,
             b_max,
-            pool: Pool::new(ctx, all),
+            pool: Pool::new(ctx, lent),
             models: BTreeMap::new(),
             stats: ScorerStats::default(),
         };

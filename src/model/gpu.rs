@@ -16,8 +16,8 @@
 //! by the cross-entropy kernel from `step_scalars[0]`, written per batch by `set_batch`.
 
 use super::memory::{
-    Allocator, AttnActs, BlockLinear, BufferSource, GradWorkspace, LinearWeights, MemoryPlan, ModelBuffers, Planner,
-    Purpose,
+    Allocator, AttnActs, BlockLinear, BufferSource, Entry, GradWorkspace, LinearWeights, MemoryPlan, ModelBuffers,
+    Planner, Purpose,
 };
 use super::{GptConfig, ParamLayout, ParamTensors};
 use crate::config::{MemorySpec, Recompute, RunConfig};
@@ -96,7 +96,7 @@ pub struct GpuModel<'c> {
     /// Targets ≠ −1 in the current batch.
     valid: usize,
     /// Every buffer by plan name, in allocation order.
-    named: Vec<(String, GpuTensor)>,
+    named: Vec<(Entry, GpuTensor)>,
     /// The recorded micro-step of each [`Pass`], and the gradient reset.
     train_step: OnceCell<Vec<Dispatch>>,
     eval_step: OnceCell<Vec<Dispatch>>,
@@ -204,12 +204,15 @@ impl<'c> GpuModel<'c> {
             let (v, att) = (format!("{pre}v"), format!("{pre}att"));
             a.v = alloc(&v, n * kv)?;
             a.att = alloc(&att, n * hd)?;
-            for (name, t) in self.named.iter_mut() {
-                if *name == v {
+            for (e, t) in self.named.iter_mut() {
+                if e.name == v {
                     *t = a.v.clone();
-                } else if *name == att {
+                } else if e.name == att {
                     *t = a.att.clone();
+                } else {
+                    continue;
                 }
+                e.elem_bytes = dtype.bytes();
             }
             for e in self.plan.entries.iter_mut().filter(|e| e.name == v || e.name == att) {
                 e.elem_bytes = dtype.bytes();
@@ -404,7 +407,7 @@ impl<'c> GpuModel<'c> {
     /// Every buffer of the model by plan name (what a [`crate::eval::scorer::Scorer`] run between
     /// training steps may use instead of allocating: the weights, read in place, and the
     /// activations and workspace, which every pass writes before it reads them).
-    pub fn named_buffers(&self) -> Vec<(String, GpuTensor)> {
+    pub fn named_buffers(&self) -> Vec<(Entry, GpuTensor)> {
         self.named.clone()
     }
 
@@ -922,19 +925,19 @@ impl<'c> GpuModel<'c> {
 /// A [`BufferSource`] that passes requests on and remembers each buffer's name.
 struct Recorder<'s, S> {
     inner: &'s mut S,
-    named: Vec<(String, GpuTensor)>,
+    named: Vec<(Entry, GpuTensor)>,
 }
 
 impl<S: BufferSource<Buf = GpuTensor>> BufferSource for Recorder<'_, S> {
     type Buf = GpuTensor;
     fn buffer(&mut self, name: &str, category: super::memory::Category, elems: usize) -> Result<GpuTensor> {
         let t = self.inner.buffer(name, category, elems)?;
-        self.named.push((name.to_string(), t.clone()));
+        self.named.push((Entry { name: name.to_string(), category, elems, elem_bytes: 4 }, t.clone()));
         Ok(t)
     }
     fn buffer_f16(&mut self, name: &str, category: super::memory::Category, elems: usize) -> Result<GpuTensor> {
         let t = self.inner.buffer_f16(name, category, elems)?;
-        self.named.push((name.to_string(), t.clone()));
+        self.named.push((Entry { name: name.to_string(), category, elems, elem_bytes: 2 }, t.clone()));
         Ok(t)
     }
 }

@@ -529,13 +529,46 @@ impl MemoryPlan {
         self
     }
 
-    /// The entries `base` has no buffer for: none of that name, or one of another element type or
-    /// fewer elements (what a scorer's `Pool` allocates beside the buffers `base` offers).
+    /// Which of `base`'s buffers each of these entries uses instead of its own allocation, by
+    /// index into `base` (what a scorer's `Pool` borrows from the idle training model). First by
+    /// name: the entry of the same name, element type and at least as many elements (the parameter
+    /// arena, the f16 weight copies, the batch inputs: their contents are what the scorer reads).
+    /// Then, for the rest in order, the smallest untaken buffer of the same element type and
+    /// enough elements among those whose contents no later training step reads before writing:
+    /// activations, workspace and the logits chunk (every forward rewrites them). Gradients,
+    /// optimizer state and weights are never lent as scratch.
+    pub fn lend_from(&self, base: &[Entry]) -> Vec<Option<usize>> {
+        let fits = |b: &Entry, e: &Entry| b.elem_bytes == e.elem_bytes && b.elems >= e.elems;
+        let mut taken = vec![false; base.len()];
+        let mut lent: Vec<Option<usize>> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let i = base.iter().position(|b| b.name == e.name && fits(b, e))?;
+                taken[i] = true;
+                Some(i)
+            })
+            .collect();
+        let scratch = |c: Category| matches!(c, Category::Activations | Category::Workspace | Category::Logits);
+        for (e, slot) in self.entries.iter().zip(lent.iter_mut()).filter(|(_, s)| s.is_none()) {
+            let best = (0..base.len())
+                .filter(|&i| !taken[i] && scratch(base[i].category) && fits(&base[i], e))
+                .min_by_key(|&i| (base[i].elems, i));
+            if let Some(i) = best {
+                taken[i] = true;
+                *slot = Some(i);
+            }
+        }
+        lent
+    }
+
+    /// The entries `base` lends no buffer for ([`MemoryPlan::lend_from`]): what a scorer's `Pool`
+    /// allocates beside the buffers `base` offers.
     pub fn not_in(&self, base: &MemoryPlan) -> MemoryPlan {
-        let covered = |e: &Entry| {
-            base.entries.iter().any(|b| b.name == e.name && b.elem_bytes == e.elem_bytes && b.elems >= e.elems)
-        };
-        MemoryPlan { entries: self.entries.iter().filter(|e| !covered(e)).cloned().collect() }
+        let lent = self.lend_from(&base.entries);
+        MemoryPlan {
+            entries: self.entries.iter().zip(lent).filter(|(_, l)| l.is_none()).map(|(e, _)| e.clone()).collect(),
+        }
     }
 
     pub fn bytes(&self, cat: Category) -> u64 {
@@ -586,5 +619,56 @@ mod tests {
         for (name, q) in [("none", &none), ("mlp", &p), ("block", &block)] {
             eprintln!("{name}:\n{}", q.render());
         }
+    }
+
+    /// CORE during training costs the d12 run no memory: every scoring buffer is lent by the
+    /// training model, the weights by name, the rest from its activations and workspace; and no
+    /// gradient, optimizer or weight buffer is ever lent as scratch.
+    #[test]
+    fn the_scorer_borrows_all_it_needs_from_the_d12_training_model() {
+        for precision in ["f32", "f16"] {
+            let set = format!("train.precision={precision}");
+            let rc = RunConfig::load(
+                &Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/rtx4070-d12.toml"),
+                &[set.clone()],
+            )
+            .unwrap();
+            assert_eq!(plan("rtx4070-d12.toml", &[&set]).total_bytes(), {
+                plan("rtx4070-d12.toml", &[&set, "train.core_every=-1"]).total_bytes()
+            });
+            let matmul = if precision == "f32" { MatmulPrecision::F32 } else { MatmulPrecision::F16 };
+            let train = MemoryPlan::model(&rc.model, rc.train().device_batch_size, &rc.file.memory, matmul);
+            let score = crate::eval::scorer::Scorer::plan(&rc.model, &rc.file.memory, matmul, 8192);
+            let lent = score.lend_from(&train.entries);
+            for (e, l) in score.entries.iter().zip(&lent) {
+                let b = &train.entries[l.expect("every scoring buffer lent")];
+                assert!(b.elem_bytes == e.elem_bytes && b.elems >= e.elems, "{} from {}", e.name, b.name);
+                if b.name != e.name {
+                    assert!(matches!(b.category, Category::Activations | Category::Workspace | Category::Logits));
+                }
+            }
+            let mut seen: Vec<usize> = lent.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), lent.len(), "two scoring buffers share one training buffer");
+        }
+    }
+
+    /// Only scratch is lent under another name: a request that only a gradient or optimizer
+    /// buffer could hold is allocated.
+    #[test]
+    fn only_scratch_is_lent_under_another_name() {
+        let e = |name: &str, category, elems| Entry { name: name.into(), category, elems, elem_bytes: 4 };
+        let base =
+            [e("grads", Category::Grads, 100), e("adam", Category::Optimizer, 100), e("ws.a", Category::Workspace, 10)];
+        let asks = MemoryPlan {
+            entries: vec![
+                e("x", Category::Workspace, 50),
+                e("y", Category::Workspace, 5),
+                e("z", Category::Workspace, 5),
+            ],
+        };
+        assert_eq!(asks.lend_from(&base), vec![None, Some(2), None]);
+        assert_eq!(asks.not_in(&MemoryPlan { entries: base.to_vec() }).entries.len(), 2);
     }
 }
