@@ -630,7 +630,7 @@ mod tests {
             let set = format!("train.precision={precision}");
             let rc = RunConfig::load(
                 &Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/rtx4070-d12.toml"),
-                &[set.clone()],
+                std::slice::from_ref(&set),
             )
             .unwrap();
             assert_eq!(plan("rtx4070-d12.toml", &[&set]).total_bytes(), {
