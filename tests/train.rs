@@ -416,15 +416,19 @@ fn ten_random_sigkills_change_nothing() {
         if kills == 10 {
             break;
         }
-        let resume = rd.join("checkpoints").exists();
+        // A life killed before the first checkpoint leaves none to resume: start over, as a user
+        // would on the trainer's advice.
+        let resume = !wgpt::train::checkpoint::list(&rd).is_empty();
         let mode: &[&str] = if resume { &["--resume"] } else { &["--archive-old"] };
         let before = losses_lenient(&rd);
         let rows_more = (rng.uniform() * 3.0) as usize;
         let frac = rng.uniform();
         let t_life = std::time::Instant::now();
+        // Each life's stderr is kept: a life that ends on its own says why.
+        let life_log = dir.join(format!("life{attempt}.stderr"));
         let mut child = train_cmd(&cfg, &data, &tok, &rd, &[&set[..], mode].concat())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&life_log).unwrap())
             .spawn()
             .unwrap();
         let deadline = t_life + std::time::Duration::from_secs_f64(60.0 + span * 2.0);
@@ -444,13 +448,18 @@ fn ten_random_sigkills_change_nothing() {
             kill(&child, libc::SIGKILL);
             kills += 1;
         }
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
         let steps = losses_lenient(&rd);
         log.push(format!(
             "life {attempt}: {} after {:.2} s (+{rows_more} rows, +{frac:.2} step); {steps} loss rows on disk",
-            if finished { "had already finished" } else { "SIGKILL" },
+            if finished { format!("had already finished ({status})") } else { "SIGKILL".to_string() },
             t_life.elapsed().as_secs_f64()
         ));
+        if finished && !status.success() {
+            let err = std::fs::read_to_string(&life_log).unwrap_or_default();
+            let tail: Vec<&str> = err.lines().rev().take(6).collect();
+            log.push(format!("  its stderr ends:\n    {}", tail.into_iter().rev().collect::<Vec<_>>().join("\n    ")));
+        }
     }
     eprintln!("uninterrupted run: {span:.1} s\n{}", log.join("\n"));
     assert_eq!(kills, 10, "{}", log.join("\n"));
@@ -746,6 +755,42 @@ fn core_during_training_and_wgpt_eval_core() {
     let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("core.json")).unwrap()).unwrap();
     assert_eq!(j["tasks"].as_array().unwrap().len(), 2);
     assert_eq!(j["tasks"][0]["label"], "copa");
+    // wgpt eval mmlu: two subjects, two questions each, 5-shot (the tiny model's context crops the
+    // prompts from the left; the table says how many).
+    let out = Command::new(env!("CARGO_BIN_EXE_wgpt"))
+        .args(["eval", "mmlu", "--max-per-subject", "2", "--subjects", "anatomy,astronomy"])
+        .arg("--checkpoint")
+        .arg(&with)
+        .arg("--eval-data")
+        .arg(&eval)
+        .arg("--json")
+        .arg(dir.join("mmlu.json"))
+        .env("WGPT_AUTOTUNE", "off")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for needle in ["anatomy ", "astronomy ", "MMLU 5-shot: ", "over 4 questions", "mean over 2 subjects", "tokens/s"] {
+        assert!(stdout.contains(needle), "no {needle:?} in\n{stdout}");
+    }
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("mmlu.json")).unwrap()).unwrap();
+    assert_eq!(j["questions"], 4);
+    let subjects = j["subjects"].as_array().unwrap();
+    assert_eq!(subjects.iter().map(|s| s["subject"].as_str().unwrap()).collect::<Vec<_>>(), ["anatomy", "astronomy"]);
+    let correct: u64 = subjects.iter().map(|s| s["correct"].as_u64().unwrap()).sum();
+    assert!((j["accuracy"].as_f64().unwrap() - correct as f64 / 4.0).abs() < 1e-12);
+    // An unknown subject is refused, listing the real ones, before the GPU is opened.
+    let out = Command::new(env!("CARGO_BIN_EXE_wgpt"))
+        .args(["eval", "mmlu", "--subjects", "anatomy,alchemy", "--checkpoint"])
+        .arg(&with)
+        .arg("--eval-data")
+        .arg(&eval)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("alchemy") && stderr.contains("astronomy"), "{stderr}");
+    assert!(!stderr.contains("adapter:"), "the GPU was opened before the refusal:\n{stderr}");
+
     // 3 examples leave a 10-shot task too few, before anything runs.
     let mut a: Vec<std::ffi::OsString> = base.to_vec();
     a.extend([os("--max-per-task"), os("3"), os("--tasks"), os("jeopardy")]);

@@ -13,9 +13,11 @@
 //! 4-byte values come back; the logits never leave the GPU.
 //!
 //! Geometry: every pass holds the same number of tokens, `tokens_per_pass` rounded to whole
-//! sequences of the model's length (N = B_max·T). A batch's t is the smallest power of two ≥ 64
-//! (or T) that holds its longest sequence, and B = N / t rows: sequences are sorted longest first,
-//! so each batch is as tall as its length allows and padding stays below half a row. Each (B, t)
+//! sequences of the model's length (N = B_max·T). A batch's t is the smallest multiple of 64
+//! (or T) that holds its longest sequence, and B = ⌊N / t⌋ rows: sequences are sorted longest
+//! first, so each batch is as tall as its length allows and each row's padding stays below 64
+//! positions (power-of-two lengths padded CORE's tokens by 22%; multiples of 64 by the figure
+//! `wgpt bench core` prints). Each (B, t)
 //! is one [`GpuModel::for_scoring`] whose buffers are views of one pool sized for N tokens
 //! ([`Pool`]): the memory is one scoring plan's, however many geometries run. The parameters are a
 //! tensor the caller gives (a checkpoint's, uploaded once, or the training model's arena, read in
@@ -302,7 +304,7 @@ pub fn batches(lens: &[usize], seq_len: usize, tokens_per_pass: usize) -> Vec<(u
     let mut out = Vec::new();
     let mut next = 0;
     while next < order.len() {
-        let t = lens[order[next]].max(MIN_T).next_power_of_two().min(seq_len);
+        let t = lens[order[next]].max(MIN_T).next_multiple_of(MIN_T).min(seq_len);
         let b = slots / t;
         let batch = order[next..(next + b).min(order.len())].to_vec();
         next += batch.len();
@@ -364,4 +366,40 @@ fn run(
     stats.passes += 1;
     stats.seconds += t0.elapsed().as_secs_f64();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every sequence lands in exactly one batch, longest first; each batch's length is the
+    /// smallest multiple of 64 (or the model's length) that holds its longest sequence, and its
+    /// rows fit the pass's slots.
+    #[test]
+    fn batches_cover_every_sequence_once_at_multiples_of_64() {
+        let mut rng = crate::util::Rng::new(5);
+        let lens: Vec<usize> = (0..500).map(|_| 2 + (rng.next_u64() as usize) % 399).collect();
+        let (seq_len, tokens) = (400, 1600);
+        let bs = batches(&lens, seq_len, tokens);
+        let mut seen = vec![0; lens.len()];
+        let mut prev_t = usize::MAX;
+        for (t, batch) in &bs {
+            let longest = batch.iter().map(|&i| lens[i]).max().unwrap();
+            let want = if longest > 384 { 400 } else { longest.max(64).next_multiple_of(64) };
+            assert_eq!(*t, want, "batch of longest {longest}");
+            assert!(batch.len() * t <= tokens && !batch.is_empty());
+            assert!(*t <= prev_t);
+            prev_t = *t;
+            for &i in batch {
+                seen[i] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1));
+        // Full batches but the last of each length: ⌊slots / t⌋ rows.
+        for w in bs.windows(2) {
+            if w[0].0 == w[1].0 {
+                assert_eq!(w[0].1.len(), tokens / w[0].0);
+            }
+        }
+    }
 }

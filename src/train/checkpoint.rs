@@ -307,7 +307,11 @@ pub fn find_resumable(
         }
     }
     if order.is_empty() {
-        return Err(format!("{} has no checkpoint\n  HINT: start without --resume", run_dir.display()));
+        return Err(format!(
+            "{} has no checkpoint (a run there stopped before it saved one, or none ran)\n  HINT: start over without \
+             --resume, with --archive-old to move any earlier run's files aside",
+            run_dir.display()
+        ));
     }
     for dir in order {
         match try_one(&dir) {

@@ -101,7 +101,9 @@ impl RunDir {
             println!("archived the earlier run's {} into {}", old.join(", "), dest.display());
             return Ok(());
         }
-        if old.iter().any(|f| f == "checkpoints/") {
+        // A run killed before its first checkpoint leaves an empty checkpoints/: that is files
+        // without a checkpoint (the message below), not something --resume can continue.
+        if !super::checkpoint::list(&self.path).is_empty() {
             bail!(
                 "{} already holds checkpoints\n  HINT: pass --resume to continue it, --run-dir DIR for a new run, or \
                  --archive-old to move the earlier run aside and start over here",
@@ -202,6 +204,25 @@ mod tests {
         assert_eq!(archived.len(), 1);
         assert!(archived[0].path().join("metrics.jsonl").is_file());
         r.check_fresh(false).unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A run killed before its first checkpoint leaves an empty `checkpoints/`: a fresh start is
+    /// told there is nothing to resume (not that checkpoints exist, which --resume would then deny)
+    /// and --archive-old moves the leftovers aside.
+    #[test]
+    fn an_empty_checkpoints_folder_is_no_checkpoint() {
+        let d = scratch("empty-ckpt");
+        let r = RunDir::lock(&d, "t").unwrap();
+        std::fs::create_dir_all(super::super::checkpoint::checkpoints_dir(&d)).unwrap();
+        std::fs::write(r.join("metrics.jsonl"), "{\"step\":0,\"loss\":1.0}\n").unwrap();
+        let e = r.check_fresh(false).unwrap_err().to_string();
+        assert!(e.contains("no checkpoint to resume from") && e.contains("--archive-old"), "{e}");
+        std::fs::create_dir_all(super::super::checkpoint::checkpoints_dir(&d).join("step_000001")).unwrap();
+        let e = r.check_fresh(false).unwrap_err().to_string();
+        assert!(e.contains("already holds checkpoints") && e.contains("--resume"), "{e}");
+        r.check_fresh(true).unwrap();
+        assert!(r.leftovers().is_empty());
         std::fs::remove_dir_all(&d).unwrap();
     }
 
