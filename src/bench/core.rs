@@ -10,6 +10,10 @@
 //! 4070). With `--passes K` the first K passes also run on the GPU (weights at init; token ids
 //! taken modulo the vocabulary, which a forward's cost does not depend on), for this adapter's
 //! measured rate beside the estimate.
+//!
+//! The `distinct` column counts the tokens left if each example's options shared the forward of
+//! their common prefix (BOS, the few-shot examples and, for multiple choice, the question): what
+//! scoring with a prefix computed once per example would process, the bound on that saving.
 
 use crate::config::RunConfig;
 use crate::error::Result;
@@ -37,6 +41,16 @@ pub fn forward_flops_per_slot(cfg: &GptConfig, t: usize) -> f64 {
     (2 * counts.matmul + attn) as f64
 }
 
+/// Tokens of `seqs` counting each one's longest common prefix with the others once.
+pub fn distinct_tokens(seqs: &[Sequence]) -> usize {
+    let Some(first) = seqs.first() else { return 0 };
+    let common = seqs
+        .iter()
+        .skip(1)
+        .fold(first.tokens.len(), |n, s| n.min(first.tokens.iter().zip(&s.tokens).take_while(|(a, b)| a == b).count()));
+    common + seqs.iter().map(|s| s.tokens.len() - common).sum::<usize>()
+}
+
 /// Counts (and, with `opts.passes`, times) the CORE evaluation of `rc`'s model; lines to `out`.
 pub fn bench(
     ctx: Option<&GpuContext>,
@@ -59,11 +73,11 @@ pub fn bench(
         (opts.tokens_per_pass / t_max).max(1) * t_max
     ));
     out(&format!(
-        "{:<34} {:>8} {:>9} {:>11} {:>11} {:>7} {:>10} {:>9}",
-        "task", "examples", "sequences", "tokens", "slots", "passes", "fwd TFLOP", "est. s"
+        "{:<34} {:>8} {:>9} {:>11} {:>11} {:>11} {:>7} {:>10} {:>9}",
+        "task", "examples", "sequences", "tokens", "distinct", "slots", "passes", "fwd TFLOP", "est. s"
     ));
     let mut all: Vec<Sequence> = Vec::new();
-    let (mut tokens, mut slots, mut passes, mut flops) = (0usize, 0usize, 0usize, 0.0f64);
+    let (mut tokens, mut distinct, mut slots, mut passes, mut flops) = (0usize, 0usize, 0usize, 0usize, 0.0f64);
     for spec in &suite.tasks {
         let p = prepare_task(spec, tok, t_max, opts.max_per_task)?;
         let lens: Vec<usize> = p.seqs.iter().map(|s| s.tokens.len()).collect();
@@ -71,23 +85,30 @@ pub fn bench(
         let per_pass = (opts.tokens_per_pass / t_max).max(1) * t_max;
         let task_flops: f64 = bs.iter().map(|(t, _)| per_pass as f64 * forward_flops_per_slot(cfg, *t)).sum();
         let task_tokens: usize = lens.iter().sum();
+        let task_distinct: usize = p.first.windows(2).map(|w| distinct_tokens(&p.seqs[w[0]..w[1]])).sum();
         out(&format!(
-            "{:<34} {:>8} {:>9} {:>11} {:>11} {:>7} {:>10.2} {:>9.1}",
+            "{:<34} {:>8} {:>9} {:>11} {:>11} {:>11} {:>7} {:>10.2} {:>9.1}",
             spec.label,
             p.items.len(),
             p.seqs.len(),
             task_tokens,
+            task_distinct,
             bs.len() * per_pass,
             bs.len(),
             task_flops / 1e12,
             task_flops / (opts.tflops * 1e12)
         ));
         tokens += task_tokens;
+        distinct += task_distinct;
         slots += bs.len() * per_pass;
         passes += bs.len();
         flops += task_flops;
         all.extend(p.seqs);
     }
+    out(&format!(
+        "distinct: {distinct} tokens ({:.0}% of all) if each example's shared prefix ran once",
+        100.0 * distinct as f64 / tokens.max(1) as f64
+    ));
     out(&format!(
         "total: {tokens} tokens in {slots} slots ({:.0}% padding), {passes} passes, {:.1} TFLOP forward: {:.1} s \
          ({:.1} min) at {} TFLOP/s",
@@ -140,4 +161,20 @@ pub fn bench(
         flops / (run_flops / secs.max(1e-9)) / 60.0
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_tokens_count_the_common_prefix_once() {
+        let s = |t: &[u32]| Sequence { tokens: t.to_vec(), start: 1, end: t.len() };
+        assert_eq!(distinct_tokens(&[]), 0);
+        assert_eq!(distinct_tokens(&[s(&[0, 1, 2])]), 3);
+        // Prefix [0, 5] shared by all three: 2 + 2 + 1 + 3.
+        assert_eq!(distinct_tokens(&[s(&[0, 5, 1, 2]), s(&[0, 5, 3]), s(&[0, 5, 4, 4, 4])]), 8);
+        // Options that differ from the first token on share nothing.
+        assert_eq!(distinct_tokens(&[s(&[1, 2]), s(&[3, 2])]), 4);
+    }
 }
