@@ -18,7 +18,7 @@
 use crate::config::RunConfig;
 use crate::error::Result;
 use crate::eval::core::prepare_task;
-use crate::eval::scorer::{batches, Scorer, Sequence};
+use crate::eval::scorer::{batches, pass_rows, Scorer, Sequence};
 use crate::eval::tasks::CoreSuite;
 use crate::gpu::GpuContext;
 use crate::model::GptConfig;
@@ -83,7 +83,10 @@ pub fn bench(
         let lens: Vec<usize> = p.seqs.iter().map(|s| s.tokens.len()).collect();
         let bs = batches(&lens, t_max, opts.tokens_per_pass);
         let per_pass = (opts.tokens_per_pass / t_max).max(1) * t_max;
-        let task_flops: f64 = bs.iter().map(|(t, _)| per_pass as f64 * forward_flops_per_slot(cfg, *t)).sum();
+        let pass_slots = |t: usize, n: usize| pass_rows(n, t, per_pass) * t;
+        let task_slots: usize = bs.iter().map(|(t, b)| pass_slots(*t, b.len())).sum();
+        let task_flops: f64 =
+            bs.iter().map(|(t, b)| pass_slots(*t, b.len()) as f64 * forward_flops_per_slot(cfg, *t)).sum();
         let task_tokens: usize = lens.iter().sum();
         let task_distinct: usize = p.first.windows(2).map(|w| distinct_tokens(&p.seqs[w[0]..w[1]])).sum();
         out(&format!(
@@ -93,14 +96,14 @@ pub fn bench(
             p.seqs.len(),
             task_tokens,
             task_distinct,
-            bs.len() * per_pass,
+            task_slots,
             bs.len(),
             task_flops / 1e12,
             task_flops / (opts.tflops * 1e12)
         ));
         tokens += task_tokens;
         distinct += task_distinct;
-        slots += bs.len() * per_pass;
+        slots += task_slots;
         passes += bs.len();
         flops += task_flops;
         all.extend(p.seqs);
@@ -148,7 +151,7 @@ pub fn bench(
     let slots_run = (st.tokens + st.padded) - (warm.tokens + warm.padded);
     let run_flops: f64 = batches(&run.iter().map(|s| s.tokens.len()).collect::<Vec<_>>(), t_max, opts.tokens_per_pass)
         .iter()
-        .map(|(t, _)| scorer.tokens_per_pass() as f64 * forward_flops_per_slot(cfg, *t))
+        .map(|(t, b)| (pass_rows(b.len(), *t, scorer.tokens_per_pass()) * t) as f64 * forward_flops_per_slot(cfg, *t))
         .sum();
     out(&format!(
         "measured on {} ({}): {} passes, {real} tokens ({slots_run} slots) in {secs:.2} s: {:.0} tokens/s, {:.3} \

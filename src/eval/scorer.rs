@@ -12,12 +12,12 @@
 //! kernel's predictions ([`GpuModel::read_argmax`]) are compared only there. Per pass, 2·B·t
 //! 4-byte values come back; the logits never leave the GPU.
 //!
-//! Geometry: every pass holds the same number of tokens, `tokens_per_pass` rounded to whole
-//! sequences of the model's length (N = B_max·T). A batch's t is the smallest multiple of 64
-//! (or T) that holds its longest sequence, and B = ⌊N / t⌋ rows: sequences are sorted longest
-//! first, so each batch is as tall as its length allows and each row's padding stays below 64
-//! positions (power-of-two lengths padded CORE's tokens by 22%; multiples of 64 by the figure
-//! `wgpt bench core` prints). Each (B, t)
+//! Geometry: a pass holds at most `tokens_per_pass` tokens rounded to whole sequences of the
+//! model's length (N = B_max·T). A batch's t is the smallest multiple of 64 (or T) that holds its
+//! longest sequence, and B = ⌊N / t⌋ rows ([`pass_rows`]: the last batch of a length only the
+//! power of two that holds it): sequences are sorted longest first, so each batch is as tall as
+//! its length allows and each row's padding stays below 64 positions (power-of-two lengths padded
+//! CORE's tokens by 22%; multiples of 64 by the figure `wgpt bench core` prints). Each (B, t)
 //! is one [`GpuModel::for_scoring`] whose buffers are views of one pool sized for N tokens
 //! ([`Pool`]): the memory is one scoring plan's, however many geometries run. The parameters are a
 //! tensor the caller gives (a checkpoint's, uploaded once, or the training model's arena, read in
@@ -135,8 +135,8 @@ pub struct Scorer<'c> {
     /// Rows of the model's full length per pass: every pass holds b_max·T token slots.
     b_max: usize,
     pool: Pool<'c>,
-    /// One scoring model per batch length t (B = b_max·T / t).
-    models: BTreeMap<usize, GpuModel<'c>>,
+    /// One scoring model per geometry (B rows, length t): see [`pass_rows`].
+    models: BTreeMap<(usize, usize), GpuModel<'c>>,
     pub stats: ScorerStats,
 }
 
@@ -202,7 +202,7 @@ impl<'c> Scorer<'c> {
             stats: ScorerStats::default(),
         };
         // The full-length geometry first: it asks every buffer at its largest.
-        scorer.model(cfg.sequence_len)?;
+        scorer.model(b_max, cfg.sequence_len)?;
         Ok(scorer)
     }
 
@@ -223,15 +223,10 @@ impl<'c> Scorer<'c> {
         self.b_max * self.cfg.sequence_len
     }
 
-    fn rows(&self, t: usize) -> usize {
-        self.tokens_per_pass() / t
-    }
-
-    fn model(&mut self, t: usize) -> Result<()> {
-        if !self.models.contains_key(&t) {
-            let b = self.rows(t);
+    fn model(&mut self, b: usize, t: usize) -> Result<()> {
+        if !self.models.contains_key(&(b, t)) {
             let m = GpuModel::for_scoring(self.ctx, &self.cfg, b, t, &self.mem, self.precision, &mut self.pool)?;
-            self.models.insert(t, m);
+            self.models.insert((b, t), m);
         }
         Ok(())
     }
@@ -286,11 +281,19 @@ impl<'c> Scorer<'c> {
     }
 
     fn run_batch(&mut self, seqs: &[Sequence], batch: &[usize], t: usize) -> Result<Vec<SeqScore>> {
-        let b = self.rows(t);
-        self.model(t)?;
-        let m = self.models.get_mut(&t).expect("made above");
+        let b = pass_rows(batch.len(), t, self.tokens_per_pass());
+        self.model(b, t)?;
+        let m = self.models.get_mut(&(b, t)).expect("made above");
         run(m, seqs, batch, b, t, self.bos, &mut self.stats)
     }
+}
+
+/// Rows of a pass of length `t` holding `n` sequences: all ⌊slots / t⌋ of a full batch, and for
+/// the last (partial) batch of a length the power of two ≥ n below that, so a task's tail does not
+/// compute a pass of padding rows (a few geometries more, each a view of the same pool).
+pub fn pass_rows(n: usize, t: usize, tokens_per_pass: usize) -> usize {
+    let full = (tokens_per_pass / t).max(1);
+    n.next_power_of_two().min(full)
 }
 
 /// How [`Scorer::score`] batches sequences of lengths `lens` (each ≤ `seq_len`) with
