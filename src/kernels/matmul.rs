@@ -967,6 +967,25 @@ mod tests {
         }
     }
 
+    /// The validation suite's long-K chunked case (24×24×2100 under its 64 KiB context) splits
+    /// every layout, as its comment says: nt into 6-row windows of M and N with K whole, nn into
+    /// 6-row windows of M times four K chunks, tn into four K chunks; the last K chunk is ragged.
+    #[test]
+    fn the_long_k_validation_case_splits_every_layout() {
+        let limit = crate::validate::suite::SuiteOptions::new(0).chunk_binding_bytes;
+        let plan = |ta, tb| {
+            let chunks = plan_chunks(&Gemm::new(ta, tb, 24, 24, 2100), limit, 256, 65535).unwrap();
+            let distinct = |f: &dyn Fn(&Chunk) -> (usize, usize)| {
+                chunks.iter().map(f).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>()
+            };
+            (distinct(&|c| c.m).len(), distinct(&|c| c.n).len(), distinct(&|c| c.k), chunks.len())
+        };
+        let k4 = vec![(0, 528), (528, 1056), (1056, 1584), (1584, 2100)];
+        assert_eq!(plan(false, true), (4, 4, vec![(0, 2100)], 16), "nt");
+        assert_eq!(plan(false, false), (4, 1, k4.clone(), 16), "nn");
+        assert_eq!(plan(true, false), (1, 1, k4, 4), "tn");
+    }
+
     #[test]
     fn shapes_are_checked() {
         let g = Gemm::nt(4, 5, 6);

@@ -21,8 +21,10 @@ pub struct SuiteOptions {
     /// Skip the GPT-size products (2048×768×768 and 2048×3072×768) for quick local iterations.
     pub quick: bool,
     /// Run every matmul variant at the GPT-size products too (`wgpt validate`). Without it only
-    /// the two per-adapter defaults run there (`cargo test`, to keep CI short); every variant
-    /// still runs at every other shape, ragged, batched and chunked ones included.
+    /// the two per-adapter defaults run there (`cargo test`, to keep CI short), and the
+    /// cooperative-matrix defaults only with the operand storage the model's f16 products use
+    /// (f32 activations, f16 weights); every variant and storage still runs at every other
+    /// shape, ragged, batched and chunked ones included.
     pub all_variants_at_gpt_shapes: bool,
     /// Binding limit of the second context that exercises chunking.
     pub chunk_binding_bytes: u64,
